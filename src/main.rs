@@ -1,0 +1,436 @@
+//! The `kadr` command: run a node, detect on still images, publish a video, subscribe to results.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use kadr::config::Config;
+use kadr::model::postprocess::PostprocessConfig;
+use kadr::model::{decode_image, ModelOptions, Yolo};
+use kadr::node::Node;
+use kadr::protocol::{self, encode_frame, Channels, Detection, OutputMessage, FLAG_KEEP};
+use kadr::video::{self, JpegFrames};
+
+#[derive(Parser)]
+#[command(
+    name = "kadr",
+    version,
+    about = "YOLOv7 object detection for live video over Redis pub/sub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: take frames from Redis, detect, publish results in order.
+    Node {
+        #[arg(long, short, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Overrides `redis.url` from the config.
+        #[arg(long, env = "KADR_REDIS_URL")]
+        redis_url: Option<String>,
+    },
+    /// Detect objects in still images (JPEG or PNG); prints one JSON line per image.
+    Detect {
+        #[arg(long, short)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 0.25)]
+        conf: f32,
+        #[arg(long, default_value_t = 0.45)]
+        iou: f32,
+        /// Path to libonnxruntime.so (found in .deps/onnxruntime/ by default).
+        #[arg(long, env = "KADR_ONNXRUNTIME")]
+        onnxruntime: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Publish a video file as frame messages, at its own frame rate.
+    Publish(PublishArgs),
+    /// Print a stream's results as JSON lines, with live progress on stderr.
+    Subscribe(SubscribeArgs),
+}
+
+#[derive(Args)]
+struct RedisArgs {
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, default_value = "kadr")]
+    prefix: String,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// A video file (anything FFmpeg reads).
+    #[arg(long, short)]
+    input: String,
+    #[arg(long, short)]
+    stream: String,
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// Publish as fast as possible instead of at the video's frame rate.
+    #[arg(long)]
+    fast: bool,
+    /// Ask the node never to drop these frames (for files; live cameras want drops).
+    #[arg(long)]
+    keep_all: bool,
+    /// Frame size as WxH (the video is scaled and letterboxed to it).
+    #[arg(long, default_value = "1280x720")]
+    size: String,
+    /// Keep the video's own size instead of `--size`.
+    #[arg(long)]
+    source_size: bool,
+    /// JPEG quality as FFmpeg's -q:v (2 best .. 31 worst).
+    #[arg(long, default_value_t = 3)]
+    quality: u8,
+    /// Stop after this many frames.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// First sequence number.
+    #[arg(long, default_value_t = 0)]
+    start_seq: u64,
+}
+
+#[derive(Args)]
+struct SubscribeArgs {
+    #[arg(long, short)]
+    stream: String,
+    #[command(flatten)]
+    redis: RedisArgs,
+    /// Exit once this many sequence numbers are accounted for (detections or gaps).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit after this many seconds without a message (once one has arrived).
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// Do not print the messages, only progress and the summary.
+    #[arg(long)]
+    quiet: bool,
+    /// Also print the stream's error messages.
+    #[arg(long)]
+    errors: bool,
+    /// Create this file once subscribed (scripts wait for it before publishing).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Write the final summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Node { config, redis_url } => run_node(config, redis_url).await,
+        Command::Detect {
+            model,
+            conf,
+            iou,
+            onnxruntime,
+            images,
+        } => detect(model, conf, iou, onnxruntime, images),
+        Command::Publish(args) => publish(args).await,
+        Command::Subscribe(args) => subscribe(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kadr: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_node(config: PathBuf, redis_url: Option<String>) -> anyhow::Result<()> {
+    let mut cfg = Config::load(&config)?;
+    if let Some(url) = redis_url {
+        cfg.redis.url = url;
+    }
+    let node = Node::start(&cfg).await?;
+    let stats = node.stats.clone();
+    let report = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            tracing::info!(%stats, "stats");
+        }
+    });
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down");
+    report.abort();
+    node.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[derive(Serialize)]
+struct DetectLine<'a> {
+    image: &'a str,
+    width: u32,
+    height: u32,
+    detections: &'a [Detection],
+}
+
+fn detect(
+    model: PathBuf,
+    conf: f32,
+    iou: f32,
+    onnxruntime: Option<PathBuf>,
+    images: Vec<PathBuf>,
+) -> anyhow::Result<()> {
+    if !(conf > 0.0 && conf <= 1.0 && iou > 0.0 && iou <= 1.0) {
+        bail!("--conf and --iou must be in (0, 1]");
+    }
+    let mut yolo = Yolo::load(&ModelOptions {
+        path: model,
+        onnxruntime_library: onnxruntime,
+        intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        postprocess: PostprocessConfig {
+            conf_threshold: conf,
+            iou_threshold: iou,
+            ..PostprocessConfig::default()
+        },
+    })?;
+    let mut failures = 0;
+    for path in &images {
+        let result = std::fs::read(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .and_then(|bytes| Ok(decode_image(&bytes)?))
+            .and_then(|(rgb, w, h)| Ok(yolo.detect_rgb(&rgb, w, h)?));
+        match result {
+            Ok(found) => {
+                let line = DetectLine {
+                    image: &path.to_string_lossy(),
+                    width: found.width,
+                    height: found.height,
+                    detections: &found.detections,
+                };
+                println!("{}", serde_json::to_string(&line)?);
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("kadr: {}: {e:#}", path.display());
+            }
+        }
+    }
+    if failures > 0 {
+        bail!("{failures} of {} images failed", images.len());
+    }
+    Ok(())
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once('x')
+        .context("--size must be WxH, like 1280x720")?;
+    let (w, h): (u32, u32) = (w.parse()?, h.parse()?);
+    if w == 0 || h == 0 || w % 2 == 1 || h % 2 == 1 {
+        bail!("--size must be positive and even");
+    }
+    Ok((w, h))
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let size = if args.source_size {
+        None
+    } else {
+        Some(parse_size(&args.size)?)
+    };
+    let fps = if args.fast {
+        None
+    } else {
+        Some(video::frame_rate(&args.input).await?)
+    };
+    let mut frames = JpegFrames::open(&args.input, size, args.quality)?;
+    let client = redis::Client::open(args.redis.redis_url.as_str())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("Redis at {} is unreachable", args.redis.redis_url))?;
+    let channel = Channels::new(args.redis.prefix.clone()).frames(&args.stream);
+    let flags = if args.keep_all { FLAG_KEEP } else { 0 };
+    let start = Instant::now();
+    let mut message = Vec::new();
+    let mut seq = args.start_seq;
+    let mut sent = 0u64;
+    while let Some(jpeg) = frames.next().await? {
+        if args.limit.is_some_and(|l| sent >= l) {
+            break;
+        }
+        if let Some(fps) = fps {
+            // Pace against the start, so small delays do not accumulate into drift.
+            let due = start + Duration::from_secs_f64(sent as f64 / fps);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        encode_frame(
+            &mut message,
+            &args.stream,
+            seq,
+            protocol::now_us(),
+            flags,
+            &jpeg,
+        );
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(&message[..])
+            .query_async(&mut conn)
+            .await?;
+        seq += 1;
+        sent += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "published {sent} frames to {channel} in {secs:.1} s ({:.1} fps)",
+        sent as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+#[derive(Default, Serialize)]
+struct Summary {
+    frames: u64,
+    detected: u64,
+    gap_frames: u64,
+    gaps_by_reason: std::collections::BTreeMap<String, u64>,
+    errors: u64,
+    order_violations: u64,
+    detections: u64,
+    fps: f64,
+    latency_ms_p50: f64,
+    latency_ms_p95: f64,
+    latency_ms_p99: f64,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+}
+
+async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
+    let channels = Channels::new(args.redis.prefix.clone());
+    let client = redis::Client::open(args.redis.redis_url.as_str())?;
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .with_context(|| format!("Redis at {} is unreachable", args.redis.redis_url))?;
+    let detections_channel = channels.detections(&args.stream);
+    pubsub.subscribe(&detections_channel).await?;
+    pubsub.subscribe(channels.errors(&args.stream)).await?;
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n")?;
+    }
+    let mut messages = pubsub.on_message();
+    let mut s = Summary::default();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut next_seq: Option<u64> = None;
+    let mut first_at: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+    let idle = args.idle_timeout.map(Duration::from_secs_f64);
+    loop {
+        let wait = match (idle, first_at) {
+            (Some(idle), Some(_)) => idle,
+            _ => Duration::from_secs(3600),
+        };
+        let msg = match tokio::time::timeout(wait, messages.next()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => bail!("Redis connection closed"),
+            Err(_) => break,
+        };
+        let now_us = protocol::now_us();
+        first_at.get_or_insert_with(Instant::now);
+        let payload = msg.get_payload_bytes();
+        let text = String::from_utf8_lossy(payload);
+        if msg.get_channel_name() != detections_channel {
+            s.errors += 1;
+            if args.errors && !args.quiet {
+                println!("{text}");
+            }
+            continue;
+        }
+        if !args.quiet {
+            println!("{text}");
+        }
+        let (seq, count) = match serde_json::from_slice::<OutputMessage>(payload) {
+            Ok(OutputMessage::Detections(d)) => {
+                s.detected += 1;
+                s.detections += d.detections.len() as u64;
+                latencies.push(now_us.saturating_sub(d.capture_ts_us) as f64 / 1000.0);
+                (d.seq, 1)
+            }
+            Ok(OutputMessage::Gap(g)) => {
+                s.gap_frames += g.count;
+                *s.gaps_by_reason
+                    .entry(format!("{:?}", g.reason).to_lowercase())
+                    .or_default() += g.count;
+                (g.seq, g.count)
+            }
+            Err(e) => {
+                eprintln!("kadr: unreadable message: {e}");
+                continue;
+            }
+        };
+        if next_seq.is_some_and(|n| seq != n) {
+            s.order_violations += 1;
+        }
+        s.first_seq.get_or_insert(seq);
+        s.last_seq = Some(seq + count - 1);
+        next_seq = Some(seq + count);
+        s.frames += count;
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let secs = first_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            eprintln!(
+                "[{}] frames {}  detected {}  gaps {}  errors {}  {:.1} fps",
+                args.stream,
+                s.frames,
+                s.detected,
+                s.gap_frames,
+                s.errors,
+                s.detected as f64 / secs.max(1e-9)
+            );
+        }
+        if args.count.is_some_and(|c| s.frames >= c) {
+            break;
+        }
+    }
+    let secs = first_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    s.fps = if secs > 0.0 {
+        s.detected as f64 / secs
+    } else {
+        0.0
+    };
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99) = (pct(0.5), pct(0.95), pct(0.99));
+    eprintln!(
+        "[{}] done: {} frames ({} detected, {} in gaps {:?}), {} errors, {} order violations, {:.1} fps, latency p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms",
+        args.stream, s.frames, s.detected, s.gap_frames, s.gaps_by_reason, s.errors, s.order_violations, s.fps,
+        s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99
+    );
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_vec_pretty(&s)?)?;
+    }
+    Ok(())
+}

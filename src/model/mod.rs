@@ -1,0 +1,394 @@
+//! YOLOv7 on ONNX Runtime: load and validate a model, and run it on images.
+//!
+//! The model contract is the reference `export.py --grid` output: input `images` float32
+//! [1,3,H,W], output float32 [1,N,5+classes] already decoded. Pre- and post-processing live in
+//! [`letterbox`] and [`postprocess`] as pure functions; [`Yolo`] owns a session and the buffers
+//! that are reused from frame to frame.
+
+pub mod coco;
+pub mod letterbox;
+pub mod postprocess;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::ImageDecoder;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+use thiserror::Error;
+
+use crate::protocol::Detection;
+use crate::runtime::{self, RuntimeError};
+use letterbox::{Letterboxer, Placement};
+use postprocess::{PostprocessConfig, Postprocessor, RawDetection};
+
+/// Largest image side accepted; a larger one is refused before any pixel is decoded.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest image area accepted (a 8K frame is 33 M pixels).
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(
+        "model file {0} not found; run `scripts/setup.sh` to generate the demo model, or see \
+         models/README.md to export the real YOLOv7"
+    )]
+    NotFound(PathBuf),
+    #[error("model {path} could not be loaded by ONNX Runtime: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("model {path} is not a YOLOv7 `export.py --grid` model: {reason}")]
+    Contract { path: PathBuf, reason: String },
+}
+
+#[derive(Debug, Error)]
+pub enum DetectError {
+    #[error("image could not be decoded: {0}")]
+    Decode(String),
+    #[error("image has zero size ({width}x{height})")]
+    ZeroSize { width: u32, height: u32 },
+    #[error("image of {width}x{height} is over the limit ({MAX_IMAGE_SIDE} a side, {MAX_IMAGE_PIXELS} pixels)")]
+    TooLarge { width: u32, height: u32 },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl DetectError {
+    /// Stable code for the error channel.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DetectError::Decode(_) => "bad_image",
+            DetectError::ZeroSize { .. } => "zero_size",
+            DetectError::TooLarge { .. } => "image_too_large",
+            DetectError::Inference(_) => "inference_failed",
+        }
+    }
+}
+
+/// How to build a session.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub path: PathBuf,
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Threads ONNX Runtime uses inside one inference.
+    pub intra_threads: usize,
+    pub postprocess: PostprocessConfig,
+}
+
+/// What the model is: shared by every detector that runs it.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// File stem, reported in every detection message.
+    pub name: String,
+    pub input_width: u32,
+    pub input_height: u32,
+    /// Values per output row: 5 + number of classes.
+    pub row_len: usize,
+    pub class_names: Arc<[String]>,
+}
+
+/// Detections for one image, in its own pixel coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageDetections {
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<Detection>,
+}
+
+/// One inference session with its reusable buffers. Not shared: each detector owns one.
+pub struct Yolo {
+    session: Session,
+    info: ModelInfo,
+    postprocess: PostprocessConfig,
+    rgb: Vec<u8>,
+    input: Vec<f32>,
+    letterbox: Letterboxer,
+    post: Postprocessor,
+    raw: Vec<RawDetection>,
+}
+
+impl Yolo {
+    /// Load the model, check it against the contract, and prepare the buffers.
+    pub fn load(opts: &ModelOptions) -> Result<Self, ModelError> {
+        let path = &opts.path;
+        if !path.is_file() {
+            return Err(ModelError::NotFound(path.clone()));
+        }
+        let env = runtime::environment(opts.onnxruntime_library.as_deref())?;
+        let load = |reason: String| ModelError::Load {
+            path: path.clone(),
+            reason,
+        };
+        let session = Session::builder(env)
+            .map_err(|e| load(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| load(e.to_string()))?
+            .with_intra_threads(opts.intra_threads.max(1))
+            .map_err(|e| load(e.to_string()))?
+            .with_inter_threads(1)
+            .map_err(|e| load(e.to_string()))?
+            .commit_from_file(path)
+            .map_err(|e| load(e.to_string()))?;
+        let info = check_contract(&session, path)?;
+        let input = vec![0.0; (3 * info.input_width * info.input_height) as usize];
+        Ok(Self {
+            session,
+            info,
+            postprocess: opts.postprocess,
+            rgb: Vec::new(),
+            input,
+            letterbox: Letterboxer::new(),
+            post: Postprocessor::new(),
+            raw: Vec::new(),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Decode a JPEG into the reused RGB buffer and detect on it.
+    pub fn detect_jpeg(&mut self, jpeg: &[u8]) -> Result<ImageDetections, DetectError> {
+        let mut rgb = std::mem::take(&mut self.rgb);
+        let result =
+            decode_jpeg_into(jpeg, &mut rgb).and_then(|(w, h)| self.detect_rgb(&rgb, w, h));
+        self.rgb = rgb;
+        result
+    }
+
+    /// Detect on packed RGB8 pixels.
+    pub fn detect_rgb(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+    ) -> Result<ImageDetections, DetectError> {
+        check_size(width, height)?;
+        let placement = self.letterbox.run(
+            rgb,
+            width,
+            height,
+            self.info.input_width,
+            self.info.input_height,
+            &mut self.input,
+        );
+        self.infer_and_postprocess(&placement)?;
+        let names = &self.info.class_names;
+        let detections = self
+            .raw
+            .iter()
+            .map(|d| Detection {
+                class_id: d.class_id,
+                class: names[d.class_id as usize].clone(),
+                score: d.score,
+                bbox: d.bbox,
+            })
+            .collect();
+        Ok(ImageDetections {
+            width,
+            height,
+            detections,
+        })
+    }
+
+    /// Run the model on a tensor that is already letterboxed (conformance tests feed the
+    /// reference's own input this way) and post-process for `placement`.
+    pub fn detect_tensor(
+        &mut self,
+        tensor: &[f32],
+        placement: &Placement,
+    ) -> Result<Vec<RawDetection>, DetectError> {
+        if tensor.len() != self.input.len() {
+            return Err(DetectError::Inference(format!(
+                "tensor has {} values, model takes {}",
+                tensor.len(),
+                self.input.len()
+            )));
+        }
+        self.input.copy_from_slice(tensor);
+        self.infer_and_postprocess(placement)?;
+        Ok(self.raw.clone())
+    }
+
+    fn infer_and_postprocess(&mut self, placement: &Placement) -> Result<(), DetectError> {
+        let (w, h) = (
+            self.info.input_width as usize,
+            self.info.input_height as usize,
+        );
+        let input = TensorRef::from_array_view(([1usize, 3, h, w], &self.input[..]))
+            .map_err(|e| DetectError::Inference(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![input])
+            .map_err(|e| DetectError::Inference(e.to_string()))?;
+        let (_, rows) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| DetectError::Inference(e.to_string()))?;
+        self.raw.clear();
+        self.post.run(
+            rows,
+            self.info.row_len,
+            &self.postprocess,
+            placement,
+            &mut self.raw,
+        );
+        Ok(())
+    }
+}
+
+fn check_size(width: u32, height: u32) -> Result<(), DetectError> {
+    if width == 0 || height == 0 {
+        return Err(DetectError::ZeroSize { width, height });
+    }
+    if width > MAX_IMAGE_SIDE
+        || height > MAX_IMAGE_SIDE
+        || width as u64 * height as u64 > MAX_IMAGE_PIXELS
+    {
+        return Err(DetectError::TooLarge { width, height });
+    }
+    Ok(())
+}
+
+/// Check the session against the `export.py --grid` contract and describe it.
+fn check_contract(session: &Session, path: &Path) -> Result<ModelInfo, ModelError> {
+    let bad = |reason: String| ModelError::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let [input] = session.inputs() else {
+        return Err(bad(format!(
+            "expected 1 input, found {}",
+            session.inputs().len()
+        )));
+    };
+    let Some(output) = session.outputs().first() else {
+        return Err(bad("no outputs".into()));
+    };
+    let in_shape = input
+        .dtype()
+        .tensor_shape()
+        .ok_or_else(|| bad("input is not a tensor".into()))?;
+    let (h, w) = match in_shape[..] {
+        [1 | -1, 3, h, w] if h > 0 && w > 0 => (h as u32, w as u32),
+        _ => {
+            return Err(bad(format!(
+                "input {:?} has shape {:?}, expected [1,3,H,W] with fixed H and W (export with --img-size)",
+                input.name(),
+                &in_shape[..]
+            )))
+        }
+    };
+    let out_shape = output
+        .dtype()
+        .tensor_shape()
+        .ok_or_else(|| bad("output is not a tensor".into()))?;
+    let row_len = match out_shape[..] {
+        [1 | -1, _, c] if c >= 6 => c as usize,
+        _ => {
+            return Err(bad(format!(
+                "output {:?} has shape {:?}, expected [1,N,5+classes] (export with --grid)",
+                output.name(),
+                &out_shape[..]
+            )))
+        }
+    };
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Ok(ModelInfo {
+        name,
+        input_width: w,
+        input_height: h,
+        row_len,
+        class_names: coco::class_names(row_len - 5).into(),
+    })
+}
+
+/// Decode a JPEG into `rgb` (packed RGB8, resized to fit and reused between frames).
+/// Checks the declared size before decoding any pixel.
+pub fn decode_jpeg_into(jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(u32, u32), DetectError> {
+    let decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(jpeg))
+        .map_err(|e| DetectError::Decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_size(w, h)?;
+    let color = decoder.color_type();
+    let n = decoder.total_bytes() as usize;
+    rgb.resize(n, 0);
+    decoder
+        .read_image(&mut rgb[..n])
+        .map_err(|e| DetectError::Decode(e.to_string()))?;
+    match color {
+        image::ColorType::Rgb8 => {}
+        image::ColorType::L8 => gray_to_rgb_in_place(rgb, (w * h) as usize),
+        other => {
+            return Err(DetectError::Decode(format!(
+                "unsupported JPEG color type {other:?}"
+            )))
+        }
+    }
+    Ok((w, h))
+}
+
+/// Expand `pixels` gray bytes at the start of `buf` to RGB, in place.
+fn gray_to_rgb_in_place(buf: &mut Vec<u8>, pixels: usize) {
+    buf.resize(pixels * 3, 0);
+    for i in (0..pixels).rev() {
+        let v = buf[i];
+        buf[i * 3..i * 3 + 3].fill(v);
+    }
+}
+
+/// Decode any supported still image (JPEG, PNG) to RGB8, for `kadr detect`.
+pub fn decode_image(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), DetectError> {
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DetectError::Decode(e.to_string()))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| DetectError::Decode(e.to_string()))?;
+    check_size(w, h)?;
+    let img = image::load_from_memory(bytes).map_err(|e| DetectError::Decode(e.to_string()))?;
+    Ok((img.to_rgb8().into_raw(), w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gray_expands() {
+        let mut b = vec![1, 2];
+        gray_to_rgb_in_place(&mut b, 2);
+        assert_eq!(b, vec![1, 1, 1, 2, 2, 2]);
+    }
+
+    #[test]
+    fn bad_jpegs_are_errors_not_panics() {
+        let mut rgb = Vec::new();
+        for bytes in [
+            &b""[..],
+            b"\xff\xd8",
+            b"\xff\xd8\xff\xe0garbage",
+            b"not a jpeg at all",
+        ] {
+            assert!(decode_jpeg_into(bytes, &mut rgb).is_err());
+        }
+    }
+
+    #[test]
+    fn size_limits() {
+        assert!(matches!(
+            check_size(0, 10),
+            Err(DetectError::ZeroSize { .. })
+        ));
+        assert!(matches!(
+            check_size(20_000, 10),
+            Err(DetectError::TooLarge { .. })
+        ));
+        assert!(check_size(1280, 720).is_ok());
+    }
+}

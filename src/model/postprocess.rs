@@ -1,0 +1,228 @@
+//! From the model's decoded output rows to detections in source-frame pixels, as the reference
+//! YOLOv7 `non_max_suppression()` and `scale_coords()` compute them.
+
+use super::letterbox::Placement;
+
+/// Thresholds and limits of the reference detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PostprocessConfig {
+    pub conf_threshold: f32,
+    pub iou_threshold: f32,
+    /// At most this many detections per frame.
+    pub max_detections: usize,
+    /// At most this many candidates go into NMS (the highest scoring).
+    pub max_nms_candidates: usize,
+}
+
+impl Default for PostprocessConfig {
+    fn default() -> Self {
+        Self {
+            conf_threshold: 0.25,
+            iou_threshold: 0.45,
+            max_detections: 300,
+            max_nms_candidates: 30_000,
+        }
+    }
+}
+
+/// A detection before class names are attached: corners in source pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawDetection {
+    pub bbox: [f32; 4],
+    pub score: f32,
+    pub class_id: u32,
+}
+
+/// Offset that separates classes so one NMS pass never suppresses across classes.
+const CLASS_OFFSET: f32 = 4096.0;
+
+/// Reusable scratch space, so a frame costs no allocation beyond its result.
+#[derive(Debug, Default)]
+pub struct Postprocessor {
+    candidates: Vec<RawDetection>,
+    order: Vec<u32>,
+    suppressed: Vec<bool>,
+}
+
+impl Postprocessor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `rows` is the model output, `row_len` values per row: `[cx, cy, w, h, obj, class probs...]`
+    /// in model-input pixels. Appends the kept detections to `out`, best first.
+    pub fn run(
+        &mut self,
+        rows: &[f32],
+        row_len: usize,
+        cfg: &PostprocessConfig,
+        placement: &Placement,
+        out: &mut Vec<RawDetection>,
+    ) {
+        self.collect_candidates(rows, row_len, cfg.conf_threshold);
+        self.nms(cfg);
+        let p = placement;
+        let (w, h) = (p.src_w as f32, p.src_h as f32);
+        for &i in self.order.iter().take(cfg.max_detections) {
+            let c = &self.candidates[i as usize];
+            let [x1, y1, x2, y2] = c.bbox;
+            let map = |v: f32, pad: f32, max: f32| ((v - pad) / p.ratio).clamp(0.0, max);
+            out.push(RawDetection {
+                bbox: [
+                    map(x1, p.pad_x, w).round_ties_even(),
+                    map(y1, p.pad_y, h).round_ties_even(),
+                    map(x2, p.pad_x, w).round_ties_even(),
+                    map(y2, p.pad_y, h).round_ties_even(),
+                ],
+                score: c.score,
+                class_id: c.class_id,
+            });
+        }
+    }
+
+    /// Rows whose objectness and best class confidence both pass, as corner boxes.
+    fn collect_candidates(&mut self, rows: &[f32], row_len: usize, conf: f32) {
+        self.candidates.clear();
+        for row in rows.chunks_exact(row_len) {
+            let obj = row[4];
+            if obj <= conf {
+                continue;
+            }
+            // Confidence = objectness x class probability; keep the best class (first on ties).
+            let (mut best, mut class_id) = (f32::NEG_INFINITY, 0u32);
+            for (j, &p) in row[5..].iter().enumerate() {
+                let s = p * obj;
+                if s > best {
+                    best = s;
+                    class_id = j as u32;
+                }
+            }
+            if best <= conf {
+                continue;
+            }
+            let (cx, cy, bw, bh) = (row[0], row[1], row[2], row[3]);
+            self.candidates.push(RawDetection {
+                bbox: [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
+                score: best,
+                class_id,
+            });
+        }
+    }
+
+    /// Greedy NMS per class by descending confidence; leaves the kept indices in `order`.
+    fn nms(&mut self, cfg: &PostprocessConfig) {
+        let cands = &self.candidates;
+        self.order.clear();
+        self.order.extend(0..cands.len() as u32);
+        self.order
+            .sort_by(|&a, &b| cands[b as usize].score.total_cmp(&cands[a as usize].score));
+        self.order.truncate(cfg.max_nms_candidates);
+        self.suppressed.clear();
+        self.suppressed.resize(self.order.len(), false);
+        let shifted = |i: u32| {
+            let c = &cands[i as usize];
+            let off = c.class_id as f32 * CLASS_OFFSET;
+            [
+                c.bbox[0] + off,
+                c.bbox[1] + off,
+                c.bbox[2] + off,
+                c.bbox[3] + off,
+            ]
+        };
+        let mut kept = 0;
+        for a in 0..self.order.len() {
+            if self.suppressed[a] {
+                continue;
+            }
+            let ia = self.order[a];
+            self.order[kept] = ia;
+            kept += 1;
+            if kept == cfg.max_detections {
+                break;
+            }
+            let ba = shifted(ia);
+            for b in a + 1..self.order.len() {
+                if !self.suppressed[b] && iou(&ba, &shifted(self.order[b])) > cfg.iou_threshold {
+                    self.suppressed[b] = true;
+                }
+            }
+        }
+        self.order.truncate(kept);
+    }
+}
+
+/// Intersection over union of two corner boxes.
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let union = area(a) + area(b) - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::letterbox::placement;
+
+    fn row(cx: f32, cy: f32, w: f32, h: f32, obj: f32, class: usize, p: f32) -> Vec<f32> {
+        let mut r = vec![0.0; 85];
+        r[..5].copy_from_slice(&[cx, cy, w, h, obj]);
+        r[5 + class] = p;
+        r
+    }
+
+    fn run(rows: Vec<Vec<f32>>) -> Vec<RawDetection> {
+        let flat: Vec<f32> = rows.concat();
+        let mut out = Vec::new();
+        let p = placement(640, 640, 640, 640);
+        Postprocessor::new().run(&flat, 85, &PostprocessConfig::default(), &p, &mut out);
+        out
+    }
+
+    #[test]
+    fn thresholds_objectness_then_confidence() {
+        let out = run(vec![
+            row(100.0, 100.0, 20.0, 20.0, 0.9, 3, 0.9), // 0.81: kept
+            row(300.0, 300.0, 20.0, 20.0, 0.2, 3, 1.0), // objectness too low
+            row(500.0, 500.0, 20.0, 20.0, 0.5, 3, 0.4), // 0.2: confidence too low
+        ]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].class_id, 3);
+        assert_eq!(out[0].bbox, [90.0, 90.0, 110.0, 110.0]);
+        assert!((out[0].score - 0.81).abs() < 1e-6);
+    }
+
+    #[test]
+    fn nms_suppresses_overlaps_within_a_class_only() {
+        let out = run(vec![
+            row(100.0, 100.0, 40.0, 40.0, 0.9, 1, 0.9),
+            row(102.0, 100.0, 40.0, 40.0, 0.9, 1, 0.8), // same class, IoU ~0.9: suppressed
+            row(102.0, 100.0, 40.0, 40.0, 0.9, 2, 0.7), // other class: kept
+            row(300.0, 100.0, 40.0, 40.0, 0.9, 1, 0.6), // same class, far: kept
+        ]);
+        let classes: Vec<u32> = out.iter().map(|d| d.class_id).collect();
+        assert_eq!(classes, vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn maps_back_through_padding_and_clips() {
+        let p = placement(1280, 720, 640, 384); // ratio 0.5, pad_y 12
+        let rows = row(630.0, 20.0, 40.0, 40.0, 0.9, 0, 0.9);
+        let mut out = Vec::new();
+        Postprocessor::new().run(&rows, 85, &PostprocessConfig::default(), &p, &mut out);
+        assert_eq!(out[0].bbox, [1220.0, 0.0, 1280.0, 56.0]);
+    }
+
+    #[test]
+    fn iou_basics() {
+        assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
+        assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 0.0, 3.0, 2.0]), 1.0 / 3.0);
+        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[5.0, 5.0, 6.0, 6.0]), 0.0);
+    }
+}

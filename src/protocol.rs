@@ -1,0 +1,436 @@
+//! The wire format: frame messages in, JSON results out. `docs/protocol.md` is the reference;
+//! this module is its only implementation, and everything here is pure (no I/O).
+//!
+//! Frame message (binary, big-endian), published on `{prefix}:frames:{stream}`:
+//!
+//! ```text
+//! offset size field
+//!  0     4    magic "KADR"
+//!  4     1    version (1)
+//!  5     1    flags (bit 0: KEEP, never drop this frame)
+//!  6     2    stream id length L (1..=max_stream_id_bytes)
+//!  8     8    sequence number
+//! 16     8    capture timestamp, microseconds since the Unix epoch
+//! 24     L    stream id, UTF-8
+//! 24+L   ..   JPEG bytes, to the end of the message
+//! ```
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub const MAGIC: [u8; 4] = *b"KADR";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 24;
+/// Flag bit: the publisher asks that this frame is never dropped (files, not live cameras).
+pub const FLAG_KEEP: u8 = 0b0000_0001;
+const KNOWN_FLAGS: u8 = FLAG_KEEP;
+
+/// A frame as published, validated. `jpeg` shares the message buffer (no copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub stream: String,
+    pub seq: u64,
+    pub capture_ts_us: u64,
+    pub flags: u8,
+    pub jpeg: Bytes,
+}
+
+impl Frame {
+    pub fn keep(&self) -> bool {
+        self.flags & FLAG_KEEP != 0
+    }
+}
+
+/// Why a frame message was refused. Each has a stable `code` for the error channel.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("message is {len} bytes, shorter than the {HEADER_LEN}-byte header")]
+    Truncated { len: usize },
+    #[error("bad magic {found:02x?}, expected \"KADR\"")]
+    BadMagic { found: [u8; 4] },
+    #[error("unsupported version {found}, this node speaks version {VERSION}")]
+    BadVersion { found: u8 },
+    #[error("unknown flag bits {found:#04x}")]
+    BadFlags { found: u8 },
+    #[error("message is {len} bytes, over the limit of {limit}")]
+    TooLarge { len: usize, limit: usize },
+    #[error("stream id is {len} bytes, must be 1..={limit}")]
+    BadStreamIdLength { len: usize, limit: usize },
+    #[error("stream id is not valid UTF-8")]
+    StreamIdNotUtf8,
+    #[error("stream id {header:?} does not match the channel's stream {channel:?}")]
+    StreamMismatch { header: String, channel: String },
+    #[error("message has no JPEG payload")]
+    EmptyPayload,
+}
+
+impl FrameError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            FrameError::Truncated { .. } => "truncated",
+            FrameError::BadMagic { .. } => "bad_magic",
+            FrameError::BadVersion { .. } => "bad_version",
+            FrameError::BadFlags { .. } => "bad_flags",
+            FrameError::TooLarge { .. } => "too_large",
+            FrameError::BadStreamIdLength { .. } => "bad_stream_id",
+            FrameError::StreamIdNotUtf8 => "bad_stream_id",
+            FrameError::StreamMismatch { .. } => "stream_mismatch",
+            FrameError::EmptyPayload => "empty_payload",
+        }
+    }
+}
+
+/// Limits applied while parsing; every size read from the network is checked against one.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_message_bytes: usize,
+    pub max_stream_id_bytes: usize,
+}
+
+/// Parse and validate a frame message. Never panics, whatever the bytes.
+///
+/// `channel_stream` is the stream named by the channel the message came on; the header must agree
+/// with it, so that errors always land on the channel a publisher listens to.
+pub fn parse_frame(
+    message: Bytes,
+    channel_stream: &str,
+    limits: FrameLimits,
+) -> Result<Frame, FrameError> {
+    let len = message.len();
+    if len > limits.max_message_bytes {
+        return Err(FrameError::TooLarge {
+            len,
+            limit: limits.max_message_bytes,
+        });
+    }
+    if len < HEADER_LEN {
+        return Err(FrameError::Truncated { len });
+    }
+    let h = &message[..HEADER_LEN];
+    let magic: [u8; 4] = h[0..4].try_into().expect("4 bytes");
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic { found: magic });
+    }
+    if h[4] != VERSION {
+        return Err(FrameError::BadVersion { found: h[4] });
+    }
+    let flags = h[5];
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::BadFlags { found: flags });
+    }
+    let id_len = u16::from_be_bytes([h[6], h[7]]) as usize;
+    if id_len == 0 || id_len > limits.max_stream_id_bytes {
+        return Err(FrameError::BadStreamIdLength {
+            len: id_len,
+            limit: limits.max_stream_id_bytes,
+        });
+    }
+    let seq = u64::from_be_bytes(h[8..16].try_into().expect("8 bytes"));
+    let capture_ts_us = u64::from_be_bytes(h[16..24].try_into().expect("8 bytes"));
+    if len < HEADER_LEN + id_len {
+        return Err(FrameError::Truncated { len });
+    }
+    let stream = std::str::from_utf8(&message[HEADER_LEN..HEADER_LEN + id_len])
+        .map_err(|_| FrameError::StreamIdNotUtf8)?;
+    if stream != channel_stream {
+        return Err(FrameError::StreamMismatch {
+            header: stream.to_owned(),
+            channel: channel_stream.to_owned(),
+        });
+    }
+    let stream = stream.to_owned();
+    let jpeg = message.slice(HEADER_LEN + id_len..);
+    if jpeg.is_empty() {
+        return Err(FrameError::EmptyPayload);
+    }
+    Ok(Frame {
+        stream,
+        seq,
+        capture_ts_us,
+        flags,
+        jpeg,
+    })
+}
+
+/// Write a frame message into `out` (cleared first), so publishers can reuse one buffer.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    stream: &str,
+    seq: u64,
+    capture_ts_us: u64,
+    flags: u8,
+    jpeg: &[u8],
+) {
+    let id = stream.as_bytes();
+    let id_len = u16::try_from(id.len()).expect("stream id longer than 65535 bytes");
+    out.clear();
+    out.reserve(HEADER_LEN + id.len() + jpeg.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(flags);
+    out.extend_from_slice(&id_len.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&capture_ts_us.to_be_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(jpeg);
+}
+
+/// Channel names, all under one configurable prefix.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    prefix: String,
+}
+
+impl Channels {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+    /// Pattern the source subscribes to.
+    pub fn frames_pattern(&self) -> String {
+        format!("{}:frames:*", self.prefix)
+    }
+    pub fn frames(&self, stream: &str) -> String {
+        format!("{}:frames:{stream}", self.prefix)
+    }
+    pub fn detections(&self, stream: &str) -> String {
+        format!("{}:detections:{stream}", self.prefix)
+    }
+    pub fn errors(&self, stream: &str) -> String {
+        format!("{}:errors:{stream}", self.prefix)
+    }
+    /// The stream part of a frames channel, as raw bytes (a channel need not be UTF-8).
+    pub fn stream_of<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
+        channel
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b":frames:")
+    }
+}
+
+/// One detected object, in source-frame pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub class_id: u32,
+    pub class: String,
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+/// Everything published on a stream's detections channel, in sequence order.
+/// Every accepted sequence number appears exactly once, as `detections` or inside a `gap`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputMessage {
+    Detections(DetectionsMessage),
+    Gap(GapMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionsMessage {
+    pub stream: String,
+    pub seq: u64,
+    pub capture_ts_us: u64,
+    pub done_ts_us: u64,
+    pub model: String,
+    pub width: u32,
+    pub height: u32,
+    pub detections: Vec<Detection>,
+}
+
+/// Why sequence numbers have no detections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// Dropped by the node because the detectors fell behind a live stream.
+    Dropped,
+    /// The detector failed on it (undecodable image, inference error, crashed detector).
+    Failed,
+    /// Accepted but no result came back within the gap wait.
+    Lost,
+    /// Never received: the sequence numbers jumped over it.
+    Missing,
+}
+
+/// `count` consecutive sequence numbers from `seq` that have no detections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapMessage {
+    pub stream: String,
+    pub seq: u64,
+    pub count: u64,
+    pub reason: GapReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Published on `{prefix}:errors:{stream}` for a message the node refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMessage {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub stream: String,
+    pub seq: Option<u64>,
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorMessage {
+    pub fn new(stream: &str, seq: Option<u64>, code: &str, message: String) -> Self {
+        Self {
+            kind: "error".into(),
+            stream: stream.into(),
+            seq,
+            code: code.into(),
+            message,
+        }
+    }
+}
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: FrameLimits = FrameLimits {
+        max_message_bytes: 1024,
+        max_stream_id_bytes: 16,
+    };
+
+    fn message(stream: &str, jpeg: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, stream, 42, 1_700_000_000_000_000, FLAG_KEEP, jpeg);
+        out
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = message("cam1", b"\xff\xd8jpeg");
+        let f = parse_frame(Bytes::from(m), "cam1", LIMITS).unwrap();
+        assert_eq!(f.stream, "cam1");
+        assert_eq!(f.seq, 42);
+        assert_eq!(f.capture_ts_us, 1_700_000_000_000_000);
+        assert!(f.keep());
+        assert_eq!(&f.jpeg[..], b"\xff\xd8jpeg");
+    }
+
+    #[test]
+    fn refuses_every_malformed_header() {
+        let good = message("cam1", b"x");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..10].to_vec(), "truncated"),
+            (vec![], "truncated"),
+            ([b"KADX".as_slice(), &good[4..]].concat(), "bad_magic"),
+            (
+                {
+                    let mut m = good.clone();
+                    m[4] = 2;
+                    m
+                },
+                "bad_version",
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[5] = 0x80;
+                    m
+                },
+                "bad_flags",
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[6] = 0;
+                    m[7] = 0;
+                    m
+                },
+                "bad_stream_id",
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[6] = 0xff;
+                    m
+                },
+                "bad_stream_id",
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[7] = 5;
+                    m
+                },
+                "stream_mismatch",
+            ),
+            (
+                {
+                    let mut m = good.clone();
+                    m[24] = 0xff;
+                    m
+                },
+                "bad_stream_id",
+            ),
+            (message("cam1", b""), "empty_payload"),
+            (message("cam1", &[0u8; 1100]), "too_large"),
+            (
+                {
+                    let mut m = good.clone();
+                    m.truncate(26);
+                    m[7] = 16;
+                    m
+                },
+                "truncated",
+            ),
+        ];
+        for (bytes, code) in cases {
+            let err = parse_frame(Bytes::from(bytes.clone()), "cam1", LIMITS).unwrap_err();
+            assert_eq!(err.code(), code, "{bytes:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn parse_never_panics_on_any_prefix_or_byte_flip() {
+        let good = message("cam1", b"\xff\xd8\xff\xd9");
+        for cut in 0..good.len() {
+            let _ = parse_frame(Bytes::copy_from_slice(&good[..cut]), "cam1", LIMITS);
+        }
+        for i in 0..good.len() {
+            for v in [0u8, 1, 0x7f, 0x80, 0xff] {
+                let mut m = good.clone();
+                m[i] = v;
+                let _ = parse_frame(Bytes::from(m), "cam1", LIMITS);
+            }
+        }
+    }
+
+    #[test]
+    fn channels() {
+        let c = Channels::new("kadr");
+        assert_eq!(c.frames("a"), "kadr:frames:a");
+        assert_eq!(c.stream_of(b"kadr:frames:a:b"), Some(&b"a:b"[..]));
+        assert_eq!(c.stream_of(b"other:frames:a"), None);
+    }
+
+    #[test]
+    fn output_json_shape() {
+        let m = OutputMessage::Gap(GapMessage {
+            stream: "s".into(),
+            seq: 3,
+            count: 2,
+            reason: GapReason::Dropped,
+            detail: None,
+        });
+        let j = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"type":"gap","stream":"s","seq":3,"count":2,"reason":"dropped"})
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! The source: takes frame messages in from Redis pub/sub, validates them, registers them with
+//! the sequencer, and submits them to the pool.
+//!
+//! A pump task owns the pub/sub connection (reconnecting with backoff) and hands each message to
+//! the actor with a `call`, one at a time: when kept frames fill the node, the actor waits for a
+//! permit, the pump stops reading, and Redis buffers for us. Nothing here is unbounded.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use image::ImageDecoder;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::detector::Job;
+use crate::model::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+use crate::pool::PoolMsg;
+use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
+use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW};
+use crate::stats::Stats;
+
+pub enum SourceMsg {
+    /// One pub/sub message: the channel it came on and its payload.
+    Message {
+        channel: Vec<u8>,
+        payload: Bytes,
+        done: RpcReplyPort<()>,
+    },
+}
+
+pub struct SourceArgs {
+    pub redis: redis::Client,
+    pub channels: Channels,
+    pub limits: FrameLimits,
+    pub keep_all_frames: bool,
+    pub max_streams: usize,
+    /// Bounds the kept frames inside the node.
+    pub permits: Arc<Semaphore>,
+    pub pool: ActorRef<PoolMsg>,
+    pub sequencer: ActorRef<SequencerMsg>,
+    pub stats: Arc<Stats>,
+}
+
+pub struct SourceState {
+    args: SourceArgs,
+    /// Last accepted sequence number per stream.
+    last_seq: HashMap<Arc<str>, u64>,
+    pump: Option<JoinHandle<()>>,
+}
+
+pub struct Source;
+
+impl Actor for Source {
+    type Msg = SourceMsg;
+    type State = SourceState;
+    type Arguments = SourceArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SourceArgs,
+    ) -> Result<SourceState, ActorProcessingErr> {
+        // Subscribe once here so a node that cannot reach Redis fails at start, not later.
+        let pattern = args.channels.frames_pattern();
+        let mut pubsub = args.redis.get_async_pubsub().await?;
+        pubsub.psubscribe(&pattern).await?;
+        info!(%pattern, "source subscribed");
+        let pump = tokio::spawn(pump(myself, args.redis.clone(), pattern, pubsub));
+        Ok(SourceState {
+            args,
+            last_seq: HashMap::new(),
+            pump: Some(pump),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: SourceMsg,
+        state: &mut SourceState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SourceMsg::Message {
+            channel,
+            payload,
+            done,
+        } = msg;
+        state.args.stats.received.inc();
+        state.take_in(&channel, payload).await;
+        let _ = done.send(());
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SourceState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(pump) = state.pump.take() {
+            pump.abort();
+        }
+        Ok(())
+    }
+}
+
+/// Read pub/sub messages forever, reconnecting with backoff when Redis goes away.
+async fn pump(
+    source: ActorRef<SourceMsg>,
+    redis: redis::Client,
+    pattern: String,
+    first: redis::aio::PubSub,
+) {
+    let mut pubsub = Some(first);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let mut conn = match pubsub.take() {
+            Some(c) => c,
+            None => match connect(&redis, &pattern).await {
+                Ok(c) => {
+                    info!("source resubscribed to Redis");
+                    backoff = Duration::from_millis(250);
+                    c
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "Redis unreachable");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let mut messages = conn.on_message();
+        while let Some(msg) = messages.next().await {
+            let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
+            let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+            let sent = source
+                .call(
+                    |done| SourceMsg::Message {
+                        channel,
+                        payload,
+                        done,
+                    },
+                    None,
+                )
+                .await;
+            if sent.is_err() {
+                return; // the source stopped
+            }
+        }
+        warn!("Redis pub/sub connection closed; reconnecting");
+    }
+}
+
+async fn connect(redis: &redis::Client, pattern: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let mut pubsub = redis.get_async_pubsub().await?;
+    pubsub.psubscribe(pattern).await?;
+    Ok(pubsub)
+}
+
+impl SourceState {
+    async fn take_in(&mut self, channel: &[u8], payload: Bytes) {
+        let Some(channel_stream) = self.args.channels.stream_of(channel) else {
+            debug!("message on an unexpected channel ignored");
+            return;
+        };
+        let args = &self.args;
+        let refuse = |seq: Option<u64>, code: &str, message: String| {
+            let name = String::from_utf8_lossy(channel_stream);
+            warn!(stream = %name, ?seq, code, %message, "frame refused");
+            args.stats.errors.inc();
+            let error = ErrorMessage::new(&name, seq, code, message);
+            let _ = args.sequencer.cast(SequencerMsg::Error {
+                channel_stream: channel_stream.to_vec(),
+                error,
+            });
+        };
+        // The stream named by the channel must itself be a valid stream id.
+        let Ok(stream_name) = std::str::from_utf8(channel_stream) else {
+            refuse(None, "bad_stream_id", "stream id is not valid UTF-8".into());
+            return;
+        };
+        if stream_name.is_empty() || stream_name.len() > args.limits.max_stream_id_bytes {
+            refuse(
+                None,
+                "bad_stream_id",
+                format!(
+                    "stream id is {} bytes, must be 1..={}",
+                    stream_name.len(),
+                    args.limits.max_stream_id_bytes
+                ),
+            );
+            return;
+        }
+        let frame = match parse_frame(payload, stream_name, args.limits) {
+            Ok(f) => f,
+            Err(e) => {
+                refuse(None, e.code(), e.to_string());
+                return;
+            }
+        };
+        let stream = match check_order(&mut self.last_seq, args.max_streams, &frame) {
+            Ok(s) => s,
+            Err((code, message)) => {
+                refuse(Some(frame.seq), code, message);
+                return;
+            }
+        };
+        args.stats.accepted.inc();
+        let seq = frame.seq;
+        let _ = args.sequencer.cast(SequencerMsg::Accepted {
+            stream: stream.clone(),
+            seq,
+        });
+        // A header that is not a usable JPEG fails here, cheaply, instead of in a detector.
+        if let Err((code, message)) = check_jpeg_header(&frame.jpeg) {
+            refuse(Some(seq), code, message.clone());
+            let _ = args.sequencer.cast(SequencerMsg::Completed {
+                stream,
+                seq,
+                outcome: Outcome::Gap {
+                    reason: GapReason::Failed,
+                    detail: Some(message),
+                },
+            });
+            return;
+        }
+        let keep = frame.keep() || args.keep_all_frames;
+        let permit = if keep {
+            // Waits while the node is full of kept frames: back-pressure onto Redis.
+            Some(
+                args.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore never closed"),
+            )
+        } else {
+            None
+        };
+        let job = Job {
+            stream,
+            frame,
+            keep,
+            permit,
+        };
+        if let Err(e) = args.pool.cast(PoolMsg::Submit(job)) {
+            warn!(error = %e, "pool unavailable");
+        }
+    }
+}
+
+/// Sequence numbers must increase per stream; a jump far back is a publisher restart.
+fn check_order(
+    last_seq: &mut HashMap<Arc<str>, u64>,
+    max_streams: usize,
+    frame: &Frame,
+) -> Result<Arc<str>, (&'static str, String)> {
+    {
+        if let Some((stream, &last)) = last_seq.get_key_value(frame.stream.as_str()) {
+            let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
+            if frame.seq <= last && !restart {
+                return Err((
+                    "stale_seq",
+                    format!("sequence number {} is not after {last}", frame.seq),
+                ));
+            }
+            let stream = stream.clone();
+            last_seq.insert(stream.clone(), frame.seq);
+            return Ok(stream);
+        }
+        if last_seq.len() >= max_streams {
+            return Err((
+                "too_many_streams",
+                format!("this node already serves {max_streams} streams"),
+            ));
+        }
+        let stream: Arc<str> = Arc::from(frame.stream.as_str());
+        last_seq.insert(stream.clone(), frame.seq);
+        Ok(stream)
+    }
+}
+
+/// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
+fn check_jpeg_header(jpeg: &[u8]) -> Result<(), (&'static str, String)> {
+    let decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(jpeg))
+        .map_err(|e| ("bad_image", format!("not a decodable JPEG: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(("zero_size", format!("image has zero size ({w}x{h})")));
+    }
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err((
+            "image_too_large",
+            format!("image of {w}x{h} is over the limit"),
+        ));
+    }
+    Ok(())
+}

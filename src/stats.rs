@@ -1,0 +1,70 @@
+//! Node-wide counters: cheap atomics that every actor bumps and the node logs.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::protocol::GapReason;
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every frame the node hears of ends in exactly one of: `errors` (refused before acceptance),
+/// `detected`, or one of the gap counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages received on the frames channels.
+    pub received: Counter,
+    /// Frames accepted and registered with the sequencer.
+    pub accepted: Counter,
+    /// Messages refused (each also published on the stream's error channel).
+    pub errors: Counter,
+    pub detected: Counter,
+    pub dropped: Counter,
+    pub failed: Counter,
+    pub lost: Counter,
+    pub missing: Counter,
+    pub detector_restarts: Counter,
+    pub publish_errors: Counter,
+}
+
+impl Stats {
+    pub fn gap(&self, reason: GapReason, count: u64) {
+        match reason {
+            GapReason::Dropped => self.dropped.add(count),
+            GapReason::Failed => self.failed.add(count),
+            GapReason::Lost => self.lost.add(count),
+            GapReason::Missing => self.missing.add(count),
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "received={} accepted={} detected={} dropped={} failed={} lost={} missing={} errors={} restarts={} publish_errors={}",
+            self.received.get(),
+            self.accepted.get(),
+            self.detected.get(),
+            self.dropped.get(),
+            self.failed.get(),
+            self.lost.get(),
+            self.missing.get(),
+            self.errors.get(),
+            self.detector_restarts.get(),
+            self.publish_errors.get(),
+        )
+    }
+}
