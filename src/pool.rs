@@ -282,7 +282,13 @@ impl PoolState {
             let key = (job.stream.clone(), job.frame.seq);
             let actor = self.slots[i].actor.as_ref().expect("filtered on alive");
             match actor.cast(DetectorMsg::Detect(job)) {
-                Ok(()) => self.slots[i].in_flight.push(key),
+                Ok(()) => {
+                    let _ = self.args.sequencer.cast(SequencerMsg::Dispatched {
+                        stream: key.0.clone(),
+                        seq: key.1,
+                    });
+                    self.slots[i].in_flight.push(key);
+                }
                 Err(_) => {
                     // It died between its failure and our hearing of it; the supervision
                     // event will restart it.

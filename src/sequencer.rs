@@ -1,9 +1,11 @@
 //! The sequencer: puts results back in frame order, per stream, and publishes them.
 //!
 //! Every frame the source accepts is registered here first; detectors (or the pool, for drops
-//! and failures) then report its outcome. Results leave in sequence order. A frame that holds
-//! back a finished later frame for longer than the gap wait is skipped and reported as a gap,
-//! so no stream ever stalls longer than that wait, and every sequence number leaves exactly once.
+//! and failures) then report its outcome. Results leave in sequence order. A frame that has been
+//! at a detector for longer than the gap wait while a later frame is finished is skipped and
+//! reported as a gap (and so is a run of sequence numbers that never arrived, once a later
+//! result has waited the gap wait): no stream stalls behind a lost frame for longer than that
+//! wait, and every sequence number leaves exactly once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,8 +30,16 @@ pub enum Outcome {
 
 #[derive(Debug)]
 enum Slot {
-    Pending { accepted_at: Instant },
-    Done { outcome: Outcome, done_at: Instant },
+    /// `dispatched_at`: when a detector took it. A frame still queued is never skipped for
+    /// lateness; the pool either processes it or reports it dropped.
+    Pending {
+        accepted_at: Instant,
+        dispatched_at: Option<Instant>,
+    },
+    Done {
+        outcome: Outcome,
+        done_at: Instant,
+    },
 }
 
 /// A sequence jump backwards larger than this is a publisher restart, not a late frame.
@@ -65,10 +75,18 @@ impl StreamOrder {
             }
             Some(_) => {}
         }
-        self.slots
-            .entry(seq)
-            .or_insert(Slot::Pending { accepted_at: now });
+        self.slots.entry(seq).or_insert(Slot::Pending {
+            accepted_at: now,
+            dispatched_at: None,
+        });
         true
+    }
+
+    /// A detector took the frame: from now on, the gap wait applies to it.
+    pub fn dispatched(&mut self, seq: u64, now: Instant) {
+        if let Some(Slot::Pending { dispatched_at, .. }) = self.slots.get_mut(&seq) {
+            dispatched_at.get_or_insert(now);
+        }
     }
 
     /// Record an outcome. Unknown or already-skipped frames count as late.
@@ -94,7 +112,13 @@ impl StreamOrder {
         out: &mut Vec<OutputMessage>,
     ) {
         let Some(mut next) = self.next else { return };
-        // Skip up to the newest finished frame that has waited too long behind missing ones.
+        // The newest finished frame, and the newest one that has waited the gap wait already.
+        let newest_done = self
+            .slots
+            .iter()
+            .rev()
+            .find(|(_, s)| matches!(s, Slot::Done { .. }))
+            .map(|(&seq, _)| seq);
         let overdue = self
             .slots
             .iter()
@@ -118,8 +142,13 @@ impl StreamOrder {
             }
             let skip = match slot {
                 Slot::Done { .. } => false,
-                Slot::Pending { accepted_at } => {
-                    overdue.is_some_and(|o| o > seq)
+                Slot::Pending {
+                    accepted_at,
+                    dispatched_at,
+                } => {
+                    let at_detector_too_long =
+                        dispatched_at.is_some_and(|d| now.duration_since(d) >= gap_wait);
+                    (at_detector_too_long && newest_done.is_some_and(|d| d > seq))
                         || now.duration_since(*accepted_at) >= frame_timeout
                 }
             };
@@ -187,6 +216,8 @@ fn push_gap(
 pub enum SequencerMsg {
     /// The source accepted this frame; its outcome will follow.
     Accepted { stream: Arc<str>, seq: u64 },
+    /// A detector took this frame.
+    Dispatched { stream: Arc<str>, seq: u64 },
     /// The outcome of an accepted frame.
     Completed {
         stream: Arc<str>,
@@ -256,6 +287,11 @@ impl Actor for Sequencer {
                     debug!(%stream, seq, "late frame ignored by the sequencer");
                 }
                 publish_pending(state, &stream).await;
+            }
+            SequencerMsg::Dispatched { stream, seq } => {
+                if let Some(order) = state.streams.get_mut(&stream) {
+                    order.dispatched(seq, now);
+                }
             }
             SequencerMsg::Completed {
                 stream,
@@ -391,6 +427,7 @@ mod tests {
         let mut out = vec![];
         for s in 0..3 {
             o.accept(s, t0, "s", &mut out);
+            o.dispatched(s, t0);
         }
         o.complete(1, detected(1), t0);
         o.complete(2, detected(2), t0);
@@ -410,10 +447,34 @@ mod tests {
         let mut out = vec![];
         for s in 0..4 {
             o.accept(s, t0, "s", &mut out);
+            o.dispatched(s, t0);
         }
         o.complete(3, detected(3), t0);
         o.poll(t0 + WAIT, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["gap 0+3 Lost", "3"]);
+    }
+
+    #[test]
+    fn queued_frames_are_never_skipped_for_a_later_fast_failure() {
+        let t0 = Instant::now();
+        let mut o = StreamOrder::default();
+        let mut out = vec![];
+        for s in 0..3 {
+            o.accept(s, t0, "s", &mut out);
+        }
+        o.dispatched(0, t0);
+        let failed = Outcome::Gap {
+            reason: GapReason::Failed,
+            detail: None,
+        };
+        o.complete(2, failed, t0);
+        o.poll(t0 + WAIT * 5, WAIT, TIMEOUT, "s", &mut out);
+        // 0 has been at a detector too long and 2 is done: 0 is lost; 1 is still queued.
+        assert_eq!(describe(&out), ["gap 0+1 Lost"]);
+        o.dispatched(1, t0 + WAIT * 5);
+        o.complete(1, detected(1), t0 + WAIT * 6);
+        o.poll(t0 + WAIT * 6, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["gap 0+1 Lost", "1", "gap 2+1 Failed"]);
     }
 
     #[test]

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use image::ImageDecoder;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::detector::Job;
-use crate::model::{MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+use crate::model::{check_size, jpeg_dimensions};
 use crate::pool::PoolMsg;
 use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
 use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW};
@@ -287,17 +286,20 @@ fn check_order(
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
 fn check_jpeg_header(jpeg: &[u8]) -> Result<(), (&'static str, String)> {
-    let decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(jpeg))
-        .map_err(|e| ("bad_image", format!("not a decodable JPEG: {e}")))?;
-    let (w, h) = decoder.dimensions();
-    if w == 0 || h == 0 {
-        return Err(("zero_size", format!("image has zero size ({w}x{h})")));
-    }
-    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+    let (w, h) =
+        jpeg_dimensions(jpeg).ok_or(("bad_image", "not a JPEG: no frame header".to_string()))?;
+    check_size(w, h).map_err(|e| (e.code(), e.to_string()))?;
+    // Decoders paint a truncated scan grey without complaint; truncation in transit is the
+    // corruption that happens, so insist on the end-of-image marker (a little padding after it
+    // is tolerated, as some cameras add it).
+    let tail = &jpeg[jpeg.len().saturating_sub(64)..];
+    if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
         return Err((
-            "image_too_large",
-            format!("image of {w}x{h} is over the limit"),
+            "bad_image",
+            "JPEG is truncated: no end-of-image marker".into(),
         ));
     }
+    image::codecs::jpeg::JpegDecoder::new(Cursor::new(jpeg))
+        .map_err(|e| ("bad_image", format!("not a decodable JPEG: {e}")))?;
     Ok(())
 }

@@ -19,7 +19,8 @@ pub struct Placement {
     /// Padding actually applied (integer pixels, top-left).
     pub left: u32,
     pub top: u32,
-    /// Padding as the reference uses it to map boxes back: `(W - w*r) / 2`, unrounded.
+    /// Padding as the reference uses it to map boxes back: half the spare width and height
+    /// (so 12.5 where one side gets 12 pixels and the other 13).
     pub pad_x: f32,
     pub pad_y: f32,
 }
@@ -40,8 +41,8 @@ pub fn placement(src_w: u32, src_h: u32, dst_w: u32, dst_h: u32) -> Placement {
         new_h,
         left: (dw - 0.1).round_ties_even().max(0.0) as u32,
         top: (dh - 0.1).round_ties_even().max(0.0) as u32,
-        pad_x: ((dst_w as f64 - src_w as f64 * r) / 2.0) as f32,
-        pad_y: ((dst_h as f64 - src_h as f64 * r) / 2.0) as f32,
+        pad_x: dw as f32,
+        pad_y: dh as f32,
     }
 }
 

@@ -1,0 +1,154 @@
+//! Shared test helpers: fixtures, models, a real redis-server on a free port, the kadr binary.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/fixtures/`, or `None` with a message (tests then skip).
+pub fn fixtures() -> Option<PathBuf> {
+    let dir = root().join("../shared/fixtures");
+    if dir.join("yolov7").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIP: {} is absent (fixture tests run in CI)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// The 384x640 YOLOv7-tiny model: the fixture's, else the one `scripts/setup.sh` generates.
+pub fn model_384x640() -> Option<PathBuf> {
+    let candidates = [
+        root().join("../shared/fixtures/yolov7/yolov7-tiny-random-384x640.onnx"),
+        root().join("models/yolov7-tiny-random-384x640.onnx"),
+    ];
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("SKIP: no model; run scripts/setup.sh");
+    }
+    found
+}
+
+/// The demo video: `.deps/video/` (setup.sh) or the fixtures.
+pub fn video(name: &str) -> Option<PathBuf> {
+    let candidates = [
+        root().join(".deps/video").join(name),
+        root().join("../shared/fixtures/video").join(name),
+    ];
+    let found = candidates.into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("SKIP: no {name}; run scripts/setup.sh");
+    }
+    found
+}
+
+pub fn kadr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kadr"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of our own on a free loopback port, killed on drop.
+/// `REDIS_URL` in the environment points the tests at an existing server instead.
+pub struct Redis {
+    pub url: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        if let Ok(url) = std::env::var("REDIS_URL") {
+            return Redis {
+                url,
+                child: None,
+                _dir: None,
+            };
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server not found; run scripts/setup.sh");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            url,
+            child: Some(child),
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal `.npy` reader for float32 little-endian C-order arrays.
+pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{} is not .npy", path.display());
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert!(header.contains("'fortran_order': False"), "{header}");
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>());
+    (shape, data)
+}

@@ -1,0 +1,571 @@
+//! One node end to end, against a real redis-server, real ONNX Runtime and real video.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kadr::config::Config;
+use kadr::node::Node;
+use kadr::pool::PoolMsg;
+use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, FLAG_KEEP};
+use serde_json::Value;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A channel prefix of its own per test, so tests can share a Redis.
+fn unique_prefix() -> String {
+    format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn config(model: &Path, redis: &str, prefix: &str, extra: &str) -> Config {
+    let text = format!(
+        "[redis]\nurl = \"{redis}\"\nchannel_prefix = \"{prefix}\"\n[model]\npath = \"{}\"\n{extra}",
+        model.display()
+    );
+    Config::parse(&text, Path::new("test.toml"), Path::new(".")).unwrap()
+}
+
+/// Everything a test sees come out of the node.
+struct Outputs {
+    messages: Vec<OutputMessage>,
+    errors: Vec<ErrorMessage>,
+}
+
+/// Subscribe to the detections of `stream` and to every error channel under `prefix`.
+async fn subscriber(redis: &str, prefix: &str, stream: &str) -> redis::aio::PubSub {
+    let client = redis::Client::open(redis).unwrap();
+    let mut ps = client.get_async_pubsub().await.unwrap();
+    ps.subscribe(format!("{prefix}:detections:{stream}"))
+        .await
+        .unwrap();
+    ps.psubscribe(format!("{prefix}:errors:*")).await.unwrap();
+    ps
+}
+
+/// Collect until `frames` sequence numbers are accounted for and `errors` errors have come,
+/// or `timeout` passes.
+async fn collect(
+    ps: &mut redis::aio::PubSub,
+    frames: u64,
+    errors: usize,
+    timeout: Duration,
+) -> Outputs {
+    let mut out = Outputs {
+        messages: vec![],
+        errors: vec![],
+    };
+    let mut accounted = 0;
+    let deadline = Instant::now() + timeout;
+    let mut stream = ps.on_message();
+    while accounted < frames || out.errors.len() < errors {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(msg)) = tokio::time::timeout(left, stream.next()).await else {
+            break;
+        };
+        let channel: Vec<u8> = msg.get_channel().unwrap();
+        if channel.windows(8).any(|w| w == b":errors:") {
+            out.errors
+                .push(serde_json::from_slice(msg.get_payload_bytes()).unwrap());
+        } else {
+            let m: OutputMessage = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+            accounted += match &m {
+                OutputMessage::Detections(_) => 1,
+                OutputMessage::Gap(g) => g.count,
+            };
+            out.messages.push(m);
+        }
+    }
+    out
+}
+
+/// Every sequence number from `first` exactly once, in order; returns (detected, gaps by reason).
+fn check_order(messages: &[OutputMessage], first: u64) -> (u64, Vec<(GapReason, u64)>) {
+    let mut next = first;
+    let mut detected = 0;
+    let mut gaps = vec![];
+    for m in messages {
+        match m {
+            OutputMessage::Detections(d) => {
+                assert_eq!(d.seq, next, "out of order");
+                next += 1;
+                detected += 1;
+            }
+            OutputMessage::Gap(g) => {
+                assert_eq!(g.seq, next, "gap out of order");
+                next += g.count;
+                gaps.push((g.reason, g.count));
+            }
+        }
+    }
+    (detected, gaps)
+}
+
+async fn publisher(redis: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn publish_raw(conn: &mut redis::aio::MultiplexedConnection, channel: &[u8], payload: &[u8]) {
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn publish_frame(
+    conn: &mut redis::aio::MultiplexedConnection,
+    prefix: &str,
+    stream: &str,
+    seq: u64,
+    flags: u8,
+    jpeg: &[u8],
+) {
+    let mut msg = Vec::new();
+    encode_frame(&mut msg, stream, seq, kadr::protocol::now_us(), flags, jpeg);
+    publish_raw(conn, format!("{prefix}:frames:{stream}").as_bytes(), &msg).await;
+}
+
+/// A real 1280x720 frame of the demo video, as JPEG.
+fn sample_jpeg() -> Option<Vec<u8>> {
+    if let Some(dir) = common::fixtures() {
+        return Some(std::fs::read(dir.join("yolov7/bbb_frame60.jpg")).unwrap());
+    }
+    let img = image::RgbImage::from_fn(1280, 720, |x, y| {
+        image::Rgb([(x / 5) as u8, (y / 3) as u8, 128])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(&img)
+        .unwrap();
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_of_a_real_video_comes_out_in_order() {
+    let (Some(model), Some(video)) = (common::model_384x640(), common::video("bigbuckbunny.mp4"))
+    else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let node = Node::start(&config(
+        &model,
+        &redis.url,
+        &prefix,
+        "[detector]\npool_size = 2\n",
+    ))
+    .await
+    .unwrap();
+    let mut ps = subscriber(&redis.url, &prefix, "bbb").await;
+
+    let status = common::kadr()
+        .args([
+            "publish",
+            "--stream",
+            "bbb",
+            "--fast",
+            "--keep-all",
+            "--prefix",
+            &prefix,
+            "--redis-url",
+            &redis.url,
+            "--input",
+        ])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let out = collect(&mut ps, 132, 0, Duration::from_secs(180)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    assert_eq!(detected, 132, "gaps: {gaps:?}");
+    assert!(gaps.is_empty());
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    // Detection messages carry the documented fields, boxes inside the frame.
+    let mut boxes = 0;
+    for m in &out.messages {
+        let OutputMessage::Detections(d) = m else {
+            unreachable!()
+        };
+        assert_eq!((d.width, d.height, d.stream.as_str()), (1280, 720, "bbb"));
+        assert!(d.model.starts_with("yolov7-tiny"));
+        assert!(d.done_ts_us >= d.capture_ts_us);
+        for det in &d.detections {
+            let [x1, y1, x2, y2] = det.bbox;
+            assert!(
+                0.0 <= x1 && x1 <= x2 && x2 <= 1280.0 && 0.0 <= y1 && y1 <= y2 && y2 <= 720.0,
+                "{det:?}"
+            );
+            assert!(det.score > 0.25 && det.score <= 1.0);
+            boxes += 1;
+        }
+    }
+    assert!(boxes > 0, "the demo model finds something on real frames");
+    assert_eq!(node.stats.detected.get(), 132);
+    node.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let limits = "[detector]\npool_size = 1\n[limits]\nmax_payload_bytes = 1048576\nmax_stream_id_bytes = 16\ngap_wait_ms = 300\n";
+    let node = Node::start(&config(&model, &redis.url, &prefix, limits))
+        .await
+        .unwrap();
+    let mut ps = subscriber(&redis.url, &prefix, "cam").await;
+    let mut conn = publisher(&redis.url).await;
+    let chan = format!("{prefix}:frames:cam");
+
+    let mut good = Vec::new();
+    encode_frame(&mut good, "cam", 0, 1, FLAG_KEEP, &jpeg);
+    // A JPEG with a bogus Huffman table, and one cut off in the middle of its scan.
+    let mut bad_huffman = jpeg.clone();
+    let dht = bad_huffman
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC4])
+        .unwrap();
+    bad_huffman[dht + 5..dht + 21].fill(0);
+    let truncated = jpeg[..jpeg.len() / 2].to_vec();
+    // A JPEG that declares a zero width (SOF0 at: FF C0, len(2), precision(1), height(2), width(2)).
+    let mut zero = jpeg.clone();
+    let sof = zero.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    zero[sof + 7] = 0;
+    zero[sof + 8] = 0;
+    let frame = |seq: u64, body: &[u8]| {
+        let mut m = Vec::new();
+        encode_frame(&mut m, "cam", seq, 1, FLAG_KEEP, body);
+        m
+    };
+    let mut wrong_magic = frame(100, &jpeg);
+    wrong_magic[0] = b'X';
+    let mut wrong_version = frame(100, &jpeg);
+    wrong_version[4] = 9;
+    let oversized = frame(100, &vec![0u8; 1_100_000]);
+
+    // (channel, payload, expected error code); each is followed by a good frame. Payloads that
+    // are only a JPEG body get a valid header with the next sequence number when published.
+    enum Payload {
+        Raw(Vec<u8>),
+        Jpeg(Vec<u8>),
+    }
+    let long = "x".repeat(17);
+    let mut long_msg = Vec::new();
+    encode_frame(&mut long_msg, &long, 0, 1, 0, &jpeg);
+    let mut not_utf8_channel = format!("{prefix}:frames:").into_bytes();
+    not_utf8_channel.extend_from_slice(&[0xC3, 0x28]);
+    let cam = chan.clone().into_bytes();
+    let cases: Vec<(Vec<u8>, Payload, &str)> = vec![
+        (cam.clone(), Payload::Raw(wrong_magic), "bad_magic"),
+        (cam.clone(), Payload::Raw(wrong_version), "bad_version"),
+        (cam.clone(), Payload::Raw(good[..20].to_vec()), "truncated"),
+        (cam.clone(), Payload::Raw(oversized), "too_large"),
+        (
+            format!("{prefix}:frames:{long}").into_bytes(),
+            Payload::Raw(long_msg),
+            "bad_stream_id",
+        ),
+        (
+            not_utf8_channel,
+            Payload::Raw(good.clone()),
+            "bad_stream_id",
+        ),
+        (cam.clone(), Payload::Jpeg(zero), "zero_size"),
+        (
+            cam.clone(),
+            Payload::Jpeg(b"\xff\xd8 not really a jpeg".to_vec()),
+            "bad_image",
+        ),
+        (cam.clone(), Payload::Jpeg(bad_huffman), "bad_image"),
+        (cam.clone(), Payload::Jpeg(truncated), "bad_image"),
+    ];
+    publish_raw(&mut conn, chan.as_bytes(), &good).await; // seq 0
+    let mut seq = 1;
+    for (channel, payload, _) in &cases {
+        match payload {
+            Payload::Raw(bytes) => publish_raw(&mut conn, channel, bytes).await,
+            Payload::Jpeg(body) => {
+                publish_raw(&mut conn, channel, &frame(seq, body)).await;
+                seq += 1;
+            }
+        }
+        publish_raw(&mut conn, chan.as_bytes(), &frame(seq, &jpeg)).await;
+        seq += 1;
+    }
+    let out = collect(&mut ps, seq, cases.len(), Duration::from_secs(120)).await;
+
+    let (detected, gaps) = check_order(&out.messages, 0);
+    // seq 0 and every good frame after a bad one came through; the four bad frames with a
+    // valid header are reported in order as failed.
+    assert_eq!(detected, 1 + cases.len() as u64, "gaps {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| g.0 == GapReason::Failed),
+        "{gaps:?} {:#?}",
+        out.errors
+    );
+    assert_eq!(gaps.iter().map(|g| g.1).sum::<u64>(), 4, "{gaps:?}");
+    let mut codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    let mut want: Vec<&str> = cases.iter().map(|c| c.2).collect();
+    codes.sort();
+    want.sort();
+    assert_eq!(codes, want, "{:#?}", out.errors);
+    assert!(out
+        .errors
+        .iter()
+        .all(|e| e.kind == "error" && !e.message.is_empty()));
+    assert!(
+        out.errors.iter().any(|e| e.stream == long),
+        "error published on the stream's own error channel"
+    );
+    assert!(node.stats.errors.get() >= 6);
+    node.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_detector_is_restarted_and_only_its_frame_is_lost() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let node = Node::start(&config(
+        &model,
+        &redis.url,
+        &prefix,
+        "[detector]\npool_size = 2\n",
+    ))
+    .await
+    .unwrap();
+    let mut ps = subscriber(&redis.url, &prefix, "s").await;
+    let mut conn = publisher(&redis.url).await;
+
+    node.pool.cast(PoolMsg::InjectFault).unwrap();
+    for seq in 0..12 {
+        publish_frame(&mut conn, &prefix, "s", seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = collect(&mut ps, 12, 1, Duration::from_secs(120)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    assert_eq!(detected, 11);
+    assert_eq!(gaps, vec![(GapReason::Failed, 1)]);
+    assert_eq!(out.errors.len(), 1);
+    assert_eq!(out.errors[0].code, "detector_failed");
+    assert_eq!(node.stats.detector_restarts.get(), 1);
+    // The pool is whole again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = node.pool_status().await.unwrap();
+        if s.alive == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "detector not restarted: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And it works after the restart.
+    for seq in 12..16 {
+        publish_frame(&mut conn, &prefix, "s", seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = collect(&mut ps, 4, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 12), (4, vec![]));
+    node.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 2\n";
+    let node = Node::start(&config(&model, &redis.url, &prefix, extra))
+        .await
+        .unwrap();
+    let mut ps = subscriber(&redis.url, &prefix, "live").await;
+    let mut conn = publisher(&redis.url).await;
+    for seq in 0..40 {
+        publish_frame(&mut conn, &prefix, "live", seq, 0, &jpeg).await;
+    }
+    let out = collect(&mut ps, 40, 0, Duration::from_secs(120)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    let dropped: u64 = gaps
+        .iter()
+        .filter(|g| g.0 == GapReason::Dropped)
+        .map(|g| g.1)
+        .sum();
+    assert_eq!(
+        detected + dropped,
+        40,
+        "every frame accounted for: {gaps:?}"
+    );
+    assert!(
+        dropped > 0,
+        "one detector cannot keep up with 40 frames at once"
+    );
+    assert!(detected >= 3, "the newest frames are detected");
+    // The last frame published is never the one dropped.
+    assert!(matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == 39));
+    assert_eq!(node.stats.dropped.get(), dropped);
+    node.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_sequence_numbers_are_reported_as_one_gap_after_the_wait() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let extra = "[detector]\npool_size = 1\n[limits]\ngap_wait_ms = 200\n";
+    let node = Node::start(&config(&model, &redis.url, &prefix, extra))
+        .await
+        .unwrap();
+    let mut ps = subscriber(&redis.url, &prefix, "g").await;
+    let mut conn = publisher(&redis.url).await;
+    for seq in [0, 1, 5, 6] {
+        publish_frame(&mut conn, &prefix, "g", seq, FLAG_KEEP, &jpeg).await;
+    }
+    // A repeated sequence number is refused as stale.
+    publish_frame(&mut conn, &prefix, "g", 6, FLAG_KEEP, &jpeg).await;
+    let out = collect(&mut ps, 7, 1, Duration::from_secs(60)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    assert_eq!(detected, 4);
+    assert_eq!(gaps, vec![(GapReason::Missing, 3)]);
+    assert_eq!(out.errors.len(), 1);
+    assert_eq!(out.errors[0].code, "stale_seq");
+    node.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn node_start_up_errors_say_what_to_do() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let cases = [
+        (
+            write(
+                "missing-model.toml",
+                "[model]\npath = \"nope.onnx\"\n".into(),
+            ),
+            None,
+            "model.path",
+        ),
+        (
+            write(
+                "typo.toml",
+                format!("[model]\npath = \"{}\"\nthreshold = 0.3\n", model.display()),
+            ),
+            None,
+            "unknown field `threshold`",
+        ),
+        (
+            write(
+                "no-redis.toml",
+                format!(
+                    "[model]\npath = \"{}\"\n[redis]\nurl = \"redis://127.0.0.1:{}\"\n",
+                    model.display(),
+                    common::free_port()
+                ),
+            ),
+            None,
+            "unreachable",
+        ),
+        (
+            write(
+                "no-runtime.toml",
+                format!("[model]\npath = \"{}\"\n", model.display()),
+            ),
+            Some("/nonexistent/libonnxruntime.so"),
+            "scripts/setup.sh",
+        ),
+    ];
+    for (path, runtime, expect) in cases {
+        let mut cmd = common::kadr();
+        cmd.arg("node")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("KADR_REDIS_URL");
+        if let Some(r) = runtime {
+            cmd.env("KADR_ONNXRUNTIME", r);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: started anyway", path.display());
+        assert!(stderr.contains(expect), "{}: {stderr}", path.display());
+    }
+}
+
+#[test]
+fn kadr_detect_reads_jpeg_and_png_and_prints_json_lines() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jpg = dir.path().join("frame.jpg");
+    std::fs::write(&jpg, &jpeg).unwrap();
+    let png = dir.path().join("frame.png");
+    image::load_from_memory(&jpeg).unwrap().save(&png).unwrap();
+    let out = common::kadr()
+        .arg("detect")
+        .arg("--model")
+        .arg(&model)
+        .args(["--conf", "0.2"])
+        .arg(&jpg)
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(
+            (l["width"].as_u64(), l["height"].as_u64()),
+            (Some(1280), Some(720))
+        );
+        for d in l["detections"].as_array().unwrap() {
+            assert!(d["score"].as_f64().unwrap() > 0.2);
+            assert_eq!(d["box"].as_array().unwrap().len(), 4);
+            assert!(d["class"].is_string() && d["class_id"].is_u64());
+        }
+    }
+    // A file that is not an image fails with its name, and a non-zero exit.
+    let bad = dir.path().join("bad.jpg");
+    std::fs::write(&bad, b"nope").unwrap();
+    let out = common::kadr()
+        .arg("detect")
+        .arg("--model")
+        .arg(&model)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jpg"));
+}
