@@ -238,7 +238,7 @@ def calibrate_head(model, height, width, rng):
         target_mean = np.zeros(3 * no, np.float32)
         target_std = np.full(3 * no, 0.4, np.float32)
         for a in range(3):
-            target_mean[a * no + 4], target_std[a * no + 4] = -3.2, 0.9  # objectness
+            target_mean[a * no + 4], target_std[a * no + 4] = -3.6, 0.9  # objectness
             target_mean[a * no + 5:(a + 1) * no] = rng.normal(1.5, 0.8, NUM_CLASSES)
             target_std[a * no + 5:(a + 1) * no] = 0.6
         scale = target_std / std

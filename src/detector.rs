@@ -29,7 +29,6 @@ pub enum DetectorMsg {
     Detect(Job),
     /// Test hook for supervision: panic while holding the next frame, as a crashing
     /// inference would. Only reachable in-process, never from the network.
-    #[doc(hidden)]
     PanicOnNextFrame,
 }
 

@@ -269,13 +269,17 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         .with_context(|| format!("Redis at {} is unreachable", args.redis.redis_url))?;
     let channel = Channels::new(args.redis.prefix.clone()).frames(&args.stream);
     let flags = if args.keep_all { FLAG_KEEP } else { 0 };
-    let start = Instant::now();
     let mut message = Vec::new();
     let mut seq = args.start_seq;
     let mut sent = 0u64;
+    // The clock starts with the first frame, not before FFmpeg has produced it.
+    let mut start = Instant::now();
     while let Some(jpeg) = frames.next().await? {
         if args.limit.is_some_and(|l| sent >= l) {
             break;
+        }
+        if sent == 0 {
+            start = Instant::now();
         }
         if let Some(fps) = fps {
             // Pace against the start, so small delays do not accumulate into drift.

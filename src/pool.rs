@@ -34,7 +34,6 @@ pub enum PoolMsg {
     },
     Status(RpcReplyPort<PoolStatus>),
     /// Test hook: make one detector panic on its next frame.
-    #[doc(hidden)]
     InjectFault,
 }
 

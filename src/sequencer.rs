@@ -127,10 +127,7 @@ impl StreamOrder {
                 _ => None,
             })
             .max();
-        loop {
-            let Some((&seq, slot)) = self.slots.first_key_value() else {
-                break;
-            };
+        while let Some((&seq, slot)) = self.slots.first_key_value() {
             if seq > next {
                 // Never accepted: skipped only when something behind them is overdue.
                 if overdue.is_some_and(|o| o > next) {

@@ -259,29 +259,27 @@ fn check_order(
     max_streams: usize,
     frame: &Frame,
 ) -> Result<Arc<str>, (&'static str, String)> {
-    {
-        if let Some((stream, &last)) = last_seq.get_key_value(frame.stream.as_str()) {
-            let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
-            if frame.seq <= last && !restart {
-                return Err((
-                    "stale_seq",
-                    format!("sequence number {} is not after {last}", frame.seq),
-                ));
-            }
-            let stream = stream.clone();
-            last_seq.insert(stream.clone(), frame.seq);
-            return Ok(stream);
-        }
-        if last_seq.len() >= max_streams {
+    if let Some((stream, &last)) = last_seq.get_key_value(frame.stream.as_str()) {
+        let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
+        if frame.seq <= last && !restart {
             return Err((
-                "too_many_streams",
-                format!("this node already serves {max_streams} streams"),
+                "stale_seq",
+                format!("sequence number {} is not after {last}", frame.seq),
             ));
         }
-        let stream: Arc<str> = Arc::from(frame.stream.as_str());
+        let stream = stream.clone();
         last_seq.insert(stream.clone(), frame.seq);
-        Ok(stream)
+        return Ok(stream);
     }
+    if last_seq.len() >= max_streams {
+        return Err((
+            "too_many_streams",
+            format!("this node already serves {max_streams} streams"),
+        ));
+    }
+    let stream: Arc<str> = Arc::from(frame.stream.as_str());
+    last_seq.insert(stream.clone(), frame.seq);
+    Ok(stream)
 }
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Publish a video to kadr and print its detections: a complete client in plain redis-py.
+
+    python3 examples/python/kadr_client.py --video clip.mp4 --stream cam1
+
+Frames are cut from the video with ffmpeg (1280x720 JPEG), wrapped in kadr's 24-byte header
+(docs/protocol.md) and published on `kadr:frames:<stream>`; results arrive in frame order on
+`kadr:detections:<stream>`, refused frames on `kadr:errors:<stream>`.
+"""
+import argparse
+import glob
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import redis
+
+HEADER = struct.Struct(">4sBBHQQ")  # magic, version, flags, stream id length, seq, capture us
+FLAG_KEEP = 1
+
+
+def frame_message(stream: str, seq: int, jpeg: bytes, keep: bool) -> bytes:
+    sid = stream.encode()
+    capture_us = time.time_ns() // 1000
+    return HEADER.pack(b"KADR", 1, FLAG_KEEP if keep else 0, len(sid), seq, capture_us) + sid + jpeg
+
+
+def jpeg_frames(video: str, limit: int):
+    """Decode the video to 1280x720 JPEG files with ffmpeg and yield their bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", video,
+               "-vf", "scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:(ow-iw)/2:(oh-ih)/2",
+               "-q:v", "3"]
+        if limit:
+            cmd += ["-frames:v", str(limit)]
+        subprocess.run(cmd + [os.path.join(tmp, "%06d.jpg")], check=True)
+        for path in sorted(glob.glob(os.path.join(tmp, "*.jpg"))):
+            with open(path, "rb") as f:
+                yield f.read()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--stream", default="cam1")
+    ap.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
+    ap.add_argument("--prefix", default="kadr")
+    ap.add_argument("--fps", type=float, default=25.0, help="publishing rate (0: as fast as possible)")
+    ap.add_argument("--max-frames", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the results")
+    args = ap.parse_args()
+
+    r = redis.Redis.from_url(args.redis_url)
+    frames = list(jpeg_frames(args.video, args.max_frames))
+    # Subscribe before publishing, so no result is missed.
+    sub = r.pubsub()
+    sub.subscribe(f"{args.prefix}:detections:{args.stream}", f"{args.prefix}:errors:{args.stream}")
+    while sub.get_message(timeout=1.0) is not None:
+        pass  # the subscribe confirmations
+
+    def publish():
+        start = time.monotonic()
+        for seq, jpeg in enumerate(frames):
+            if args.fps > 0:
+                time.sleep(max(0.0, start + seq / args.fps - time.monotonic()))
+            r.publish(f"{args.prefix}:frames:{args.stream}", frame_message(args.stream, seq, jpeg, keep=True))
+
+    threading.Thread(target=publish, daemon=True).start()
+
+    accounted, deadline = 0, time.monotonic() + args.timeout
+    while accounted < len(frames) and time.monotonic() < deadline:
+        msg = sub.get_message(timeout=1.0)
+        if not msg or msg["type"] != "message":
+            continue
+        result = json.loads(msg["data"])
+        if result["type"] == "detections":
+            accounted += 1
+            names = ", ".join(f'{d["class"]} {d["score"]:.2f}' for d in result["detections"][:3])
+            print(f'frame {result["seq"]}: {len(result["detections"])} objects {names}')
+        elif result["type"] == "gap":
+            accounted += result["count"]
+            print(f'frames {result["seq"]}..{result["seq"] + result["count"] - 1}: {result["reason"]}')
+        else:
+            print(f'error: {result["code"]}: {result["message"]}', file=sys.stderr)
+    print(f"{accounted} of {len(frames)} frames accounted for")
+    return 0 if accounted == len(frames) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
