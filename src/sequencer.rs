@@ -33,7 +33,6 @@ enum Slot {
     /// `dispatched_at`: when a detector took it. A frame still queued is never skipped for
     /// lateness; the pool either processes it or reports it dropped.
     Pending {
-        accepted_at: Instant,
         dispatched_at: Option<Instant>,
     },
     Done {
@@ -41,6 +40,10 @@ enum Slot {
         done_at: Instant,
     },
 }
+
+/// A stream with nothing outstanding and no new frame for this long is forgotten (by the source
+/// too), so streams that come and go do not use memory for ever.
+pub const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 
 /// A sequence jump backwards larger than this is a publisher restart, not a late frame.
 pub const RESTART_WINDOW: u64 = 1024;
@@ -52,6 +55,8 @@ pub struct StreamOrder {
     slots: BTreeMap<u64, Slot>,
     /// Outcomes that arrived after their frame was already skipped.
     pub late: u64,
+    /// When a frame of this stream was last accepted.
+    last_active: Option<Instant>,
 }
 
 impl StreamOrder {
@@ -76,9 +81,9 @@ impl StreamOrder {
             Some(_) => {}
         }
         self.slots.entry(seq).or_insert(Slot::Pending {
-            accepted_at: now,
             dispatched_at: None,
         });
+        self.last_active = Some(now);
         true
     }
 
@@ -139,14 +144,11 @@ impl StreamOrder {
             }
             let skip = match slot {
                 Slot::Done { .. } => false,
-                Slot::Pending {
-                    accepted_at,
-                    dispatched_at,
-                } => {
-                    let at_detector_too_long =
-                        dispatched_at.is_some_and(|d| now.duration_since(d) >= gap_wait);
-                    (at_detector_too_long && newest_done.is_some_and(|d| d > seq))
-                        || now.duration_since(*accepted_at) >= frame_timeout
+                Slot::Pending { dispatched_at, .. } => {
+                    let at_detector = dispatched_at.map(|d| now.duration_since(d));
+                    (at_detector.is_some_and(|t| t >= gap_wait)
+                        && newest_done.is_some_and(|d| d > seq))
+                        || at_detector.is_some_and(|t| t >= frame_timeout)
                 }
             };
             if !skip && matches!(slot, Slot::Pending { .. }) {
@@ -169,14 +171,40 @@ impl StreamOrder {
         self.next = Some(next);
     }
 
-    /// Emit every outstanding frame now: finished ones as they are, the rest as lost.
+    /// Emit every outstanding frame now, in order: finished ones as they are, the rest as lost,
+    /// and unseen numbers in between as missing (shutdown, or a publisher restart).
     fn flush(&mut self, stream: &str, out: &mut Vec<OutputMessage>) {
-        let far = Instant::now() + Duration::from_secs(1 << 30);
-        self.poll(far, Duration::ZERO, Duration::ZERO, stream, out);
+        let Some(mut next) = self.next else { return };
+        while let Some((seq, slot)) = self.slots.pop_first() {
+            if seq > next {
+                push_gap(out, stream, next, seq - next, GapReason::Missing, None);
+            }
+            match slot {
+                Slot::Done {
+                    outcome: Outcome::Detected(d),
+                    ..
+                } => out.push(OutputMessage::Detections(d)),
+                Slot::Done {
+                    outcome: Outcome::Gap { reason, detail },
+                    ..
+                } => push_gap(out, stream, seq, 1, reason, detail),
+                Slot::Pending { .. } => push_gap(out, stream, seq, 1, GapReason::Lost, None),
+            }
+            next = seq + 1;
+        }
+        self.next = Some(next);
     }
 
     pub fn is_idle(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// Nothing outstanding and no frame accepted for `for_at_least`: safe to forget.
+    pub fn is_stale(&self, now: Instant, for_at_least: Duration) -> bool {
+        self.is_idle()
+            && self
+                .last_active
+                .is_none_or(|t| now.duration_since(t) >= for_at_least)
     }
 
     pub fn outstanding(&self) -> usize {
@@ -304,7 +332,6 @@ impl Actor for Sequencer {
                 channel_stream,
                 error,
             } => {
-                state.args.stats.errors.inc();
                 state
                     .args
                     .egress
@@ -321,6 +348,10 @@ impl Actor for Sequencer {
                 for stream in busy {
                     poll_stream(state, &stream, now).await;
                 }
+                // Forget streams that went quiet; one that comes back starts afresh.
+                state
+                    .streams
+                    .retain(|_, o| !o.is_stale(now, STREAM_IDLE_FORGET));
             }
             SequencerMsg::Flush(reply) => {
                 let names: Vec<Arc<str>> = state.streams.keys().cloned().collect();
@@ -516,6 +547,9 @@ mod tests {
         let mut o = StreamOrder::default();
         let mut out = vec![];
         o.accept(0, t0, "s", &mut out);
+        o.poll(t0 + TIMEOUT * 2, WAIT, TIMEOUT, "s", &mut out);
+        assert!(out.is_empty(), "a queued frame is never timed out");
+        o.dispatched(0, t0);
         o.poll(t0 + TIMEOUT / 2, WAIT, TIMEOUT, "s", &mut out);
         assert!(out.is_empty());
         o.poll(t0 + TIMEOUT, WAIT, TIMEOUT, "s", &mut out);

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -21,7 +21,7 @@ use crate::detector::Job;
 use crate::model::{check_size, jpeg_dimensions};
 use crate::pool::PoolMsg;
 use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
-use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW};
+use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
 use crate::stats::Stats;
 
 pub enum SourceMsg {
@@ -48,8 +48,8 @@ pub struct SourceArgs {
 
 pub struct SourceState {
     args: SourceArgs,
-    /// Last accepted sequence number per stream.
-    last_seq: HashMap<Arc<str>, u64>,
+    /// Last accepted sequence number per stream, and when.
+    last_seq: HashMap<Arc<str>, (u64, Instant)>,
     pump: Option<JoinHandle<()>>,
 }
 
@@ -255,11 +255,12 @@ impl SourceState {
 
 /// Sequence numbers must increase per stream; a jump far back is a publisher restart.
 fn check_order(
-    last_seq: &mut HashMap<Arc<str>, u64>,
+    last_seq: &mut HashMap<Arc<str>, (u64, Instant)>,
     max_streams: usize,
     frame: &Frame,
 ) -> Result<Arc<str>, (&'static str, String)> {
-    if let Some((stream, &last)) = last_seq.get_key_value(frame.stream.as_str()) {
+    let now = Instant::now();
+    if let Some((stream, &(last, _))) = last_seq.get_key_value(frame.stream.as_str()) {
         let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
         if frame.seq <= last && !restart {
             return Err((
@@ -268,8 +269,11 @@ fn check_order(
             ));
         }
         let stream = stream.clone();
-        last_seq.insert(stream.clone(), frame.seq);
+        last_seq.insert(stream.clone(), (frame.seq, now));
         return Ok(stream);
+    }
+    if last_seq.len() >= max_streams {
+        last_seq.retain(|_, (_, seen)| now.duration_since(*seen) < STREAM_IDLE_FORGET);
     }
     if last_seq.len() >= max_streams {
         return Err((
@@ -278,7 +282,7 @@ fn check_order(
         ));
     }
     let stream: Arc<str> = Arc::from(frame.stream.as_str());
-    last_seq.insert(stream.clone(), frame.seq);
+    last_seq.insert(stream.clone(), (frame.seq, now));
     Ok(stream)
 }
 
