@@ -45,11 +45,17 @@ impl Egress {
             warn!(error = %e, "could not serialize a message");
             return;
         }
-        let result: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(&self.buf[..])
-            .query_async(&mut self.conn)
-            .await;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(&self.buf[..]);
+        let mut result: redis::RedisResult<i64> = cmd.query_async(&mut self.conn).await;
+        // The connection manager notices a lost connection on the first command after it and
+        // reconnects; try once more so a Redis restart costs no result.
+        if result
+            .as_ref()
+            .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
+        {
+            result = cmd.query_async(&mut self.conn).await;
+        }
         if let Err(e) = result {
             self.stats.publish_errors.inc();
             warn!(error = %e, "publish to Redis failed");

@@ -572,3 +572,68 @@ fn kadr_detect_reads_jpeg_and_png_and_prints_json_lines() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jpg"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_rides_out_a_redis_restart() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let mut redis = common::Redis::start();
+    if !redis.owned() {
+        eprintln!("SKIP: REDIS_URL is set; this test restarts its own server");
+        return;
+    }
+    let prefix = unique_prefix();
+    let node = Node::start(&config(
+        &model,
+        &redis.url,
+        &prefix,
+        "[detector]\npool_size = 1\n",
+    ))
+    .await
+    .unwrap();
+    let mut ps = subscriber(&redis.url, &prefix, "r").await;
+    let mut conn = publisher(&redis.url).await;
+    for seq in 0..3 {
+        publish_frame(&mut conn, &prefix, "r", seq, FLAG_KEEP, &jpeg).await;
+    }
+    assert_eq!(
+        check_order(
+            &collect(&mut ps, 3, 0, Duration::from_secs(60))
+                .await
+                .messages,
+            0
+        ),
+        (3, vec![])
+    );
+
+    redis.restart();
+    // Wait until the source has resubscribed (it retries with backoff).
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let patterns: i64 = redis::cmd("PUBSUB")
+            .arg("NUMPAT")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if patterns > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "source did not resubscribe");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ps = subscriber(&redis.url, &prefix, "r").await;
+    let mut conn = publisher(&redis.url).await;
+    for seq in 3..6 {
+        publish_frame(&mut conn, &prefix, "r", seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = collect(&mut ps, 3, 0, Duration::from_secs(60)).await;
+    assert_eq!(
+        check_order(&out.messages, 3),
+        (3, vec![]),
+        "results flow again, in order, none lost"
+    );
+    node.shutdown(Duration::from_secs(5)).await;
+}

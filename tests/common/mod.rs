@@ -66,8 +66,9 @@ pub fn free_port() -> u16 {
 /// `REDIS_URL` in the environment points the tests at an existing server instead.
 pub struct Redis {
     pub url: String,
+    port: u16,
     child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Redis {
@@ -75,12 +76,47 @@ impl Redis {
         if let Ok(url) = std::env::var("REDIS_URL") {
             return Redis {
                 url,
+                port: 0,
                 child: None,
-                _dir: None,
+                dir: None,
             };
         }
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let child = Self::spawn(port, dir.path());
+        Redis {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child: Some(child),
+            dir: Some(dir),
+        }
+    }
+
+    /// Whether this test owns the server (and so may restart it).
+    pub fn owned(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop the server and start a new one on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("owned server")
+            .path()
+            .to_path_buf();
+        self.child = Some(Self::spawn(self.port, &dir));
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -93,30 +129,22 @@ impl Redis {
                 "no",
             ])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server not found; run scripts/setup.sh");
-        let url = format!("redis://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis {
-            url,
-            child: Some(child),
-            _dir: Some(dir),
-        }
+        child
     }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 
