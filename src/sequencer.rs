@@ -155,17 +155,7 @@ impl StreamOrder {
                 break;
             }
             let (_, slot) = self.slots.pop_first().expect("first exists");
-            match slot {
-                Slot::Done {
-                    outcome: Outcome::Detected(d),
-                    ..
-                } => out.push(OutputMessage::Detections(d)),
-                Slot::Done {
-                    outcome: Outcome::Gap { reason, detail },
-                    ..
-                } => push_gap(out, stream, seq, 1, reason, detail),
-                Slot::Pending { .. } => push_gap(out, stream, seq, 1, GapReason::Lost, None),
-            }
+            emit(out, stream, seq, slot);
             next = seq + 1;
         }
         self.next = Some(next);
@@ -179,17 +169,7 @@ impl StreamOrder {
             if seq > next {
                 push_gap(out, stream, next, seq - next, GapReason::Missing, None);
             }
-            match slot {
-                Slot::Done {
-                    outcome: Outcome::Detected(d),
-                    ..
-                } => out.push(OutputMessage::Detections(d)),
-                Slot::Done {
-                    outcome: Outcome::Gap { reason, detail },
-                    ..
-                } => push_gap(out, stream, seq, 1, reason, detail),
-                Slot::Pending { .. } => push_gap(out, stream, seq, 1, GapReason::Lost, None),
-            }
+            emit(out, stream, seq, slot);
             next = seq + 1;
         }
         self.next = Some(next);
@@ -209,6 +189,21 @@ impl StreamOrder {
 
     pub fn outstanding(&self) -> usize {
         self.slots.len()
+    }
+}
+
+/// Emit one frame leaving the sequencer: its result, or a gap (lost if it never had one).
+fn emit(out: &mut Vec<OutputMessage>, stream: &str, seq: u64, slot: Slot) {
+    match slot {
+        Slot::Done {
+            outcome: Outcome::Detected(d),
+            ..
+        } => out.push(OutputMessage::Detections(d)),
+        Slot::Done {
+            outcome: Outcome::Gap { reason, detail },
+            ..
+        } => push_gap(out, stream, seq, 1, reason, detail),
+        Slot::Pending { .. } => push_gap(out, stream, seq, 1, GapReason::Lost, None),
     }
 }
 

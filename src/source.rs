@@ -6,7 +6,6 @@
 //! permit, the pump stops reading, and Redis buffers for us. Nothing here is unbounded.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::detector::Job;
-use crate::model::{check_size, jpeg_dimensions};
+use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
 use crate::pool::PoolMsg;
 use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
 use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
@@ -50,6 +49,8 @@ pub struct SourceState {
     args: SourceArgs,
     /// Last accepted sequence number per stream, and when.
     last_seq: HashMap<Arc<str>, (u64, Instant)>,
+    /// Reused for every header check.
+    jpeg: JpegDecoder,
     pump: Option<JoinHandle<()>>,
 }
 
@@ -74,6 +75,7 @@ impl Actor for Source {
         Ok(SourceState {
             args,
             last_seq: HashMap::new(),
+            jpeg: JpegDecoder::new()?,
             pump: Some(pump),
         })
     }
@@ -216,7 +218,7 @@ impl SourceState {
             seq,
         });
         // A header that is not a usable JPEG fails here, cheaply, instead of in a detector.
-        if let Err((code, message)) = check_jpeg_header(&frame.jpeg) {
+        if let Err((code, message)) = check_jpeg_header(&mut self.jpeg, &frame.jpeg) {
             refuse(Some(seq), code, message.clone());
             let _ = args.sequencer.cast(SequencerMsg::Completed {
                 stream,
@@ -287,7 +289,7 @@ fn check_order(
 }
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
-fn check_jpeg_header(jpeg: &[u8]) -> Result<(), (&'static str, String)> {
+fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (&'static str, String)> {
     let (w, h) =
         jpeg_dimensions(jpeg).ok_or(("bad_image", "not a JPEG: no frame header".to_string()))?;
     check_size(w, h).map_err(|e| (e.code(), e.to_string()))?;
@@ -301,7 +303,8 @@ fn check_jpeg_header(jpeg: &[u8]) -> Result<(), (&'static str, String)> {
             "JPEG is truncated: no end-of-image marker".into(),
         ));
     }
-    image::codecs::jpeg::JpegDecoder::new(Cursor::new(jpeg))
-        .map_err(|e| ("bad_image", format!("not a decodable JPEG: {e}")))?;
+    decoder
+        .check_header(jpeg)
+        .map_err(|e| ("bad_image", e.to_string()))?;
     Ok(())
 }

@@ -219,11 +219,12 @@ fn layer2_letterboxed_tensor_matches_reference_input() {
     assert_eq!(checked, 2, "one input tensor per model");
 }
 
-/// Layer 3: end to end from the PNG images through `kadr detect`: one to one by class with
+/// Layer 3: end to end from the images through `kadr detect`: one to one by class with
 /// IoU >= 0.9 and confidence within 0.02; boxes within 0.02 of the threshold may appear or vanish;
-/// up to max(2, 2%) may differ.
+/// up to max(2, 2%) may differ. The PNGs need no resize; the JPEGs match too because kadr decodes
+/// with libjpeg-turbo and resizes bit-exactly as the reference does.
 #[test]
-fn layer3_kadr_detect_on_png_matches_reference() {
+fn layer3_kadr_detect_on_images_matches_reference() {
     let Some(dir) = common::fixtures() else {
         return;
     };
@@ -231,15 +232,12 @@ fn layer3_kadr_detect_on_png_matches_reference() {
     for model in MODELS {
         let (_, images) = expected(&dir, model);
         let model_path = dir.join(format!("yolov7/yolov7-tiny-random-{model}.onnx"));
-        let pngs: Vec<&Expected> = images
-            .iter()
-            .filter(|e| e.image.ends_with(".png"))
-            .collect();
+        let chosen: Vec<&Expected> = images.iter().collect();
         let out = common::kadr()
             .arg("detect")
             .arg("--model")
             .arg(&model_path)
-            .args(pngs.iter().map(|e| dir.join("yolov7").join(&e.image)))
+            .args(chosen.iter().map(|e| dir.join("yolov7").join(&e.image)))
             .output()
             .unwrap();
         assert!(
@@ -252,8 +250,8 @@ fn layer3_kadr_detect_on_png_matches_reference() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), pngs.len());
-        for (line, e) in lines.iter().zip(&pngs) {
+        assert_eq!(lines.len(), chosen.len());
+        for (line, e) in lines.iter().zip(&chosen) {
             assert!(line["image"].as_str().unwrap().ends_with(&e.image));
             assert_eq!(
                 (
@@ -297,7 +295,10 @@ fn layer3_kadr_detect_on_png_matches_reference() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 5, "five PNG images across both models");
+    assert_eq!(
+        checked, 12,
+        "twelve images (PNG and JPEG) across both models"
+    );
 }
 
 /// Boxes on either side without a partner (class equal, IoU >= 0.9, confidence within 0.02),

@@ -312,7 +312,12 @@ async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
     let (detected, gaps) = check_order(&out.messages, 0);
     // seq 0 and every good frame after a bad one came through; the four bad frames with a
     // valid header are reported in order as failed.
-    assert_eq!(detected, 1 + cases.len() as u64, "gaps {gaps:?}");
+    assert_eq!(
+        detected,
+        1 + cases.len() as u64,
+        "gaps {gaps:?} {:#?}",
+        out.errors
+    );
     assert!(
         gaps.iter().all(|g| g.0 == GapReason::Failed),
         "{gaps:?} {:#?}",

@@ -13,7 +13,6 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::ImageDecoder;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -103,6 +102,7 @@ pub struct Yolo {
     session: Session,
     info: ModelInfo,
     postprocess: PostprocessConfig,
+    jpeg: JpegDecoder,
     rgb: Vec<u8>,
     input: Vec<f32>,
     letterbox: Letterboxer,
@@ -138,6 +138,7 @@ impl Yolo {
             session,
             info,
             postprocess: opts.postprocess,
+            jpeg: JpegDecoder::new().map_err(|e| load(e.to_string()))?,
             rgb: Vec::new(),
             input,
             letterbox: Letterboxer::new(),
@@ -153,8 +154,10 @@ impl Yolo {
     /// Decode a JPEG into the reused RGB buffer and detect on it.
     pub fn detect_jpeg(&mut self, jpeg: &[u8]) -> Result<ImageDetections, DetectError> {
         let mut rgb = std::mem::take(&mut self.rgb);
-        let result =
-            decode_jpeg_into(jpeg, &mut rgb).and_then(|(w, h)| self.detect_rgb(&rgb, w, h));
+        let result = self
+            .jpeg
+            .decode_into(jpeg, &mut rgb)
+            .and_then(|(w, h)| self.detect_rgb(&rgb, w, h));
         self.rgb = rgb;
         result
     }
@@ -308,29 +311,77 @@ fn check_contract(session: &Session, path: &Path) -> Result<ModelInfo, ModelErro
     })
 }
 
-/// Decode a JPEG into `rgb` (packed RGB8, resized to fit and reused between frames).
-/// Checks the declared size before decoding any pixel.
-pub fn decode_jpeg_into(jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(u32, u32), DetectError> {
-    let decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(jpeg))
-        .map_err(|e| DetectError::Decode(e.to_string()))?;
-    let (w, h) = decoder.dimensions();
-    check_size(w, h)?;
-    let color = decoder.color_type();
-    let n = decoder.total_bytes() as usize;
-    rgb.resize(n, 0);
-    decoder
-        .read_image(&mut rgb[..n])
-        .map_err(|e| DetectError::Decode(e.to_string()))?;
-    match color {
-        image::ColorType::Rgb8 => {}
-        image::ColorType::L8 => gray_to_rgb_in_place(rgb, (w * h) as usize),
-        other => {
-            return Err(DetectError::Decode(format!(
-                "unsupported JPEG color type {other:?}"
-            )))
-        }
+/// A reusable JPEG decoder: libjpeg-turbo with its default settings (accurate integer IDCT,
+/// smooth chroma upsampling), which is what the reference detector decodes with (through
+/// OpenCV), so our input tensors match its own.
+pub struct JpegDecoder {
+    tj: turbojpeg::Decompressor,
+}
+
+impl JpegDecoder {
+    pub fn new() -> Result<Self, DetectError> {
+        let tj = turbojpeg::Decompressor::new().map_err(|e| DetectError::Decode(e.to_string()))?;
+        Ok(Self { tj })
     }
-    Ok((w, h))
+
+    /// Decode into `rgb` (packed RGB8, resized to fit and reused between frames). Checks the
+    /// declared size before decoding any pixel; gray JPEGs come out as RGB.
+    pub fn decode_into(
+        &mut self,
+        jpeg: &[u8],
+        rgb: &mut Vec<u8>,
+    ) -> Result<(u32, u32), DetectError> {
+        let result = self.try_decode_into(jpeg, rgb);
+        if result.is_err() {
+            // A TurboJPEG handle keeps state from a failed image and can fail the next good
+            // one; start the next image with a fresh handle.
+            *self = Self::new()?;
+        }
+        result
+    }
+
+    fn try_decode_into(
+        &mut self,
+        jpeg: &[u8],
+        rgb: &mut Vec<u8>,
+    ) -> Result<(u32, u32), DetectError> {
+        let header = self
+            .tj
+            .read_header(jpeg)
+            .map_err(|e| DetectError::Decode(e.to_string()))?;
+        let (w, h) = (header.width as u32, header.height as u32);
+        check_size(w, h)?;
+        rgb.resize(header.width * header.height * 3, 0);
+        let image = turbojpeg::Image {
+            pixels: &mut rgb[..],
+            width: header.width,
+            pitch: header.width * 3,
+            height: header.height,
+            format: turbojpeg::PixelFormat::RGB,
+        };
+        self.tj
+            .decompress(jpeg, image)
+            .map_err(|e| DetectError::Decode(e.to_string()))?;
+        Ok((w, h))
+    }
+
+    /// Check that the headers decode, without decoding pixels.
+    pub fn check_header(&mut self, jpeg: &[u8]) -> Result<(), DetectError> {
+        let result = self
+            .tj
+            .read_header(jpeg)
+            .map(|_| ())
+            .map_err(|e| DetectError::Decode(e.to_string()));
+        if result.is_err() {
+            *self = Self::new()?;
+        }
+        result
+    }
+}
+
+/// Decode one JPEG (a convenience over [`JpegDecoder`] for one-off use).
+pub fn decode_jpeg_into(jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(u32, u32), DetectError> {
+    JpegDecoder::new()?.decode_into(jpeg, rgb)
 }
 
 /// The width and height a JPEG declares in its frame header (SOFn), read without decoding.
@@ -364,17 +415,14 @@ pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
     None
 }
 
-/// Expand `pixels` gray bytes at the start of `buf` to RGB, in place.
-fn gray_to_rgb_in_place(buf: &mut Vec<u8>, pixels: usize) {
-    buf.resize(pixels * 3, 0);
-    for i in (0..pixels).rev() {
-        let v = buf[i];
-        buf[i * 3..i * 3 + 3].fill(v);
-    }
-}
-
-/// Decode any supported still image (JPEG, PNG) to RGB8, for `kadr detect`.
+/// Decode any supported still image (JPEG, PNG) to RGB8, for `kadr detect`. JPEGs go through
+/// libjpeg-turbo, as frames do on a node.
 pub fn decode_image(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), DetectError> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let mut rgb = Vec::new();
+        let (w, h) = decode_jpeg_into(bytes, &mut rgb)?;
+        return Ok((rgb, w, h));
+    }
     let reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DetectError::Decode(e.to_string()))?;
@@ -391,10 +439,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gray_expands() {
-        let mut b = vec![1, 2];
-        gray_to_rgb_in_place(&mut b, 2);
-        assert_eq!(b, vec![1, 1, 1, 2, 2, 2]);
+    fn gray_jpeg_decodes_to_rgb() {
+        let img = image::GrayImage::from_pixel(8, 4, image::Luma([77]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&img)
+            .unwrap();
+        let mut rgb = Vec::new();
+        assert_eq!(decode_jpeg_into(&jpeg, &mut rgb).unwrap(), (8, 4));
+        assert_eq!(rgb.len(), 8 * 4 * 3);
+        assert!(rgb.iter().all(|&v| v.abs_diff(77) <= 1));
     }
 
     #[test]
