@@ -231,25 +231,57 @@ impl Config {
                 "must be non-empty, without spaces or glob characters".into(),
             ));
         }
-        let positive: [(&'static str, u64); 7] = [
-            ("model.max_detections", self.model.max_detections as u64),
-            ("detector.intra_threads", self.detector.intra_threads as u64),
-            ("detector.max_in_flight", self.detector.max_in_flight as u64),
-            ("limits.queue_capacity", self.limits.queue_capacity as u64),
-            ("limits.gap_wait_ms", self.limits.gap_wait_ms),
-            ("limits.frame_timeout_ms", self.limits.frame_timeout_ms),
-            ("limits.max_streams", self.limits.max_streams as u64),
-        ];
-        for (field, v) in positive {
-            if v == 0 {
-                return Err(invalid(field, "must be at least 1".into()));
-            }
-        }
-        if self.limits.max_payload_bytes < 64 {
-            return Err(invalid(
+        // (field, value, least, most): the upper bounds catch typos that would exhaust memory.
+        let ranges: [(&'static str, u64, u64, u64); 9] = [
+            (
+                "model.max_detections",
+                self.model.max_detections as u64,
+                1,
+                30_000,
+            ),
+            ("detector.pool_size", self.detector.pool_size as u64, 0, 256),
+            (
+                "detector.intra_threads",
+                self.detector.intra_threads as u64,
+                1,
+                256,
+            ),
+            (
+                "detector.max_in_flight",
+                self.detector.max_in_flight as u64,
+                1,
+                64,
+            ),
+            (
+                "limits.queue_capacity",
+                self.limits.queue_capacity as u64,
+                1,
+                100_000,
+            ),
+            ("limits.gap_wait_ms", self.limits.gap_wait_ms, 1, 3_600_000),
+            (
+                "limits.frame_timeout_ms",
+                self.limits.frame_timeout_ms,
+                1,
+                86_400_000,
+            ),
+            (
+                "limits.max_streams",
+                self.limits.max_streams as u64,
+                1,
+                1_000_000,
+            ),
+            (
                 "limits.max_payload_bytes",
-                "must be at least 64".into(),
-            ));
+                self.limits.max_payload_bytes as u64,
+                64,
+                512 << 20,
+            ),
+        ];
+        for (field, v, least, most) in ranges {
+            if v < least || v > most {
+                return Err(invalid(field, format!("is {v}, must be {least}..={most}")));
+            }
         }
         if !(1..=u16::MAX as usize).contains(&self.limits.max_stream_id_bytes) {
             return Err(invalid(
@@ -331,6 +363,14 @@ mod tests {
             (
                 "[model]\npath = \"Cargo.toml\"\n[limits]\nqueue_capacity = 0\n",
                 "limits.queue_capacity",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[detector]\npool_size = 10000\n",
+                "detector.pool_size",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[limits]\nmax_payload_bytes = 10\n",
+                "limits.max_payload_bytes",
             ),
             (
                 "[model]\npath = \"Cargo.toml\"\n[redis]\nurl = \"http://x\"\n",
