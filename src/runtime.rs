@@ -29,7 +29,6 @@ pub enum RuntimeError {
 }
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
-static LOADED_FROM: OnceLock<PathBuf> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 /// The first caller's `explicit` path wins; ONNX Runtime can be loaded only once per process.
@@ -53,13 +52,8 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Runt
     })
     .map_err(|_| load_err("the loader panicked".into()))?
     .map_err(load_err)?;
-    let _ = LOADED_FROM.set(path);
+    tracing::info!(library = %path.display(), "ONNX Runtime loaded");
     Ok(ENVIRONMENT.get_or_init(|| built))
-}
-
-/// The library the environment was loaded from, once loaded.
-pub fn loaded_from() -> Option<&'static Path> {
-    LOADED_FROM.get().map(PathBuf::as_path)
 }
 
 /// Explicit path, then `KADR_ONNXRUNTIME`, then `.deps/onnxruntime/` under the working directory

@@ -186,10 +186,6 @@ impl StreamOrder {
                 .last_active
                 .is_none_or(|t| now.duration_since(t) >= for_at_least)
     }
-
-    pub fn outstanding(&self) -> usize {
-        self.slots.len()
-    }
 }
 
 /// Emit one frame leaving the sequencer: its result, or a gap (lost if it never had one).
@@ -360,12 +356,6 @@ impl Actor for Sequencer {
             }
         }
         Ok(())
-    }
-}
-
-impl SequencerState {
-    pub fn outstanding(&self) -> usize {
-        self.streams.values().map(StreamOrder::outstanding).sum()
     }
 }
 
