@@ -94,16 +94,11 @@ assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node], "
 assert [(t.name, list(t.dims)) for t in a.graph.initializer] == [(t.name, list(t.dims)) for t in b.graph.initializer], "parameters differ"
 print("same architecture")
 "#;
-        let out = std::process::Command::new(&py)
-            .args(["-c", check])
-            .arg(&path)
-            .arg(&reference)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::stdout_of(
+            std::process::Command::new(&py)
+                .args(["-c", check])
+                .arg(&path)
+                .arg(&reference),
         );
     }
     // kadr loads it, reads H and W from it, and finds something on a picture.

@@ -233,23 +233,11 @@ fn layer3_kadr_detect_on_images_matches_reference() {
         let (_, images) = expected(&dir, model);
         let model_path = dir.join(format!("yolov7/yolov7-tiny-random-{model}.onnx"));
         let chosen: Vec<&Expected> = images.iter().collect();
-        let out = common::kadr()
-            .arg("detect")
-            .arg("--model")
-            .arg(&model_path)
-            .args(chosen.iter().map(|e| dir.join("yolov7").join(&e.image)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let lines = common::kadr_detect(
+            &model_path,
+            &[],
+            chosen.iter().map(|e| dir.join("yolov7").join(&e.image)),
         );
-        let lines: Vec<Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
         assert_eq!(lines.len(), chosen.len());
         for (line, e) in lines.iter().zip(&chosen) {
             assert!(line["image"].as_str().unwrap().ends_with(&e.image));

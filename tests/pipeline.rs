@@ -11,7 +11,6 @@ use kadr::config::Config;
 use kadr::node::Node;
 use kadr::pool::PoolMsg;
 use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, FLAG_KEEP};
-use serde_json::Value;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -38,51 +37,120 @@ struct Outputs {
     errors: Vec<ErrorMessage>,
 }
 
-/// Subscribe to the detections of `stream` and to every error channel under `prefix`.
-async fn subscriber(redis: &str, prefix: &str, stream: &str) -> redis::aio::PubSub {
-    let client = redis::Client::open(redis).unwrap();
-    let mut ps = client.get_async_pubsub().await.unwrap();
-    ps.subscribe(format!("{prefix}:detections:{stream}"))
-        .await
-        .unwrap();
-    ps.psubscribe(format!("{prefix}:errors:*")).await.unwrap();
-    ps
+/// A node under test with a Redis of its own, a channel prefix of its own, a subscriber to one
+/// stream's results (and every error channel), and a connection to publish with.
+struct TestNode {
+    redis: common::Redis,
+    prefix: String,
+    stream: String,
+    node: Node,
+    subscriber: redis::aio::PubSub,
+    publisher: redis::aio::MultiplexedConnection,
 }
 
-/// Collect until `frames` sequence numbers are accounted for and `errors` errors have come,
-/// or `timeout` passes.
-async fn collect(
-    ps: &mut redis::aio::PubSub,
-    frames: u64,
-    errors: usize,
-    timeout: Duration,
-) -> Outputs {
-    let mut out = Outputs {
-        messages: vec![],
-        errors: vec![],
-    };
-    let mut accounted = 0;
-    let deadline = Instant::now() + timeout;
-    let mut stream = ps.on_message();
-    while accounted < frames || out.errors.len() < errors {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(msg)) = tokio::time::timeout(left, stream.next()).await else {
-            break;
-        };
-        let channel: Vec<u8> = msg.get_channel().unwrap();
-        if channel.windows(8).any(|w| w == b":errors:") {
-            out.errors
-                .push(serde_json::from_slice(msg.get_payload_bytes()).unwrap());
-        } else {
-            let m: OutputMessage = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
-            accounted += match &m {
-                OutputMessage::Detections(_) => 1,
-                OutputMessage::Gap(g) => g.count,
-            };
-            out.messages.push(m);
+impl TestNode {
+    /// `extra` is appended to the config (sections `[detector]`, `[limits]`).
+    async fn start(model: &Path, extra: &str, stream: &str) -> TestNode {
+        let redis = common::Redis::start();
+        let prefix = unique_prefix();
+        let node = Node::start(&config(model, &redis.url, &prefix, extra))
+            .await
+            .unwrap();
+        let (subscriber, publisher) = Self::connect(&redis.url, &prefix, stream).await;
+        TestNode {
+            redis,
+            prefix,
+            stream: stream.to_string(),
+            node,
+            subscriber,
+            publisher,
         }
     }
-    out
+
+    async fn connect(
+        url: &str,
+        prefix: &str,
+        stream: &str,
+    ) -> (redis::aio::PubSub, redis::aio::MultiplexedConnection) {
+        let client = redis::Client::open(url).unwrap();
+        let mut ps = client.get_async_pubsub().await.unwrap();
+        ps.subscribe(format!("{prefix}:detections:{stream}"))
+            .await
+            .unwrap();
+        ps.psubscribe(format!("{prefix}:errors:*")).await.unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        (ps, conn)
+    }
+
+    /// Open the subscriber and publisher again (after a Redis restart).
+    async fn reconnect(&mut self) {
+        (self.subscriber, self.publisher) =
+            Self::connect(&self.redis.url, &self.prefix, &self.stream).await;
+    }
+
+    /// The frames channel of the test's stream.
+    fn frames_channel(&self) -> String {
+        format!("{}:frames:{}", self.prefix, self.stream)
+    }
+
+    async fn publish_raw(&mut self, channel: &[u8], payload: &[u8]) {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut self.publisher)
+            .await
+            .unwrap();
+    }
+
+    /// Publish a frame of the test's stream.
+    async fn publish(&mut self, seq: u64, flags: u8, jpeg: &[u8]) {
+        let mut msg = Vec::new();
+        encode_frame(
+            &mut msg,
+            &self.stream,
+            seq,
+            kadr::protocol::now_us(),
+            flags,
+            jpeg,
+        );
+        let channel = self.frames_channel();
+        self.publish_raw(channel.as_bytes(), &msg).await;
+    }
+
+    /// Collect until `frames` sequence numbers are accounted for and `errors` errors have
+    /// come, or `timeout` passes.
+    async fn collect(&mut self, frames: u64, errors: usize, timeout: Duration) -> Outputs {
+        let mut out = Outputs {
+            messages: vec![],
+            errors: vec![],
+        };
+        let mut accounted = 0;
+        let deadline = Instant::now() + timeout;
+        let mut stream = self.subscriber.on_message();
+        while accounted < frames || out.errors.len() < errors {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(msg)) = tokio::time::timeout(left, stream.next()).await else {
+                break;
+            };
+            let channel: Vec<u8> = msg.get_channel().unwrap();
+            if channel.windows(8).any(|w| w == b":errors:") {
+                out.errors
+                    .push(serde_json::from_slice(msg.get_payload_bytes()).unwrap());
+            } else {
+                let m: OutputMessage = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+                accounted += match &m {
+                    OutputMessage::Detections(_) => 1,
+                    OutputMessage::Gap(g) => g.count,
+                };
+                out.messages.push(m);
+            }
+        }
+        out
+    }
+
+    async fn stop(self) {
+        self.node.shutdown(Duration::from_secs(5)).await;
+    }
 }
 
 /// Every sequence number from `first` exactly once, in order; returns (detected, gaps by reason).
@@ -107,36 +175,6 @@ fn check_order(messages: &[OutputMessage], first: u64) -> (u64, Vec<(GapReason, 
     (detected, gaps)
 }
 
-async fn publisher(redis: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn publish_raw(conn: &mut redis::aio::MultiplexedConnection, channel: &[u8], payload: &[u8]) {
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(payload)
-        .query_async(conn)
-        .await
-        .unwrap();
-}
-
-async fn publish_frame(
-    conn: &mut redis::aio::MultiplexedConnection,
-    prefix: &str,
-    stream: &str,
-    seq: u64,
-    flags: u8,
-    jpeg: &[u8],
-) {
-    let mut msg = Vec::new();
-    encode_frame(&mut msg, stream, seq, kadr::protocol::now_us(), flags, jpeg);
-    publish_raw(conn, format!("{prefix}:frames:{stream}").as_bytes(), &msg).await;
-}
-
 /// A real 1280x720 frame of the demo video, as JPEG.
 fn sample_jpeg() -> Option<Vec<u8>> {
     if let Some(dir) = common::fixtures() {
@@ -158,17 +196,7 @@ async fn every_frame_of_a_real_video_comes_out_in_order() {
     else {
         return;
     };
-    let redis = common::Redis::start();
-    let prefix = unique_prefix();
-    let node = Node::start(&config(
-        &model,
-        &redis.url,
-        &prefix,
-        "[detector]\npool_size = 2\n",
-    ))
-    .await
-    .unwrap();
-    let mut ps = subscriber(&redis.url, &prefix, "bbb").await;
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 2\n", "bbb").await;
 
     let status = common::kadr()
         .args([
@@ -178,9 +206,9 @@ async fn every_frame_of_a_real_video_comes_out_in_order() {
             "--fast",
             "--keep-all",
             "--prefix",
-            &prefix,
+            &t.prefix,
             "--redis-url",
-            &redis.url,
+            &t.redis.url,
             "--input",
         ])
         .arg(&video)
@@ -188,7 +216,7 @@ async fn every_frame_of_a_real_video_comes_out_in_order() {
         .unwrap();
     assert!(status.success());
 
-    let out = collect(&mut ps, 132, 0, Duration::from_secs(180)).await;
+    let out = t.collect(132, 0, Duration::from_secs(180)).await;
     let (detected, gaps) = check_order(&out.messages, 0);
     assert_eq!(detected, 132, "gaps: {gaps:?}");
     assert!(gaps.is_empty());
@@ -213,8 +241,8 @@ async fn every_frame_of_a_real_video_comes_out_in_order() {
         }
     }
     assert!(boxes > 0, "the demo model finds something on real frames");
-    assert_eq!(node.stats.detected.get(), 132);
-    node.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(t.node.stats.detected.get(), 132);
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,15 +250,10 @@ async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let redis = common::Redis::start();
-    let prefix = unique_prefix();
     let limits = "[detector]\npool_size = 1\n[limits]\nmax_payload_bytes = 1048576\nmax_stream_id_bytes = 16\ngap_wait_ms = 300\n";
-    let node = Node::start(&config(&model, &redis.url, &prefix, limits))
-        .await
-        .unwrap();
-    let mut ps = subscriber(&redis.url, &prefix, "cam").await;
-    let mut conn = publisher(&redis.url).await;
-    let chan = format!("{prefix}:frames:cam");
+    let mut t = TestNode::start(&model, limits, "cam").await;
+    let prefix = t.prefix.clone();
+    let chan = t.frames_channel();
 
     let mut good = Vec::new();
     encode_frame(&mut good, "cam", 0, 1, FLAG_KEEP, &jpeg);
@@ -294,20 +317,20 @@ async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
         (cam.clone(), Payload::Jpeg(bad_huffman), "bad_image"),
         (cam.clone(), Payload::Jpeg(truncated), "bad_image"),
     ];
-    publish_raw(&mut conn, chan.as_bytes(), &good).await; // seq 0
+    t.publish_raw(chan.as_bytes(), &good).await; // seq 0
     let mut seq = 1;
     for (channel, payload, _) in &cases {
         match payload {
-            Payload::Raw(bytes) => publish_raw(&mut conn, channel, bytes).await,
+            Payload::Raw(bytes) => t.publish_raw(channel, bytes).await,
             Payload::Jpeg(body) => {
-                publish_raw(&mut conn, channel, &frame(seq, body)).await;
+                t.publish_raw(channel, &frame(seq, body)).await;
                 seq += 1;
             }
         }
-        publish_raw(&mut conn, chan.as_bytes(), &frame(seq, &jpeg)).await;
+        t.publish_raw(chan.as_bytes(), &frame(seq, &jpeg)).await;
         seq += 1;
     }
-    let out = collect(&mut ps, seq, cases.len(), Duration::from_secs(120)).await;
+    let out = t.collect(seq, cases.len(), Duration::from_secs(120)).await;
 
     let (detected, gaps) = check_order(&out.messages, 0);
     // seq 0 and every good frame after a bad one came through; the four bad frames with a
@@ -338,10 +361,10 @@ async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
         "error published on the stream's own error channel"
     );
     // Each refusal counted once; the refused frames that had a sequence number count as failed.
-    assert_eq!(node.stats.errors.get(), cases.len() as u64);
-    assert_eq!(node.stats.failed.get(), 4);
-    assert_eq!(node.stats.detected.get(), 1 + cases.len() as u64);
-    node.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(t.node.stats.errors.get(), cases.len() as u64);
+    assert_eq!(t.node.stats.failed.get(), 4);
+    assert_eq!(t.node.stats.detected.get(), 1 + cases.len() as u64);
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,34 +372,22 @@ async fn a_crashing_detector_is_restarted_and_only_its_frame_is_lost() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let redis = common::Redis::start();
-    let prefix = unique_prefix();
-    let node = Node::start(&config(
-        &model,
-        &redis.url,
-        &prefix,
-        "[detector]\npool_size = 2\n",
-    ))
-    .await
-    .unwrap();
-    let mut ps = subscriber(&redis.url, &prefix, "s").await;
-    let mut conn = publisher(&redis.url).await;
-
-    node.pool.cast(PoolMsg::InjectFault).unwrap();
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 2\n", "s").await;
+    t.node.pool.cast(PoolMsg::InjectFault).unwrap();
     for seq in 0..12 {
-        publish_frame(&mut conn, &prefix, "s", seq, FLAG_KEEP, &jpeg).await;
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    let out = collect(&mut ps, 12, 1, Duration::from_secs(120)).await;
+    let out = t.collect(12, 1, Duration::from_secs(120)).await;
     let (detected, gaps) = check_order(&out.messages, 0);
     assert_eq!(detected, 11);
     assert_eq!(gaps, vec![(GapReason::Failed, 1)]);
     assert_eq!(out.errors.len(), 1);
     assert_eq!(out.errors[0].code, "detector_failed");
-    assert_eq!(node.stats.detector_restarts.get(), 1);
+    assert_eq!(t.node.stats.detector_restarts.get(), 1);
     // The pool is whole again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = node.pool_status().await.unwrap();
+        let s = t.node.pool_status().await.unwrap();
         if s.alive == 2 {
             break;
         }
@@ -385,11 +396,11 @@ async fn a_crashing_detector_is_restarted_and_only_its_frame_is_lost() {
     }
     // And it works after the restart.
     for seq in 12..16 {
-        publish_frame(&mut conn, &prefix, "s", seq, FLAG_KEEP, &jpeg).await;
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    let out = collect(&mut ps, 4, 0, Duration::from_secs(60)).await;
+    let out = t.collect(4, 0, Duration::from_secs(60)).await;
     assert_eq!(check_order(&out.messages, 12), (4, vec![]));
-    node.shutdown(Duration::from_secs(5)).await;
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,18 +408,12 @@ async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let redis = common::Redis::start();
-    let prefix = unique_prefix();
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 2\n";
-    let node = Node::start(&config(&model, &redis.url, &prefix, extra))
-        .await
-        .unwrap();
-    let mut ps = subscriber(&redis.url, &prefix, "live").await;
-    let mut conn = publisher(&redis.url).await;
+    let mut t = TestNode::start(&model, extra, "live").await;
     for seq in 0..40 {
-        publish_frame(&mut conn, &prefix, "live", seq, 0, &jpeg).await;
+        t.publish(seq, 0, &jpeg).await;
     }
-    let out = collect(&mut ps, 40, 0, Duration::from_secs(120)).await;
+    let out = t.collect(40, 0, Duration::from_secs(120)).await;
     let (detected, gaps) = check_order(&out.messages, 0);
     let dropped: u64 = gaps
         .iter()
@@ -427,8 +432,8 @@ async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
     assert!(detected >= 3, "the newest frames are detected");
     // The last frame published is never the one dropped.
     assert!(matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == 39));
-    assert_eq!(node.stats.dropped.get(), dropped);
-    node.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(t.node.stats.dropped.get(), dropped);
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,26 +441,20 @@ async fn missing_sequence_numbers_are_reported_as_one_gap_after_the_wait() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let redis = common::Redis::start();
-    let prefix = unique_prefix();
     let extra = "[detector]\npool_size = 1\n[limits]\ngap_wait_ms = 200\n";
-    let node = Node::start(&config(&model, &redis.url, &prefix, extra))
-        .await
-        .unwrap();
-    let mut ps = subscriber(&redis.url, &prefix, "g").await;
-    let mut conn = publisher(&redis.url).await;
+    let mut t = TestNode::start(&model, extra, "g").await;
     for seq in [0, 1, 5, 6] {
-        publish_frame(&mut conn, &prefix, "g", seq, FLAG_KEEP, &jpeg).await;
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
     // A repeated sequence number is refused as stale.
-    publish_frame(&mut conn, &prefix, "g", 6, FLAG_KEEP, &jpeg).await;
-    let out = collect(&mut ps, 7, 1, Duration::from_secs(60)).await;
+    t.publish(6, FLAG_KEEP, &jpeg).await;
+    let out = t.collect(7, 1, Duration::from_secs(60)).await;
     let (detected, gaps) = check_order(&out.messages, 0);
     assert_eq!(detected, 4);
     assert_eq!(gaps, vec![(GapReason::Missing, 3)]);
     assert_eq!(out.errors.len(), 1);
     assert_eq!(out.errors[0].code, "stale_seq");
-    node.shutdown(Duration::from_secs(5)).await;
+    t.stop().await;
 }
 
 #[test]
@@ -533,25 +532,7 @@ fn kadr_detect_reads_jpeg_and_png_and_prints_json_lines() {
     std::fs::write(&jpg, &jpeg).unwrap();
     let png = dir.path().join("frame.png");
     image::load_from_memory(&jpeg).unwrap().save(&png).unwrap();
-    let out = common::kadr()
-        .arg("detect")
-        .arg("--model")
-        .arg(&model)
-        .args(["--conf", "0.2"])
-        .arg(&jpg)
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::kadr_detect(&model, &["--conf", "0.2"], [&jpg, &png]);
     assert_eq!(lines.len(), 2);
     for l in &lines {
         assert_eq!(
@@ -583,38 +564,20 @@ async fn the_node_rides_out_a_redis_restart() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let mut redis = common::Redis::start();
-    if !redis.owned() {
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "r").await;
+    if !t.redis.owned() {
         eprintln!("SKIP: REDIS_URL is set; this test restarts its own server");
         return;
     }
-    let prefix = unique_prefix();
-    let node = Node::start(&config(
-        &model,
-        &redis.url,
-        &prefix,
-        "[detector]\npool_size = 1\n",
-    ))
-    .await
-    .unwrap();
-    let mut ps = subscriber(&redis.url, &prefix, "r").await;
-    let mut conn = publisher(&redis.url).await;
     for seq in 0..3 {
-        publish_frame(&mut conn, &prefix, "r", seq, FLAG_KEEP, &jpeg).await;
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    assert_eq!(
-        check_order(
-            &collect(&mut ps, 3, 0, Duration::from_secs(60))
-                .await
-                .messages,
-            0
-        ),
-        (3, vec![])
-    );
+    let out = t.collect(3, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (3, vec![]));
 
-    redis.restart();
+    t.redis.restart();
     // Wait until the source has resubscribed (it retries with backoff).
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -629,16 +592,15 @@ async fn the_node_rides_out_a_redis_restart() {
         assert!(Instant::now() < deadline, "source did not resubscribe");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut ps = subscriber(&redis.url, &prefix, "r").await;
-    let mut conn = publisher(&redis.url).await;
+    t.reconnect().await;
     for seq in 3..6 {
-        publish_frame(&mut conn, &prefix, "r", seq, FLAG_KEEP, &jpeg).await;
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    let out = collect(&mut ps, 3, 0, Duration::from_secs(60)).await;
+    let out = t.collect(3, 0, Duration::from_secs(60)).await;
     assert_eq!(
         check_order(&out.messages, 3),
         (3, vec![]),
         "results flow again, in order, none lost"
     );
-    node.shutdown(Duration::from_secs(5)).await;
+    t.stop().await;
 }

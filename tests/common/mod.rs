@@ -54,6 +54,38 @@ pub fn kadr() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kadr"))
 }
 
+/// Run a command, assert that it succeeded (showing its stderr if not), return its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kadr detect --model MODEL ARGS... IMAGES...`: one JSON value per printed line.
+pub fn kadr_detect<I: AsRef<std::ffi::OsStr>>(
+    model: &Path,
+    args: &[&str],
+    images: impl IntoIterator<Item = I>,
+) -> Vec<serde_json::Value> {
+    let stdout = stdout_of(
+        kadr()
+            .arg("detect")
+            .arg("--model")
+            .arg(model)
+            .args(args)
+            .args(images),
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
