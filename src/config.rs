@@ -1,6 +1,8 @@
 //! `cluster.toml`: the node's configuration. Every field is documented in
 //! `docs/configuration.md`; unknown fields are refused so a typo never passes silently.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,19 +42,161 @@ pub struct Config {
     pub detector: DetectorConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
-    /// Shown in logs.
+    /// Unique in the cluster; shown in logs and in the admin API.
     pub name: String,
+    /// What this node runs. `source` and `sequencer` go together: the sequencer must hear of
+    /// every frame the source accepts, so they share a node.
+    pub roles: Vec<Role>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             name: "kadr".into(),
+            roles: vec![Role::Source, Role::Sequencer, Role::Detector],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads frames from Redis and dispatches them to detectors across the cluster.
+    Source,
+    /// Puts results back in order and publishes them.
+    Sequencer,
+    /// Runs a pool of detectors for any source in the cluster.
+    Detector,
+}
+
+impl NodeConfig {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// A secret read from the config or the environment; never printed.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "(unset)"
+        } else {
+            "(secret)"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Where this node listens for other nodes. Loopback unless configured.
+    pub listen: SocketAddr,
+    /// The host other nodes dial to reach this one (at `listen`'s port); defaults to
+    /// `listen`'s address. Needed when listening on 0.0.0.0.
+    pub advertise_host: Option<String>,
+    /// Shared secret every node must present; `KADR_CLUSTER_COOKIE` overrides it.
+    pub cookie: Secret,
+    /// Nodes to join at start (`host:port`); the rest of the cluster is learned from them.
+    pub seeds: Vec<String>,
+    /// How long start-up waits to join at least one seed before giving up.
+    pub join_timeout_ms: u64,
+    /// How often a node tells the others it is alive (and what it runs).
+    pub heartbeat_ms: u64,
+    /// TLS between nodes; plaintext when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            advertise_host: None,
+            cookie: Secret::default(),
+            seeds: Vec::new(),
+            join_timeout_ms: 10_000,
+            heartbeat_ms: 1_000,
+            tls: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The host other nodes dial.
+    pub fn advertised_host(&self) -> String {
+        self.advertise_host
+            .clone()
+            .unwrap_or_else(|| self.listen.ip().to_string())
+    }
+
+    /// `host:port`, as other nodes dial it.
+    pub fn advertised(&self) -> String {
+        let host = self.advertised_host();
+        if host.contains(':') {
+            format!("[{host}]:{}", self.listen.port())
+        } else {
+            format!("{host}:{}", self.listen.port())
+        }
+    }
+}
+
+/// Mutual TLS: every node presents a certificate signed by `ca` and checks its peer's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+    /// The cluster's certificate authority (PEM); peers must present a certificate it signed.
+    pub ca: PathBuf,
+    /// The name every node's certificate carries (a DNS subject alternative name).
+    #[serde(default = "default_tls_server_name")]
+    pub server_name: String,
+}
+
+fn default_tls_server_name() -> String {
+    "kadr".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The admin HTTP API's address. Loopback unless configured.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating calls; `KADR_ADMIN_TOKEN` overrides it. Unset: mutations refused.
+    pub token: Secret,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7500)),
+            token: Secret::default(),
         }
     }
 }
@@ -157,20 +301,70 @@ impl Default for LimitsConfig {
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &[])
+    }
+
+    /// Read a config file, apply `key.path=value` overrides (`kadr node --set`) and the
+    /// environment's secrets (`KADR_CLUSTER_COOKIE`, `KADR_ADMIN_TOKEN`), then validate.
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, path, base)
+        let secrets = [
+            ("KADR_CLUSTER_COOKIE", "cluster.cookie"),
+            ("KADR_ADMIN_TOKEN", "admin.token"),
+        ];
+        let from_env: Vec<(&str, String)> = secrets
+            .iter()
+            .filter_map(|(var, key)| std::env::var(var).ok().map(|v| (*key, v)))
+            .collect();
+        if overrides.is_empty() && from_env.is_empty() {
+            // Straight from the text, so errors carry line numbers.
+            return Self::parse(&text, path, base);
+        }
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for item in overrides {
+            apply_override(&mut table, item).map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        }
+        for (key, value) in from_env {
+            set_path(&mut table, key, toml::Value::String(value));
+        }
+        let cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        cfg.resolve(path, base)
     }
 
     /// Parse and validate config text; relative paths are resolved against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        cfg.resolve(path, base)
+    }
+
+    /// Make relative paths relative to the config's folder, then validate.
+    fn resolve(mut self, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let cfg = &mut self;
+        if let Some(tls) = cfg.cluster.tls.as_mut() {
+            for p in [&mut tls.cert, &mut tls.key, &mut tls.ca] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         if cfg.model.path.is_relative() {
             cfg.model.path = base.join(&cfg.model.path);
         }
@@ -179,8 +373,8 @@ impl Config {
                 *lib = base.join(&*lib);
             }
         }
-        cfg.validate(path)?;
-        Ok(cfg)
+        self.validate(path)?;
+        Ok(self)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
@@ -283,6 +477,7 @@ impl Config {
                 return Err(invalid(field, format!("is {v}, must be {least}..={most}")));
             }
         }
+        self.validate_cluster(path)?;
         if !(1..=u16::MAX as usize).contains(&self.limits.max_stream_id_bytes) {
             return Err(invalid(
                 "limits.max_stream_id_bytes",
@@ -290,6 +485,111 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    fn validate_cluster(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            problem,
+        };
+        let name_ok = !self.node.name.is_empty()
+            && self.node.name.len() <= 64
+            && self
+                .node
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            return Err(invalid(
+                "node.name",
+                "must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if self.node.roles.is_empty() {
+            return Err(invalid("node.roles", "must name at least one role".into()));
+        }
+        if self.node.has(Role::Source) != self.node.has(Role::Sequencer) {
+            return Err(invalid(
+                "node.roles",
+                "must have both \"source\" and \"sequencer\" or neither (the sequencer must hear of every frame the source accepts)".into(),
+            ));
+        }
+        if self.cluster.cookie.expose().len() < 8 {
+            return Err(invalid(
+                "cluster.cookie",
+                "must be set, at least 8 characters (or set KADR_CLUSTER_COOKIE); every node of a cluster shares it".into(),
+            ));
+        }
+        for seed in &self.cluster.seeds {
+            if !is_host_port(seed) {
+                return Err(invalid(
+                    "cluster.seeds",
+                    format!("{seed:?} is not host:port"),
+                ));
+            }
+        }
+        let host = self.cluster.advertised_host();
+        if host.is_empty() || host == "0.0.0.0" || host == "::" {
+            return Err(invalid(
+                "cluster.advertise_host",
+                format!("{host:?} is not an address other nodes can dial; set it to this node's host name or IP"),
+            ));
+        }
+        if self.cluster.listen.port() == 0 {
+            return Err(invalid(
+                "cluster.listen",
+                "needs a port (not 0): peers dial it".into(),
+            ));
+        }
+        let ranges: [(&'static str, u64, u64, u64); 2] = [
+            (
+                "cluster.join_timeout_ms",
+                self.cluster.join_timeout_ms,
+                100,
+                600_000,
+            ),
+            (
+                "cluster.heartbeat_ms",
+                self.cluster.heartbeat_ms,
+                50,
+                60_000,
+            ),
+        ];
+        for (field, v, least, most) in ranges {
+            if v < least || v > most {
+                return Err(invalid(field, format!("is {v}, must be {least}..={most}")));
+            }
+        }
+        if let Some(tls) = &self.cluster.tls {
+            for (field, p) in [
+                ("cluster.tls.cert", &tls.cert),
+                ("cluster.tls.key", &tls.key),
+                ("cluster.tls.ca", &tls.ca),
+            ] {
+                if !p.is_file() {
+                    return Err(invalid(field, format!("{} is not a file", p.display())));
+                }
+            }
+        }
+        if self.cluster.listen.port() != 0
+            && self.cluster.listen.port() == self.admin.listen.port()
+            && self.cluster.listen.ip() == self.admin.listen.ip()
+        {
+            return Err(invalid(
+                "admin.listen",
+                "is the same address as cluster.listen".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.cluster.heartbeat_ms)
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.cluster.join_timeout_ms)
     }
 
     /// Detector actors to run: `pool_size`, or one per available core.
@@ -330,6 +630,42 @@ impl Config {
     }
 }
 
+fn is_host_port(s: &str) -> bool {
+    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// `a.b.c=value`: the value is read as TOML (`3`, `true`, `["x"]`), or else taken as a string.
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<(), String> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| format!("override {item:?} is not key=value"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(format!("override {item:?} has no key"));
+    }
+    set_path(table, key.trim(), value);
+    Ok(())
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split yields one part");
+    let mut t = table;
+    for part in parts {
+        let entry = t
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("made a table");
+    }
+    t.insert(last.to_string(), value);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,7 +673,12 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         // Cargo.toml stands in for a model file: validation only checks that it exists.
         let base = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Config::parse(text, Path::new("test.toml"), base)
+        let text = if text.contains("[cluster]") {
+            text.to_string()
+        } else {
+            format!("{text}\n[cluster]\ncookie = \"test-cookie\"\n")
+        };
+        Config::parse(&text, Path::new("test.toml"), base)
     }
 
     #[test]
@@ -349,6 +690,40 @@ mod tests {
         assert_eq!(c.redis.channel_prefix, "kadr");
         assert!(c.pool_size() >= 1);
         assert!(c.model.path.is_absolute());
+        assert!(c.node.has(Role::Detector) && c.node.has(Role::Source));
+        assert_eq!(c.cluster.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:7500");
+        assert!(c.admin.token.is_empty());
+    }
+
+    #[test]
+    fn overrides_set_any_field_and_secrets_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        std::fs::write(
+            &path,
+            format!("[model]\npath = {model:?}\n[cluster]\ncookie = \"the-cookie-1\"\n"),
+        )
+        .unwrap();
+        let c = Config::load_with(
+            &path,
+            &[
+                "node.name=node-2".into(),
+                "cluster.seeds=[\"127.0.0.1:7400\"]".into(),
+                "detector.pool_size=3".into(),
+                "node.roles=[\"detector\"]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.node.name, "node-2");
+        assert_eq!(c.cluster.seeds, vec!["127.0.0.1:7400".to_string()]);
+        assert_eq!(c.detector.pool_size, 3);
+        assert_eq!(c.node.roles, vec![Role::Detector]);
+        assert_eq!(c.cluster.cookie.expose(), "the-cookie-1");
+        assert!(!format!("{c:?}").contains("the-cookie-1"));
+        let err = Config::load_with(&path, &["detector.pool_size=x".into()]).unwrap_err();
+        assert!(err.to_string().contains("pool_size"), "{err}");
     }
 
     #[test]
@@ -381,6 +756,30 @@ mod tests {
                 "redis.channel_prefix",
             ),
             ("[redis]\nurl = \"redis://x\"\n", "model"),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[cluster]\ncookie = \"short\"\n",
+                "cluster.cookie",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[node]\nroles = [\"source\"]\n",
+                "node.roles",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[node]\nroles = [\"gpu\"]\n",
+                "gpu",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[cluster]\ncookie = \"long-enough\"\nseeds = [\"nohost\"]\n",
+                "cluster.seeds",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[cluster]\ncookie = \"long-enough\"\nlisten = \"0.0.0.0:7400\"\n",
+                "cluster.advertise_host",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[node]\nname = \"a b\"\n",
+                "node.name",
+            ),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -1,42 +1,119 @@
-//! A detector actor: one ONNX Runtime session, fed one frame at a time by the pool.
+//! A detector actor: one ONNX Runtime session, fed frames by any source's dispatcher in the
+//! cluster, local or remote.
 //!
-//! Inference runs on tokio's blocking pool so a detector never stalls the runtime's workers
-//! (Redis I/O, the other actors). The session and its buffers move into the blocking task and
-//! back; if the task panics they are gone, the actor fails, and the pool restarts it.
+//! Each detector joins the cluster-wide `detectors` process group, which is how dispatchers
+//! find it. A frame names the node it came from; the result goes back to that node's
+//! dispatcher. Inference runs on tokio's blocking pool so a detector never stalls the runtime's
+//! workers; the session and its buffers move into the blocking task and back, and if the task
+//! panics they are gone, the actor fails, and the local pool restarts it.
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::OwnedSemaphorePermit;
+use bytes::Bytes;
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
+use crate::cluster::{self, wire};
+use crate::dispatch::DispatchMsg;
 use crate::model::{ModelOptions, Yolo};
 use crate::pool::PoolMsg;
-use crate::protocol::{now_us, DetectionsMessage, ErrorMessage, Frame, GapReason};
-use crate::sequencer::{Outcome, SequencerMsg};
+use crate::protocol::{now_us, DetectionsMessage};
+use crate::stats::Stats;
 
-/// A frame on its way through the pool.
-#[derive(Debug)]
-pub struct Job {
+/// One frame to detect, as it crosses nodes.
+#[derive(Debug, Clone)]
+pub struct DetectRequest {
+    /// The node whose dispatcher sent it (and wants the result).
+    pub origin: Arc<str>,
     pub stream: Arc<str>,
-    pub frame: Frame,
-    /// Never dropped for lateness.
-    pub keep: bool,
-    /// Held while the frame is inside the node; bounds kept frames (back-pressure on the source).
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub seq: u64,
+    pub capture_ts_us: u64,
+    pub jpeg: Bytes,
+}
+
+impl DetectRequest {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = wire::Writer::with_capacity(self.jpeg.len() + 64);
+        w.short_str(&self.origin)
+            .short_str(&self.stream)
+            .u64(self.seq)
+            .u64(self.capture_ts_us)
+            .tail(&self.jpeg);
+        w.finish()
+    }
+
+    fn decode(args: Vec<u8>) -> Result<Self, String> {
+        let mut r = wire::Reader::new(args);
+        Ok(Self {
+            origin: r.short_str("origin")?.into(),
+            stream: r.short_str("stream")?.into(),
+            seq: r.u64("seq")?,
+            capture_ts_us: r.u64("capture timestamp")?,
+            jpeg: r.tail(),
+        })
+    }
+}
+
+/// What a detector made of a frame, sent back to the frame's dispatcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub stream: String,
+    pub seq: u64,
+    /// The node whose detector did it, for the logs and the admin API.
+    pub node: String,
+    pub result: DetectResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DetectResult {
+    Detected(DetectionsMessage),
+    /// The frame could not be detected (a JPEG that does not decode, say); `code` is one of
+    /// the error codes in docs/protocol.md.
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 pub enum DetectorMsg {
-    Detect(Job),
+    Detect(DetectRequest),
     /// Test hook for supervision: panic while holding the next frame, as a crashing
-    /// inference would. Only reachable in-process, never from the network.
+    /// inference would. Local only: it cannot be sent over the network.
     PanicOnNextFrame,
+    /// A message from a peer that could not be decoded.
+    Malformed(String),
+}
+
+impl Message for DetectorMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            Self::Detect(request) => Ok(wire::cast("detect", request.encode())),
+            Self::PanicOnNextFrame | Self::Malformed(_) => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        let decoded = wire::open_cast(msg).and_then(|(variant, args)| match variant.as_str() {
+            "detect" => DetectRequest::decode(args).map(Self::Detect),
+            other => Err(format!("unknown detector message {other:?}")),
+        });
+        Ok(decoded.unwrap_or_else(Self::Malformed))
+    }
 }
 
 pub struct DetectorArgs {
-    pub slot: usize,
+    pub node: Arc<str>,
+    pub scope: String,
     pub model: Arc<ModelOptions>,
     pub pool: ActorRef<PoolMsg>,
-    pub sequencer: ActorRef<SequencerMsg>,
+    pub stats: Arc<Stats>,
 }
 
 pub struct DetectorState {
@@ -55,11 +132,17 @@ impl Actor for Detector {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: DetectorArgs,
     ) -> Result<DetectorState, ActorProcessingErr> {
         let opts = args.model.clone();
         let yolo = tokio::task::spawn_blocking(move || Yolo::load(&opts)).await??;
+        // Only now, with a model loaded, may dispatchers see it.
+        ractor::pg::join_scoped(
+            args.scope.clone(),
+            cluster::DETECTORS.to_string(),
+            vec![myself.get_cell()],
+        );
         Ok(DetectorState {
             args,
             yolo: Some(Box::new(yolo)),
@@ -73,62 +156,68 @@ impl Actor for Detector {
         msg: DetectorMsg,
         state: &mut DetectorState,
     ) -> Result<(), ActorProcessingErr> {
-        let job = match msg {
-            DetectorMsg::Detect(job) => job,
+        let request = match msg {
+            DetectorMsg::Detect(request) => request,
             DetectorMsg::PanicOnNextFrame => {
                 state.panic_on_next = true;
                 return Ok(());
             }
+            DetectorMsg::Malformed(why) => {
+                warn!(%why, "malformed message from a peer ignored");
+                state.args.stats.malformed.inc();
+                return Ok(());
+            }
         };
+        let stats = &state.args.stats;
+        stats.busy.add(1);
         let mut yolo = state.yolo.take().ok_or("detector lost its model")?;
-        let jpeg = job.frame.jpeg.clone(); // shares the buffer
+        let jpeg = request.jpeg.clone(); // shares the buffer
         let panic_now = std::mem::take(&mut state.panic_on_next);
-        let (yolo, result) = tokio::task::spawn_blocking(move || {
+        let joined = tokio::task::spawn_blocking(move || {
             if panic_now {
                 panic!("injected detector fault");
             }
             let result = yolo.detect_jpeg(&jpeg);
             (yolo, result)
         })
-        .await
-        .map_err(|e| format!("inference task died: {e}"))?;
+        .await;
+        stats.busy.sub(1);
+        let (yolo, result) = joined.map_err(|e| format!("inference task died: {e}"))?;
         let model = yolo.info().name.clone();
         state.yolo = Some(yolo);
+        stats.inferences.inc();
 
-        let (stream, seq) = (job.stream.clone(), job.frame.seq);
-        let outcome = match result {
-            Ok(found) => Outcome::Detected(DetectionsMessage {
-                stream: stream.to_string(),
-                seq,
-                capture_ts_us: job.frame.capture_ts_us,
+        let result = match result {
+            Ok(found) => DetectResult::Detected(DetectionsMessage {
+                stream: request.stream.to_string(),
+                seq: request.seq,
+                capture_ts_us: request.capture_ts_us,
                 done_ts_us: now_us(),
                 model,
                 width: found.width,
                 height: found.height,
                 detections: found.detections,
             }),
-            Err(e) => {
-                let error = ErrorMessage::new(&stream, Some(seq), e.code(), e.to_string());
-                let _ = state.args.sequencer.cast(SequencerMsg::Error {
-                    channel_stream: stream.as_bytes().to_vec(),
-                    error,
-                });
-                Outcome::Gap {
-                    reason: GapReason::Failed,
-                    detail: Some(e.to_string()),
-                }
-            }
+            Err(e) => DetectResult::Failed {
+                code: e.code().to_string(),
+                message: e.to_string(),
+            },
         };
-        let _ = state.args.sequencer.cast(SequencerMsg::Completed {
-            stream: stream.clone(),
-            seq,
-            outcome,
-        });
-        let _ = state.args.pool.cast(PoolMsg::Done {
-            slot: state.args.slot,
-            stream,
-            seq,
-        });
+        let finished = Finished {
+            stream: request.stream.to_string(),
+            seq: request.seq,
+            node: state.args.node.to_string(),
+            result,
+        };
+        match cluster::dispatcher_of(&state.args.scope, &request.origin) {
+            Some(dispatcher) => {
+                let _ = dispatcher.cast(DispatchMsg::Finished(finished));
+            }
+            // Its node left; that dispatcher is gone and so is its stream's order.
+            None => {
+                warn!(origin = %request.origin, seq = request.seq, "result for a dispatcher that left; dropped")
+            }
+        }
         Ok(())
     }
 }

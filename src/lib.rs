@@ -1,20 +1,29 @@
-//! kadr: YOLOv7 object detection for live video, as ractor actors around Redis pub/sub.
+//! kadr: YOLOv7 object detection for live video, as ractor actors spread over a cluster,
+//! around Redis pub/sub.
 //!
 //! ```text
-//! Redis {prefix}:frames:{stream}
-//!        │
-//!   [source] ── validates, registers each frame ──► [sequencer] ──► Redis {prefix}:detections:{stream}
-//!        │                                              ▲           Redis {prefix}:errors:{stream}
-//!        ▼                                              │
-//!   [pool] ── credits, bounded queue ──► [detector]×N ──┘  (ONNX Runtime, one session each)
+//!  Redis {prefix}:frames:{stream}
+//!         │
+//!   ┌ source node ───────────────────────────────────────────────────────────────┐
+//!   │ [source] ── validates, registers each frame ──► [sequencer] ──► Redis      │
+//!   │     │                                                ▲    {prefix}:detections:{stream}
+//!   │     ▼                                                │    {prefix}:errors:{stream}
+//!   │ [dispatcher] ── credits, bounded queue ───┐          │                     │
+//!   └───────────────────────────────────────────┼──────────┼─────────────────────┘
+//!                   frames (ractor_cluster)     ▼          │ results
+//!   any node:   [pool] ─supervises─ [detector]×N ──────────┘ (ONNX Runtime, one session each)
 //! ```
 //!
 //! Pure parts (wire format, letterbox, post-processing, ordering) are in [`protocol`],
 //! [`model`] and [`sequencer::StreamOrder`], tested without a runtime; the actors are in
-//! [`source`], [`pool`], [`detector`] and [`sequencer`].
+//! [`source`], [`dispatch`], [`pool`], [`detector`] and [`sequencer`]; membership and the
+//! node-to-node wire are in [`cluster`]; the HTTP API is [`admin`].
 
+pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod detector;
+pub mod dispatch;
 pub mod egress;
 pub mod model;
 pub mod node;
@@ -24,4 +33,5 @@ pub mod runtime;
 pub mod sequencer;
 pub mod source;
 pub mod stats;
+pub mod stream_stats;
 pub mod video;

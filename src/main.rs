@@ -35,6 +35,10 @@ enum Command {
         /// Overrides `redis.url` from the config.
         #[arg(long, env = "KADR_REDIS_URL")]
         redis_url: Option<String>,
+        /// Override any config field, e.g. `--set node.name=node-2 --set cluster.listen=127.0.0.1:7401`
+        /// (values are read as TOML: `3`, `true`, `["a", "b"]`; anything else is a string).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Detect objects in still images (JPEG or PNG); prints one JSON line per image.
     Detect {
@@ -132,7 +136,11 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
-        Command::Node { config, redis_url } => run_node(config, redis_url).await,
+        Command::Node {
+            config,
+            redis_url,
+            overrides,
+        } => run_node(config, redis_url, overrides).await,
         Command::Detect {
             model,
             conf,
@@ -152,11 +160,15 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run_node(config: PathBuf, redis_url: Option<String>) -> anyhow::Result<()> {
-    let mut cfg = Config::load(&config)?;
+async fn run_node(
+    config: PathBuf,
+    redis_url: Option<String>,
+    mut overrides: Vec<String>,
+) -> anyhow::Result<()> {
     if let Some(url) = redis_url {
-        cfg.redis.url = url;
+        overrides.insert(0, format!("redis.url=\"{url}\""));
     }
+    let cfg = Config::load_with(&config, &overrides)?;
     let node = Node::start(&cfg).await?;
     let stats = node.stats.clone();
     let report = tokio::spawn(async move {

@@ -1,4 +1,10 @@
-//! One kadr node: wires the source, the detector pool and the sequencer together.
+//! One kadr node: joins the cluster and starts the actors of its roles.
+//!
+//! - `detector`: the local [`Pool`] of detectors, which serve every source in the cluster.
+//! - `source` + `sequencer`: the [`Source`] reading Redis, the [`Dispatcher`] sending its frames
+//!   to detectors anywhere, and the [`Sequencer`] publishing results in order.
+//!
+//! Every node runs the cluster membership and the admin API.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +14,10 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::Semaphore;
 use tracing::info;
 
-use crate::config::Config;
+use crate::admin::{self, AdminHandles};
+use crate::cluster::{self, Cluster};
+use crate::config::{Config, Role};
+use crate::dispatch::{DispatchArgs, DispatchMsg, DispatchStatus, Dispatcher};
 use crate::egress::Egress;
 use crate::pool::{Pool, PoolArgs, PoolMsg, PoolStatus};
 use crate::protocol::Channels;
@@ -17,117 +26,227 @@ use crate::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::source::{Source, SourceArgs, SourceMsg};
 use crate::stats::Stats;
 
+/// Kept frames a source node may hold beyond its queue: enough for every credit of a large
+/// cluster, small enough to bound memory (a 1280x720 JPEG is ~150 KB).
+const MAX_KEPT_IN_FLIGHT: usize = 256;
+
+/// The actors of the `source` and `sequencer` roles.
+pub struct Ingress {
+    pub source: ActorRef<SourceMsg>,
+    pub dispatcher: ActorRef<DispatchMsg>,
+    pub sequencer: ActorRef<SequencerMsg>,
+}
+
 /// A running node and handles to its actors.
 pub struct Node {
-    pub source: ActorRef<SourceMsg>,
-    pub pool: ActorRef<PoolMsg>,
-    pub sequencer: ActorRef<SequencerMsg>,
+    pub name: String,
     pub stats: Arc<Stats>,
+    pub cluster: Cluster,
+    pub pool: Option<ActorRef<PoolMsg>>,
+    pub ingress: Option<Ingress>,
+    admin: Option<admin::Server>,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
-    /// Start every actor. Fails with a one-sentence reason if the runtime, the model or Redis
-    /// is not usable, before any frame is taken in.
+    /// Start every actor of the node's roles. Fails with a one-sentence reason if the runtime,
+    /// the model, Redis, the ports or the seeds are not usable, before any frame is taken in.
     pub async fn start(cfg: &Config) -> anyhow::Result<Node> {
-        runtime::environment(cfg.model.onnxruntime_library.as_deref())?;
-        let stats = Arc::new(Stats::default());
-        let channels = Channels::new(cfg.redis.channel_prefix.clone());
-        let redis = redis::Client::open(cfg.redis.url.as_str())
-            .with_context(|| format!("redis.url {:?} is not a valid Redis URL", cfg.redis.url))?;
-        let unreachable = || {
-            format!(
-                "Redis at {} is unreachable; start redis-server or set redis.url",
-                cfg.redis.url
-            )
-        };
-        let conn = tokio::time::timeout(Duration::from_secs(5), redis.get_connection_manager())
-            .await
-            .map_err(|_| anyhow!("timed out"))
-            .and_then(|r| r.map_err(anyhow::Error::from))
-            .with_context(unreachable)?;
-
-        let (sequencer, seq_handle) = Actor::spawn(
-            None,
-            Sequencer,
-            SequencerArgs {
-                egress: Egress::new(conn, channels.clone(), stats.clone()),
-                stats: stats.clone(),
-                gap_wait: cfg.gap_wait(),
-                frame_timeout: cfg.frame_timeout(),
-            },
-        )
-        .await?;
-
-        let size = cfg.pool_size();
-        let (pool, pool_handle) = Actor::spawn(
-            None,
-            Pool,
-            PoolArgs {
-                size,
-                max_in_flight: cfg.detector.max_in_flight,
-                queue_capacity: cfg.limits.queue_capacity,
-                model: Arc::new(cfg.model_options()),
-                sequencer: sequencer.clone(),
-                stats: stats.clone(),
-            },
-        )
-        .await
-        .map_err(|e| anyhow!("{}", root_cause(&e.to_string())))?;
-
-        let permits = cfg.limits.queue_capacity + size * cfg.detector.max_in_flight;
-        let (source, source_handle) = Actor::spawn(
-            None,
-            Source,
-            SourceArgs {
-                redis,
-                channels,
-                limits: cfg.frame_limits(),
-                keep_all_frames: cfg.limits.keep_all_frames,
-                max_streams: cfg.limits.max_streams,
-                permits: Arc::new(Semaphore::new(permits)),
-                pool: pool.clone(),
-                sequencer: sequencer.clone(),
-                stats: stats.clone(),
-            },
-        )
-        .await
-        .with_context(unreachable)?;
-        info!(node = %cfg.node.name, detectors = size, model = %cfg.model.path.display(), "node started");
-        Ok(Node {
-            source,
-            pool,
-            sequencer,
-            stats,
-            handles: vec![source_handle, pool_handle, seq_handle],
-        })
+        Self::start_with(cfg, true).await
     }
 
-    pub async fn pool_status(&self) -> anyhow::Result<PoolStatus> {
-        Ok(ractor::call!(self.pool, PoolMsg::Status)?)
+    /// As [`Node::start`]; `with_admin: false` skips the HTTP API (in-process tests).
+    pub async fn start_with(cfg: &Config, with_admin: bool) -> anyhow::Result<Node> {
+        let stats = Arc::new(Stats::default());
+        let scope = cluster::scope(&cfg.redis.channel_prefix);
+        let name: Arc<str> = Arc::from(cfg.node.name.as_str());
+        if cfg.node.has(Role::Detector) {
+            runtime::environment(cfg.model.onnxruntime_library.as_deref())?;
+        }
+        let redis = if cfg.node.has(Role::Source) {
+            Some(connect_redis(cfg).await?)
+        } else {
+            None
+        };
+        let cluster = Cluster::start(cfg, stats.clone()).await?;
+        let mut handles = Vec::new();
+
+        let pool = if cfg.node.has(Role::Detector) {
+            let (pool, handle) = Actor::spawn(
+                None,
+                Pool,
+                PoolArgs {
+                    node: name.clone(),
+                    scope: scope.clone(),
+                    size: cfg.pool_size(),
+                    model: Arc::new(cfg.model_options()),
+                    stats: stats.clone(),
+                },
+            )
+            .await
+            .map_err(|e| anyhow!("{}", root_cause(&e.to_string())))?;
+            handles.push(handle);
+            Some(pool)
+        } else {
+            None
+        };
+
+        let ingress = match redis {
+            Some((client, conn)) => {
+                let channels = Channels::new(cfg.redis.channel_prefix.clone());
+                let (sequencer, h) = Actor::spawn(
+                    None,
+                    Sequencer,
+                    SequencerArgs {
+                        egress: Egress::new(conn, channels.clone(), stats.clone()),
+                        stats: stats.clone(),
+                        gap_wait: cfg.gap_wait(),
+                        frame_timeout: cfg.frame_timeout(),
+                    },
+                )
+                .await?;
+                handles.push(h);
+                let (dispatcher, h) = Actor::spawn(
+                    None,
+                    Dispatcher,
+                    DispatchArgs {
+                        node: name.clone(),
+                        scope: scope.clone(),
+                        max_in_flight: cfg.detector.max_in_flight,
+                        queue_capacity: cfg.limits.queue_capacity,
+                        frame_timeout: cfg.frame_timeout(),
+                        sequencer: sequencer.clone(),
+                        stats: stats.clone(),
+                    },
+                )
+                .await?;
+                handles.push(h);
+                let permits = cfg.limits.queue_capacity + MAX_KEPT_IN_FLIGHT;
+                let (source, h) = Actor::spawn(
+                    None,
+                    Source,
+                    SourceArgs {
+                        redis: client,
+                        channels,
+                        limits: cfg.frame_limits(),
+                        keep_all_frames: cfg.limits.keep_all_frames,
+                        max_streams: cfg.limits.max_streams,
+                        permits: Arc::new(Semaphore::new(permits)),
+                        dispatcher: dispatcher.clone(),
+                        sequencer: sequencer.clone(),
+                        stats: stats.clone(),
+                    },
+                )
+                .await
+                .with_context(|| unreachable_redis(cfg))?;
+                handles.push(h);
+                Some(Ingress {
+                    source,
+                    dispatcher,
+                    sequencer,
+                })
+            }
+            None => None,
+        };
+
+        let mut node = Node {
+            name: cfg.node.name.clone(),
+            stats,
+            cluster,
+            pool,
+            ingress,
+            admin: None,
+            handles,
+        };
+        if with_admin {
+            node.admin = Some(admin::Server::start(cfg, node.admin_handles()).await?);
+        }
+        info!(
+            node = %cfg.node.name,
+            roles = ?cfg.node.roles,
+            detectors = node.pool.as_ref().map_or(0, |_| cfg.pool_size()),
+            "node started"
+        );
+        Ok(node)
+    }
+
+    pub fn admin_handles(&self) -> AdminHandles {
+        AdminHandles {
+            node: self.name.clone(),
+            stats: self.stats.clone(),
+            membership: self.cluster.membership.clone(),
+            pool: self.pool.clone(),
+            dispatcher: self.ingress.as_ref().map(|i| i.dispatcher.clone()),
+            sequencer: self.ingress.as_ref().map(|i| i.sequencer.clone()),
+        }
+    }
+
+    pub async fn pool_status(&self) -> anyhow::Result<Option<PoolStatus>> {
+        match &self.pool {
+            Some(pool) => Ok(Some(ractor::call!(pool, PoolMsg::Status)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn dispatch_status(&self) -> anyhow::Result<Option<DispatchStatus>> {
+        match &self.ingress {
+            Some(i) => Ok(Some(ractor::call!(i.dispatcher, DispatchMsg::Status)?)),
+            None => Ok(None),
+        }
     }
 
     /// Stop taking frames in, let the detectors finish what they hold (up to `drain`), publish
-    /// everything outstanding, then stop.
+    /// everything outstanding, then leave the cluster.
     pub async fn shutdown(self, drain: Duration) {
-        self.source.stop(None);
-        let deadline = Instant::now() + drain;
-        while Instant::now() < deadline {
-            match self.pool_status().await {
-                Ok(s) if s.in_flight + s.queued > 0 => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                _ => break,
-            }
+        if let Some(admin) = &self.admin {
+            admin.stop().await;
         }
-        let _ = ractor::call!(self.sequencer, SequencerMsg::Flush);
-        self.pool.stop(None);
-        self.sequencer.stop(None);
+        if let Some(ingress) = &self.ingress {
+            ingress.source.stop(None);
+            let deadline = Instant::now() + drain;
+            while Instant::now() < deadline {
+                match ractor::call!(ingress.dispatcher, DispatchMsg::Status) {
+                    Ok(s) if s.in_flight + s.queued > 0 => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    _ => break,
+                }
+            }
+            let _ = ractor::call!(ingress.sequencer, SequencerMsg::Flush);
+            ingress.dispatcher.stop(None);
+            ingress.sequencer.stop(None);
+        }
+        if let Some(pool) = &self.pool {
+            // Detectors leave their group as they stop; other nodes' dispatchers send what
+            // they held elsewhere.
+            pool.stop(None);
+        }
         for h in self.handles {
             let _ = h.await;
         }
+        self.cluster.shutdown().await;
         info!(stats = %self.stats, "node stopped");
     }
+}
+
+fn unreachable_redis(cfg: &Config) -> String {
+    format!(
+        "Redis at {} is unreachable; start redis-server or set redis.url",
+        cfg.redis.url
+    )
+}
+
+async fn connect_redis(
+    cfg: &Config,
+) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
+    let client = redis::Client::open(cfg.redis.url.as_str())
+        .with_context(|| format!("redis.url {:?} is not a valid Redis URL", cfg.redis.url))?;
+    let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+        .await
+        .map_err(|_| anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| unreachable_redis(cfg))?;
+    Ok((client, conn))
 }
 
 /// ractor wraps start-up errors in its own words; keep the sentence that says what to do.

@@ -1,71 +1,70 @@
-//! The detector pool: supervises N detector actors and dispatches frames to them.
+//! The local detector pool: supervises this node's detector actors.
 //!
-//! Each detector takes at most `max_in_flight` frames at a time (its credits); the rest wait in
-//! one bounded queue. When the queue is full, the oldest droppable frame is dropped and reported
-//! (live video wants the newest frame, not a growing delay); frames marked `keep` are never
-//! dropped, and are bounded instead by the source's semaphore. A detector that fails is restarted
-//! and the frames it held are reported as failed, so the stream goes on.
+//! The pool starts `pool_size` detectors, restarts any that fails (a panicking inference, a
+//! model that stops loading), and grows or shrinks on request (`POST /pool`). It does not route
+//! frames: each detector joins the cluster-wide `detectors` group and every source's dispatcher
+//! sends to it directly. A detector that fails leaves the group; the dispatchers that had
+//! frames on it send them elsewhere.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::detector::{Detector, DetectorArgs, DetectorMsg, Job};
+use crate::detector::{Detector, DetectorArgs, DetectorMsg};
 use crate::model::ModelOptions;
-use crate::protocol::{ErrorMessage, GapReason};
-use crate::sequencer::{Outcome, SequencerMsg};
 use crate::stats::Stats;
 
+/// Most detectors one node may run (also the bound `POST /pool` enforces).
+pub const MAX_POOL_SIZE: usize = 256;
+
 pub enum PoolMsg {
-    Submit(Job),
-    /// A detector finished a frame (its outcome went to the sequencer directly).
-    Done {
+    /// A replacement or additional detector is ready (or could not be started).
+    Spawned {
         slot: usize,
-        stream: Arc<str>,
-        seq: u64,
-    },
-    /// A replacement detector is ready (or could not be started).
-    Respawned {
-        slot: usize,
+        generation: u64,
         result: Result<ActorRef<DetectorMsg>, String>,
     },
+    /// Grow or shrink to this many detectors; replies once the change is under way.
+    Resize(usize, RpcReplyPort<PoolStatus>),
     Status(RpcReplyPort<PoolStatus>),
     /// Test hook: make one detector panic on its next frame.
     InjectFault,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl ractor::Message for PoolMsg {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PoolStatus {
-    pub detectors: usize,
+    /// Detectors wanted.
+    pub size: usize,
+    /// Detectors running (the rest are starting or restarting).
     pub alive: usize,
-    pub in_flight: usize,
-    pub queued: usize,
+    /// Frames being detected right now.
+    pub busy: u64,
 }
 
 #[derive(Clone)]
 pub struct PoolArgs {
+    pub node: Arc<str>,
+    pub scope: String,
     pub size: usize,
-    pub max_in_flight: usize,
-    pub queue_capacity: usize,
     pub model: Arc<ModelOptions>,
-    pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
 }
 
 struct Slot {
     actor: Option<ActorRef<DetectorMsg>>,
-    in_flight: Vec<(Arc<str>, u64)>,
+    /// Bumped when the slot is retired, so a late start for it is stopped, not installed.
+    generation: u64,
 }
 
 pub struct PoolState {
     args: PoolArgs,
     slots: Vec<Slot>,
-    queue: VecDeque<Job>,
-    /// Where the search for a free detector starts, so ties rotate.
-    next_slot: usize,
+    next_generation: u64,
 }
 
 pub struct Pool;
@@ -74,13 +73,13 @@ impl Pool {
     async fn spawn_detector(
         myself: &ActorRef<PoolMsg>,
         args: &PoolArgs,
-        slot: usize,
     ) -> Result<ActorRef<DetectorMsg>, String> {
         let detector_args = DetectorArgs {
-            slot,
+            node: args.node.clone(),
+            scope: args.scope.clone(),
             model: args.model.clone(),
             pool: myself.clone(),
-            sequencer: args.sequencer.clone(),
+            stats: args.stats.clone(),
         };
         Actor::spawn_linked(None, Detector, detector_args, myself.get_cell())
             .await
@@ -100,24 +99,20 @@ impl Actor for Pool {
         args: PoolArgs,
     ) -> Result<PoolState, ActorProcessingErr> {
         let mut slots = Vec::with_capacity(args.size);
-        for slot in 0..args.size {
+        for _ in 0..args.size {
             // The first failure (bad model, missing runtime) stops the node at start-up.
-            let actor = Self::spawn_detector(&myself, &args, slot).await?;
+            let actor = Self::spawn_detector(&myself, &args).await?;
             slots.push(Slot {
                 actor: Some(actor),
-                in_flight: Vec::new(),
+                generation: 0,
             });
         }
-        info!(
-            detectors = args.size,
-            max_in_flight = args.max_in_flight,
-            "detector pool ready"
-        );
+        args.stats.detectors.set(args.size as u64);
+        info!(detectors = args.size, "detector pool ready");
         Ok(PoolState {
-            queue: VecDeque::with_capacity(args.queue_capacity),
             args,
             slots,
-            next_slot: 0,
+            next_generation: 1,
         })
     }
 
@@ -128,33 +123,32 @@ impl Actor for Pool {
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PoolMsg::Submit(job) => {
-                state.enqueue(job);
-                state.dispatch();
-            }
-            PoolMsg::Done { slot, stream, seq } => {
-                if let Some(s) = state.slots.get_mut(slot) {
-                    if let Some(i) = s
-                        .in_flight
-                        .iter()
-                        .position(|(st, sq)| *sq == seq && *st == stream)
-                    {
-                        s.in_flight.swap_remove(i);
-                    }
+            PoolMsg::Spawned {
+                slot,
+                generation,
+                result,
+            } => match (state.slots.get_mut(slot), result) {
+                (Some(s), Ok(actor)) if s.generation == generation => {
+                    info!(slot, "detector started");
+                    s.actor = Some(actor);
                 }
-                state.dispatch();
-            }
-            PoolMsg::Respawned { slot, result } => match result {
-                Ok(actor) => {
-                    info!(slot, "detector restarted");
-                    state.slots[slot].actor = Some(actor);
-                    state.dispatch();
+                (_, Ok(actor)) => actor.stop(Some("pool shrank".into())),
+                (Some(s), Err(e)) if s.generation == generation => {
+                    error!(slot, error = %e, "detector could not be started; retrying in 1 s");
+                    start_later(
+                        &myself,
+                        &state.args,
+                        slot,
+                        generation,
+                        Duration::from_secs(1),
+                    );
                 }
-                Err(e) => {
-                    error!(slot, error = %e, "detector could not be restarted; retrying in 1 s");
-                    respawn_later(&myself, &state.args, slot, Duration::from_secs(1));
-                }
+                (_, Err(_)) => {}
             },
+            PoolMsg::Resize(size, reply) => {
+                state.resize(&myself, size);
+                let _ = reply.send(state.status());
+            }
             PoolMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
@@ -181,20 +175,13 @@ impl Actor for Pool {
             _ => return Ok(()),
         };
         let Some(slot) = state.slot_of(cell.get_id()) else {
-            return Ok(());
+            return Ok(()); // one we retired
         };
         warn!(slot, reason = %why, "detector failed; restarting it");
         state.args.stats.detector_restarts.inc();
         state.slots[slot].actor = None;
-        for (stream, seq) in std::mem::take(&mut state.slots[slot].in_flight) {
-            state.report_gap(
-                &stream,
-                seq,
-                GapReason::Failed,
-                format!("detector crashed: {why}"),
-            );
-        }
-        respawn_later(&myself, &state.args, slot, Duration::ZERO);
+        let generation = state.slots[slot].generation;
+        start_later(&myself, &state.args, slot, generation, Duration::ZERO);
         Ok(())
     }
 
@@ -210,15 +197,25 @@ impl Actor for Pool {
     }
 }
 
-/// Start a replacement in the background; loading a model takes a while and the pool keeps
-/// dispatching to the other detectors meanwhile.
-fn respawn_later(myself: &ActorRef<PoolMsg>, args: &PoolArgs, slot: usize, delay: Duration) {
+/// Start a detector in the background; loading a model takes a while and the other detectors
+/// keep working meanwhile.
+fn start_later(
+    myself: &ActorRef<PoolMsg>,
+    args: &PoolArgs,
+    slot: usize,
+    generation: u64,
+    delay: Duration,
+) {
     let myself = myself.clone();
     let args = args.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        let result = Pool::spawn_detector(&myself, &args, slot).await;
-        let _ = myself.cast(PoolMsg::Respawned { slot, result });
+        let result = Pool::spawn_detector(&myself, &args).await;
+        let _ = myself.cast(PoolMsg::Spawned {
+            slot,
+            generation,
+            result,
+        });
     });
 }
 
@@ -231,92 +228,34 @@ impl PoolState {
 
     fn status(&self) -> PoolStatus {
         PoolStatus {
-            detectors: self.slots.len(),
+            size: self.slots.len(),
             alive: self.slots.iter().filter(|s| s.actor.is_some()).count(),
-            in_flight: self.slots.iter().map(|s| s.in_flight.len()).sum(),
-            queued: self.queue.len(),
+            busy: self.args.stats.busy.get(),
         }
     }
 
-    /// Queue a job; when full, drop the oldest droppable frame (or this one).
-    fn enqueue(&mut self, job: Job) {
-        if self.queue.len() >= self.args.queue_capacity {
-            if let Some(i) = self.queue.iter().position(|j| !j.keep) {
-                let old = self.queue.remove(i).expect("index from position");
-                self.report_gap(
-                    &old.stream,
-                    old.frame.seq,
-                    GapReason::Dropped,
-                    String::new(),
-                );
-            } else if !job.keep {
-                self.report_gap(
-                    &job.stream,
-                    job.frame.seq,
-                    GapReason::Dropped,
-                    String::new(),
-                );
-                return;
-            }
-            // Only kept frames are waiting and this one is kept too: the source's semaphore
-            // bounds how many there can be, so queue it.
-        }
-        self.queue.push_back(job);
-    }
-
-    /// Hand queued frames to detectors with free credits, least loaded first.
-    fn dispatch(&mut self) {
-        while !self.queue.is_empty() {
-            let n = self.slots.len();
-            let free = (0..n)
-                .map(|k| (self.next_slot + k) % n)
-                .filter(|&i| {
-                    self.slots[i].actor.is_some()
-                        && self.slots[i].in_flight.len() < self.args.max_in_flight
-                })
-                .min_by_key(|&i| self.slots[i].in_flight.len());
-            let Some(i) = free else { return };
-            self.next_slot = (i + 1) % n;
-            let job = self.queue.pop_front().expect("queue not empty");
-            let key = (job.stream.clone(), job.frame.seq);
-            let actor = self.slots[i].actor.as_ref().expect("filtered on alive");
-            match actor.cast(DetectorMsg::Detect(job)) {
-                Ok(()) => {
-                    let _ = self.args.sequencer.cast(SequencerMsg::Dispatched {
-                        stream: key.0.clone(),
-                        seq: key.1,
-                    });
-                    self.slots[i].in_flight.push(key);
-                }
-                Err(_) => {
-                    // It died between its failure and our hearing of it; the supervision
-                    // event will restart it.
-                    self.slots[i].actor = None;
-                    self.report_gap(
-                        &key.0,
-                        key.1,
-                        GapReason::Failed,
-                        "detector unavailable".into(),
-                    );
-                }
+    fn resize(&mut self, myself: &ActorRef<PoolMsg>, size: usize) {
+        let size = size.min(MAX_POOL_SIZE);
+        while self.slots.len() > size {
+            let slot = self.slots.pop().expect("len > size >= 0");
+            if let Some(actor) = slot.actor {
+                // Frames queued in its mailbox are dropped with it; their dispatchers see it
+                // leave the group and send them elsewhere.
+                actor.stop(Some("pool shrank".into()));
             }
         }
-    }
-
-    fn report_gap(&self, stream: &Arc<str>, seq: u64, reason: GapReason, detail: String) {
-        let sequencer = &self.args.sequencer;
-        if reason == GapReason::Failed {
-            let error = ErrorMessage::new(stream, Some(seq), "detector_failed", detail.clone());
-            let _ = sequencer.cast(SequencerMsg::Error {
-                channel_stream: stream.as_bytes().to_vec(),
-                error,
+        while self.slots.len() < size {
+            let slot = self.slots.len();
+            // Generations keep rising across shrink and regrow of the same slot index.
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            self.slots.push(Slot {
+                actor: None,
+                generation,
             });
+            start_later(myself, &self.args, slot, generation, Duration::ZERO);
         }
-        let detail = (!detail.is_empty()).then_some(detail);
-        let _ = sequencer.cast(SequencerMsg::Completed {
-            stream: stream.clone(),
-            seq,
-            outcome: Outcome::Gap { reason, detail },
-        });
+        self.args.stats.detectors.set(size as u64);
+        info!(detectors = size, "detector pool resized");
     }
 }

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use crate::egress::Egress;
 use crate::protocol::{DetectionsMessage, ErrorMessage, GapMessage, GapReason, OutputMessage};
 use crate::stats::Stats;
+use crate::stream_stats::{StreamReport, StreamStats};
 
 /// What became of one frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +250,11 @@ pub enum SequencerMsg {
     Tick,
     /// Emit everything outstanding (shutdown).
     Flush(ractor::RpcReplyPort<()>),
+    /// Per-stream statistics, for the admin API.
+    Streams(ractor::RpcReplyPort<Vec<StreamReport>>),
 }
+
+impl ractor::Message for SequencerMsg {}
 
 pub struct SequencerArgs {
     pub egress: Egress,
@@ -261,6 +266,7 @@ pub struct SequencerArgs {
 pub struct SequencerState {
     args: SequencerArgs,
     streams: HashMap<Arc<str>, StreamOrder>,
+    stats: HashMap<Arc<str>, StreamStats>,
     out: Vec<OutputMessage>,
 }
 
@@ -283,6 +289,7 @@ impl Actor for Sequencer {
         Ok(SequencerState {
             args,
             streams: HashMap::new(),
+            stats: HashMap::new(),
             out: Vec::new(),
         })
     }
@@ -296,6 +303,7 @@ impl Actor for Sequencer {
         let now = Instant::now();
         match msg {
             SequencerMsg::Accepted { stream, seq } => {
+                state.stats.entry(stream.clone()).or_default().accepted();
                 let order = state.streams.entry(stream.clone()).or_default();
                 if order.accept(seq, now, &stream, &mut state.out) {
                     poll_stream(state, &stream, now).await;
@@ -323,6 +331,14 @@ impl Actor for Sequencer {
                 channel_stream,
                 error,
             } => {
+                // Counted per stream only for streams already known: a flood of made-up stream
+                // names must not grow this map.
+                if let Some(s) = std::str::from_utf8(&channel_stream)
+                    .ok()
+                    .and_then(|name| state.stats.get_mut(name))
+                {
+                    s.error();
+                }
                 state
                     .args
                     .egress
@@ -343,6 +359,8 @@ impl Actor for Sequencer {
                 state
                     .streams
                     .retain(|_, o| !o.is_stale(now, STREAM_IDLE_FORGET));
+                let streams = &state.streams;
+                state.stats.retain(|s, _| streams.contains_key(s));
             }
             SequencerMsg::Flush(reply) => {
                 let names: Vec<Arc<str>> = state.streams.keys().cloned().collect();
@@ -353,6 +371,18 @@ impl Actor for Sequencer {
                     publish_pending(state, &stream).await;
                 }
                 let _ = reply.send(());
+            }
+            SequencerMsg::Streams(reply) => {
+                let mut reports: Vec<StreamReport> = state
+                    .stats
+                    .iter_mut()
+                    .map(|(name, s)| {
+                        let late = state.streams.get(name).map_or(0, |o| o.late);
+                        s.report(name, late, now)
+                    })
+                    .collect();
+                reports.sort_by(|a, b| a.stream.cmp(&b.stream));
+                let _ = reply.send(reports);
             }
         }
         Ok(())
@@ -373,11 +403,23 @@ async fn poll_stream(state: &mut SequencerState, stream: &Arc<str>, now: Instant
 }
 
 async fn publish_pending(state: &mut SequencerState, stream: &str) {
+    let mut per_stream = state.stats.get_mut(stream);
+    let now = Instant::now();
+    let now_us = crate::protocol::now_us();
     for msg in state.out.drain(..) {
         match &msg {
-            OutputMessage::Detections(_) => state.args.stats.detected.inc(),
+            OutputMessage::Detections(d) => {
+                state.args.stats.detected.inc();
+                if let Some(s) = per_stream.as_deref_mut() {
+                    let latency_ms = now_us.saturating_sub(d.capture_ts_us) as f64 / 1000.0;
+                    s.published(latency_ms, now);
+                }
+            }
             OutputMessage::Gap(g) => {
                 state.args.stats.gap(g.reason, g.count);
+                if let Some(s) = per_stream.as_deref_mut() {
+                    s.gap(g.reason, g.count);
+                }
                 if g.reason != GapReason::Dropped {
                     warn!(stream, seq = g.seq, count = g.count, reason = ?g.reason, "gap");
                 }

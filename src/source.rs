@@ -1,5 +1,5 @@
 //! The source: takes frame messages in from Redis pub/sub, validates them, registers them with
-//! the sequencer, and submits them to the pool.
+//! the sequencer, and submits them to the dispatcher.
 //!
 //! A pump task owns the pub/sub connection (reconnecting with backoff) and hands each message to
 //! the actor with a `call`, one at a time: when kept frames fill the node, the actor waits for a
@@ -16,9 +16,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::detector::Job;
+use crate::dispatch::{DispatchMsg, Job};
 use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
-use crate::pool::PoolMsg;
 use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
 use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
 use crate::stats::Stats;
@@ -32,6 +31,8 @@ pub enum SourceMsg {
     },
 }
 
+impl ractor::Message for SourceMsg {}
+
 pub struct SourceArgs {
     pub redis: redis::Client,
     pub channels: Channels,
@@ -40,7 +41,7 @@ pub struct SourceArgs {
     pub max_streams: usize,
     /// Bounds the kept frames inside the node.
     pub permits: Arc<Semaphore>,
-    pub pool: ActorRef<PoolMsg>,
+    pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
 }
@@ -249,8 +250,8 @@ impl SourceState {
             keep,
             permit,
         };
-        if let Err(e) = args.pool.cast(PoolMsg::Submit(job)) {
-            warn!(error = %e, "pool unavailable");
+        if let Err(e) = args.dispatcher.cast(DispatchMsg::Submit(job)) {
+            warn!(error = %e, "dispatcher unavailable");
         }
     }
 }

@@ -12,6 +12,12 @@ impl Counter {
     pub fn inc(&self) {
         self.add(1);
     }
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
@@ -37,6 +43,21 @@ pub struct Stats {
     pub missing: Counter,
     pub detector_restarts: Counter,
     pub publish_errors: Counter,
+    /// Frames sent to another detector because the one holding them was lost.
+    pub redispatched: Counter,
+    /// Results that came after their frame was accounted for (sent again, or timed out).
+    pub late_results: Counter,
+    /// Messages from peers that could not be decoded.
+    pub malformed: Counter,
+    /// Frames this node's detectors finished.
+    pub inferences: Counter,
+    /// Gauges: this node's detectors, those busy now; detectors in the cluster this node's
+    /// dispatcher can use; frames it has at detectors and waiting.
+    pub detectors: Counter,
+    pub busy: Counter,
+    pub cluster_detectors: Counter,
+    pub dispatch_in_flight: Counter,
+    pub dispatch_queued: Counter,
 }
 
 impl Stats {

@@ -29,13 +29,14 @@ async fn python_example_publishes_a_video_and_prints_detections() {
     };
     let redis = common::Redis::start();
     let text = format!(
-        "[redis]\nurl = \"{}\"\nchannel_prefix = \"py\"\n[model]\npath = \"{}\"\n",
+        "[redis]\nurl = \"{}\"\nchannel_prefix = \"py\"\n[model]\npath = \"{}\"\n\
+         [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n",
         redis.url,
-        model.display()
+        model.display(),
+        common::free_port()
     );
-    let node = Node::start(&Config::parse(&text, Path::new("t.toml"), Path::new(".")).unwrap())
-        .await
-        .unwrap();
+    let cfg = Config::parse(&text, Path::new("t.toml"), Path::new(".")).unwrap();
+    let node = Node::start_with(&cfg, false).await.unwrap();
     let out = tokio::process::Command::new(py)
         .arg(common::root().join("examples/python/kadr_client.py"))
         .args([

@@ -24,9 +24,12 @@ fn unique_prefix() -> String {
 }
 
 fn config(model: &Path, redis: &str, prefix: &str, extra: &str) -> Config {
+    // A cluster of one, on a port of its own.
     let text = format!(
-        "[redis]\nurl = \"{redis}\"\nchannel_prefix = \"{prefix}\"\n[model]\npath = \"{}\"\n{extra}",
-        model.display()
+        "[redis]\nurl = \"{redis}\"\nchannel_prefix = \"{prefix}\"\n[model]\npath = \"{}\"\n\
+         [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n{extra}",
+        model.display(),
+        common::free_port()
     );
     Config::parse(&text, Path::new("test.toml"), Path::new(".")).unwrap()
 }
@@ -53,7 +56,7 @@ impl TestNode {
     async fn start(model: &Path, extra: &str, stream: &str) -> TestNode {
         let redis = common::Redis::start();
         let prefix = unique_prefix();
-        let node = Node::start(&config(model, &redis.url, &prefix, extra))
+        let node = Node::start_with(&config(model, &redis.url, &prefix, extra), false)
             .await
             .unwrap();
         let (subscriber, publisher) = Self::connect(&redis.url, &prefix, stream).await;
@@ -368,27 +371,28 @@ async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashing_detector_is_restarted_and_only_its_frame_is_lost() {
+async fn a_crashing_detector_is_restarted_and_its_frame_sent_again() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
     let mut t = TestNode::start(&model, "[detector]\npool_size = 2\n", "s").await;
-    t.node.pool.cast(PoolMsg::InjectFault).unwrap();
+    let pool = t.node.pool.clone().unwrap();
+    pool.cast(PoolMsg::InjectFault).unwrap();
     for seq in 0..12 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    let out = t.collect(12, 1, Duration::from_secs(120)).await;
+    let out = t.collect(12, 0, Duration::from_secs(120)).await;
+    // The frame the crash took down went to the other detector: nothing is lost.
     let (detected, gaps) = check_order(&out.messages, 0);
-    assert_eq!(detected, 11);
-    assert_eq!(gaps, vec![(GapReason::Failed, 1)]);
-    assert_eq!(out.errors.len(), 1);
-    assert_eq!(out.errors[0].code, "detector_failed");
+    assert_eq!((detected, gaps), (12, vec![]));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(t.node.stats.detector_restarts.get(), 1);
+    assert_eq!(t.node.stats.redispatched.get(), 1);
     // The pool is whole again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = t.node.pool_status().await.unwrap();
-        if s.alive == 2 {
+        let s = t.node.pool_status().await.unwrap().unwrap();
+        if s.alive == 2 && t.node.stats.cluster_detectors.get() == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "detector not restarted: {s:?}");
@@ -462,6 +466,9 @@ fn node_start_up_errors_say_what_to_do() {
     let Some(model) = common::model_384x640() else {
         return;
     };
+    let redis = common::Redis::start();
+    let taken_by = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken_by.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: String| {
         let p = dir.path().join(name);
@@ -505,12 +512,54 @@ fn node_start_up_errors_say_what_to_do() {
             Some("/nonexistent/libonnxruntime.so"),
             "scripts/setup.sh",
         ),
+        (
+            write(
+                "port-in-use.toml",
+                format!(
+                    "[model]\npath = \"{}\"\n[redis]\nurl = \"{}\"\n[cluster]\nlisten = \"{taken}\"\n",
+                    model.display(),
+                    redis.url
+                ),
+            ),
+            None,
+            "cluster.listen",
+        ),
+        (
+            write(
+                "no-seed.toml",
+                format!(
+                    "[model]\npath = \"{}\"\n[redis]\nurl = \"{}\"\n[cluster]\nlisten = \"127.0.0.1:{}\"\n\
+                     seeds = [\"127.0.0.1:{}\"]\njoin_timeout_ms = 500\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                    model.display(),
+                    redis.url,
+                    common::free_port(),
+                    common::free_port(),
+                    common::free_port()
+                ),
+            ),
+            None,
+            "cluster.seeds",
+        ),
+        (
+            write(
+                "admin-port-in-use.toml",
+                format!(
+                    "[model]\npath = \"{}\"\n[redis]\nurl = \"{}\"\n[cluster]\nlisten = \"127.0.0.1:{}\"\n[admin]\nlisten = \"{taken}\"\n",
+                    model.display(),
+                    redis.url,
+                    common::free_port()
+                ),
+            ),
+            None,
+            "admin.listen",
+        ),
     ];
     for (path, runtime, expect) in cases {
         let mut cmd = common::kadr();
         cmd.arg("node")
             .arg("--config")
             .arg(&path)
+            .env("KADR_CLUSTER_COOKIE", "test-cookie")
             .env_remove("KADR_REDIS_URL");
         if let Some(r) = runtime {
             cmd.env("KADR_ONNXRUNTIME", r);
@@ -520,6 +569,16 @@ fn node_start_up_errors_say_what_to_do() {
         assert!(!out.status.success(), "{}: started anyway", path.display());
         assert!(stderr.contains(expect), "{}: {stderr}", path.display());
     }
+    // No cookie at all: refused before anything starts.
+    let out = common::kadr()
+        .arg("node")
+        .arg("--config")
+        .arg(dir.path().join("no-runtime.toml"))
+        .env_remove("KADR_CLUSTER_COOKIE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster.cookie"));
 }
 
 #[test]

@@ -1,0 +1,417 @@
+//! The admin HTTP API (actix-web): read the cluster's state, resize the local pool.
+//!
+//! | method | path       | what |
+//! |--------|------------|------|
+//! | GET    | `/health`  | this node is up: name, roles |
+//! | GET    | `/cluster` | every node: roles, pool, in flight, last heartbeat |
+//! | GET    | `/streams` | per stream (source nodes): frames in/out, fps, latency, drops, gaps, errors |
+//! | GET    | `/metrics` | Prometheus text format |
+//! | POST   | `/pool`    | `{"size": N}`: resize this node's detector pool (bearer token) |
+//!
+//! It binds to `admin.listen` (loopback by default). Mutations need
+//! `Authorization: Bearer <admin.token>`, compared in constant time; with no token configured
+//! they are refused.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use anyhow::Context;
+use ractor::ActorRef;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tracing::info;
+
+use crate::cluster::membership::MembershipMsg;
+use crate::config::{Config, Secret};
+use crate::dispatch::DispatchMsg;
+use crate::pool::{PoolMsg, MAX_POOL_SIZE};
+use crate::sequencer::SequencerMsg;
+use crate::stats::Stats;
+use crate::stream_stats::StreamReport;
+
+/// What the handlers talk to.
+#[derive(Clone)]
+pub struct AdminHandles {
+    pub node: String,
+    pub stats: Arc<Stats>,
+    pub membership: ActorRef<MembershipMsg>,
+    pub pool: Option<ActorRef<PoolMsg>>,
+    pub dispatcher: Option<ActorRef<DispatchMsg>>,
+    pub sequencer: Option<ActorRef<SequencerMsg>>,
+}
+
+struct AppState {
+    handles: AdminHandles,
+    token: Secret,
+    roles: Vec<crate::config::Role>,
+}
+
+pub struct Server {
+    handle: ServerHandle,
+}
+
+/// Largest request body accepted (a resize is a few bytes).
+const MAX_BODY: usize = 4096;
+const CALL_TIMEOUT_MS: u64 = 2000;
+
+impl Server {
+    pub async fn start(cfg: &Config, handles: AdminHandles) -> anyhow::Result<Server> {
+        let state = web::Data::new(AppState {
+            handles,
+            token: cfg.admin.token.clone(),
+            roles: cfg.node.roles.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::JsonConfig::default().limit(MAX_BODY))
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .route("/health", web::get().to(health))
+                .route("/cluster", web::get().to(cluster))
+                .route("/streams", web::get().to(streams))
+                .route("/metrics", web::get().to(metrics))
+                .route("/pool", web::post().to(resize_pool))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(cfg.admin.listen)
+        .with_context(|| format!("admin.listen {} cannot be used", cfg.admin.listen))?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        info!(listen = %cfg.admin.listen, "admin API listening");
+        Ok(Server { handle })
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "node": state.handles.node,
+        "roles": state.roles,
+    }))
+}
+
+async fn cluster(state: web::Data<AppState>) -> HttpResponse {
+    let view = ractor::call_t!(
+        state.handles.membership,
+        MembershipMsg::Snapshot,
+        CALL_TIMEOUT_MS
+    );
+    let dispatch = match &state.handles.dispatcher {
+        Some(d) => ractor::call_t!(d, DispatchMsg::Status, CALL_TIMEOUT_MS).ok(),
+        None => None,
+    };
+    match view {
+        Ok(view) => HttpResponse::Ok().json(json!({
+            "node": view.node,
+            "members": view.members,
+            "dispatcher": dispatch,
+        })),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("membership: {e}")),
+    }
+}
+
+async fn stream_reports(state: &AppState) -> Result<Vec<StreamReport>, String> {
+    match &state.handles.sequencer {
+        Some(s) => ractor::call_t!(s, SequencerMsg::Streams, CALL_TIMEOUT_MS)
+            .map_err(|e| format!("sequencer: {e}")),
+        None => Ok(Vec::new()),
+    }
+}
+
+async fn streams(state: web::Data<AppState>) -> HttpResponse {
+    match stream_reports(&state).await {
+        Ok(streams) => HttpResponse::Ok().json(json!({
+            "node": state.handles.node,
+            "streams": streams,
+        })),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let streams = stream_reports(&state).await.unwrap_or_default();
+    let body = prometheus_text(&state.handles.node, &state.handles.stats, &streams);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resize {
+    size: usize,
+}
+
+async fn resize_pool(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refusal) = refuse_unauthorized(&state.token, &request) {
+        return refusal;
+    }
+    let resize: Resize = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"size\": N}}: {e}"),
+            )
+        }
+    };
+    if resize.size > MAX_POOL_SIZE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("size must be 0..={MAX_POOL_SIZE}"),
+        );
+    }
+    let Some(pool) = &state.handles.pool else {
+        return error(StatusCode::CONFLICT, "this node has no detector role");
+    };
+    match ractor::call_t!(pool, PoolMsg::Resize, CALL_TIMEOUT_MS, resize.size) {
+        Ok(status) => HttpResponse::Ok().json(status),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool: {e}")),
+    }
+}
+
+/// `Authorization: Bearer <token>`, compared in constant time; the refusal if it is not.
+fn refuse_unauthorized(token: &Secret, request: &HttpRequest) -> Option<HttpResponse> {
+    if token.is_empty() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "mutations are disabled: set admin.token (or KADR_ADMIN_TOKEN)",
+        ));
+    }
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
+        None
+    } else {
+        Some(
+            HttpResponse::Unauthorized()
+                .insert_header(("WWW-Authenticate", "Bearer"))
+                .json(json!({ "error": "a valid bearer token is required" })),
+        )
+    }
+}
+
+/// The Prometheus text exposition format.
+pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
+    let mut out = String::with_capacity(4096);
+    let counters: [(&str, &str, u64); 15] = [
+        (
+            "kadr_frames_received_total",
+            "Messages received on frame channels.",
+            stats.received.get(),
+        ),
+        (
+            "kadr_frames_accepted_total",
+            "Frames accepted.",
+            stats.accepted.get(),
+        ),
+        (
+            "kadr_frames_refused_total",
+            "Messages refused with an error.",
+            stats.errors.get(),
+        ),
+        (
+            "kadr_frames_detected_total",
+            "Frames published with detections.",
+            stats.detected.get(),
+        ),
+        (
+            "kadr_frames_dropped_total",
+            "Frames dropped for lateness.",
+            stats.dropped.get(),
+        ),
+        (
+            "kadr_frames_failed_total",
+            "Frames whose detection failed.",
+            stats.failed.get(),
+        ),
+        (
+            "kadr_frames_lost_total",
+            "Frames with no result in time.",
+            stats.lost.get(),
+        ),
+        (
+            "kadr_frames_missing_total",
+            "Sequence numbers never received.",
+            stats.missing.get(),
+        ),
+        (
+            "kadr_frames_redispatched_total",
+            "Frames sent again after their detector was lost.",
+            stats.redispatched.get(),
+        ),
+        (
+            "kadr_late_results_total",
+            "Results that came after their frame was accounted for.",
+            stats.late_results.get(),
+        ),
+        (
+            "kadr_inferences_total",
+            "Frames this node's detectors finished.",
+            stats.inferences.get(),
+        ),
+        (
+            "kadr_detector_restarts_total",
+            "Detectors restarted after a failure.",
+            stats.detector_restarts.get(),
+        ),
+        (
+            "kadr_publish_errors_total",
+            "Redis publishes that failed.",
+            stats.publish_errors.get(),
+        ),
+        (
+            "kadr_malformed_messages_total",
+            "Messages from peers that could not be decoded.",
+            stats.malformed.get(),
+        ),
+        (
+            "kadr_frames_in_flight",
+            "Frames this node's dispatcher has at detectors.",
+            stats.dispatch_in_flight.get(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}"
+        );
+    }
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            "kadr_frames_queued",
+            "Frames waiting for a detector.",
+            stats.dispatch_queued.get(),
+        ),
+        (
+            "kadr_detectors",
+            "Detectors this node runs.",
+            stats.detectors.get(),
+        ),
+        (
+            "kadr_detectors_busy",
+            "Detectors of this node working now.",
+            stats.busy.get(),
+        ),
+        (
+            "kadr_cluster_detectors",
+            "Detectors in the cluster this node's dispatcher can use.",
+            stats.cluster_detectors.get(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}"
+        );
+    }
+    if !streams.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP kadr_stream_fps Detections published per second.\n# TYPE kadr_stream_fps gauge"
+        );
+        for s in streams {
+            let _ = writeln!(
+                out,
+                "kadr_stream_fps{{node=\"{node}\",stream=\"{}\"}} {}",
+                escape(&s.stream),
+                s.fps
+            );
+        }
+        let _ = writeln!(out, "# HELP kadr_stream_latency_ms Capture to publication, recent frames.\n# TYPE kadr_stream_latency_ms gauge");
+        for s in streams {
+            if let Some(l) = &s.latency_ms {
+                for (q, v) in [("0.5", l.p50), ("0.95", l.p95), ("0.99", l.p99)] {
+                    let _ = writeln!(out, "kadr_stream_latency_ms{{node=\"{node}\",stream=\"{}\",quantile=\"{q}\"}} {v}", escape(&s.stream));
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP kadr_stream_frames_total Frames per stream by outcome.\n# TYPE kadr_stream_frames_total counter");
+        for s in streams {
+            for (outcome, v) in [
+                ("in", s.frames_in),
+                ("detected", s.frames_out),
+                ("dropped", s.dropped),
+                ("failed", s.failed),
+                ("lost", s.lost),
+                ("missing", s.missing),
+                ("refused", s.errors),
+            ] {
+                let _ = writeln!(out, "kadr_stream_frames_total{{node=\"{node}\",stream=\"{}\",outcome=\"{outcome}\"}} {v}", escape(&s.stream));
+            }
+        }
+    }
+    out
+}
+
+/// Label values escape backslash, quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let stats = Stats::default();
+        stats.detected.add(5);
+        let streams = vec![StreamReport {
+            stream: "cam\"1".into(),
+            frames_in: 6,
+            frames_out: 5,
+            fps: 25.0,
+            latency_ms: Some(crate::stream_stats::Percentiles {
+                p50: 60.0,
+                p95: 70.0,
+                p99: 80.0,
+            }),
+            dropped: 1,
+            failed: 0,
+            lost: 0,
+            missing: 0,
+            errors: 0,
+            late: 0,
+        }];
+        let text = prometheus_text("n1", &stats, &streams);
+        assert!(text.contains("# TYPE kadr_frames_detected_total counter\nkadr_frames_detected_total{node=\"n1\"} 5\n"));
+        assert!(text.contains(
+            "kadr_stream_latency_ms{node=\"n1\",stream=\"cam\\\"1\",quantile=\"0.99\"} 80"
+        ));
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}

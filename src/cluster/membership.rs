@@ -1,0 +1,481 @@
+//! Membership: who is in the cluster, what each node runs, and when it was last heard from.
+//!
+//! Every `heartbeat_ms` each node sends a [`NodeInfo`] to every other node's membership actor.
+//! The heartbeat lists the peers its sender is connected to, so a node that joined through one
+//! seed dials the rest by itself (ractor_cluster's own transitive mode would not use TLS).
+//! Addresses that stop answering are dialled again with backoff, so a node that restarts
+//! rejoins with no one's help.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::tls::Tls;
+use super::{wire, MEMBERS};
+use crate::config::{Config, Role};
+use crate::protocol::now_us;
+use crate::stats::Stats;
+
+/// What a node says about itself in each heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `host:port` peers dial.
+    pub address: String,
+    /// Its admin API.
+    pub admin: String,
+    pub roles: Vec<Role>,
+    /// Detectors its pool runs, and how many are busy now.
+    pub detectors: u64,
+    pub busy: u64,
+    /// Frames its dispatcher has at detectors anywhere, and waiting (source nodes).
+    pub in_flight: u64,
+    pub queued: u64,
+    /// Frames its detectors have finished since it started.
+    pub inferences: u64,
+    pub started_at_us: u64,
+    /// Addresses of the peers it is connected to.
+    pub peers: Vec<String>,
+}
+
+/// One node as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// `up`: heard from within three heartbeats; `silent`: not, but its session is open;
+    /// `down`: its session closed (it is kept in the view for a minute).
+    pub status: &'static str,
+    /// Milliseconds since its last heartbeat (0 for this node).
+    pub last_heartbeat_ms: u64,
+    /// This is the node answering.
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    pub node: String,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JoinState {
+    /// The first peer a session became ready with.
+    pub joined: Option<String>,
+    /// What went wrong dialling, per address, most recent first.
+    pub problems: Vec<String>,
+}
+
+pub enum MembershipMsg {
+    /// From a peer.
+    Heartbeat(NodeInfo),
+    Tick,
+    Dialled {
+        address: String,
+        result: Result<(), String>,
+    },
+    SessionReady {
+        name: String,
+        address: String,
+    },
+    SessionClosed {
+        name: Option<String>,
+        peer_addr: String,
+        authenticated: bool,
+    },
+    Snapshot(RpcReplyPort<ClusterView>),
+    JoinState(RpcReplyPort<JoinState>),
+    Malformed(String),
+}
+
+impl Message for MembershipMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            Self::Heartbeat(info) => wire::cast_json("heartbeat", &info),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        let decoded = wire::open_cast(msg).and_then(|(variant, args)| match variant.as_str() {
+            "heartbeat" => wire::from_json(&variant, &args).map(Self::Heartbeat),
+            other => Err(format!("unknown membership message {other:?}")),
+        });
+        Ok(decoded.unwrap_or_else(Self::Malformed))
+    }
+}
+
+pub struct MembershipArgs {
+    pub cfg: Config,
+    pub scope: String,
+    pub server: ActorRef<NodeServerMessage>,
+    pub tls: Option<Tls>,
+    pub stats: Arc<Stats>,
+}
+
+struct Peer {
+    info: NodeInfo,
+    heard: Instant,
+    /// Set when its session closed.
+    down_since: Option<Instant>,
+}
+
+struct Address {
+    seed: bool,
+    dialling: bool,
+    next_dial: Instant,
+    backoff: Duration,
+    /// Last time a node at this address was heard from (or when it was learned).
+    seen: Instant,
+}
+
+pub struct MembershipState {
+    args: MembershipArgs,
+    me: NodeInfo,
+    peers: BTreeMap<String, Peer>,
+    addresses: HashMap<String, Address>,
+    join: JoinState,
+}
+
+pub struct Membership;
+
+/// Forgotten after this long without a heartbeat (seeds are never forgotten).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl Actor for Membership {
+    type Msg = MembershipMsg;
+    type State = MembershipState;
+    type Arguments = MembershipArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: MembershipArgs,
+    ) -> Result<MembershipState, ActorProcessingErr> {
+        ractor::pg::join_scoped(
+            args.scope.clone(),
+            MEMBERS.to_string(),
+            vec![myself.get_cell()],
+        );
+        args.server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "kadr-membership".into(),
+            subscription: Box::new(Events(myself.clone(), Mutex::default())),
+        })?;
+        let cfg = &args.cfg;
+        let me = NodeInfo {
+            name: cfg.node.name.clone(),
+            address: cfg.cluster.advertised(),
+            admin: cfg.admin.listen.to_string(),
+            roles: cfg.node.roles.clone(),
+            detectors: 0,
+            busy: 0,
+            in_flight: 0,
+            queued: 0,
+            inferences: 0,
+            started_at_us: now_us(),
+            peers: Vec::new(),
+        };
+        let now = Instant::now();
+        let addresses = cfg
+            .cluster
+            .seeds
+            .iter()
+            .filter(|s| **s != me.address)
+            .map(|s| {
+                let a = Address {
+                    seed: true,
+                    dialling: false,
+                    next_dial: now,
+                    backoff: Duration::from_millis(250),
+                    seen: now,
+                };
+                (s.clone(), a)
+            })
+            .collect();
+        myself.send_interval(cfg.heartbeat(), || MembershipMsg::Tick);
+        let mut state = MembershipState {
+            me,
+            peers: BTreeMap::new(),
+            addresses,
+            join: JoinState::default(),
+            args,
+        };
+        state.dial_due(&myself, now);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: MembershipMsg,
+        state: &mut MembershipState,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        match msg {
+            MembershipMsg::Heartbeat(info) => state.heard(info, now),
+            MembershipMsg::Tick => {
+                state.refresh_me();
+                state.send_heartbeats();
+                state.expire(now);
+                state.dial_due(&myself, now);
+            }
+            MembershipMsg::Dialled { address, result } => {
+                if let Some(a) = state.addresses.get_mut(&address) {
+                    a.dialling = false;
+                    if let Err(e) = result {
+                        state.join.problems.insert(0, format!("{address}: {e}"));
+                        state.join.problems.truncate(8);
+                    }
+                }
+            }
+            MembershipMsg::SessionReady { name, address } => {
+                info!(peer = %name, %address, "peer connected");
+                if state.join.joined.is_none() {
+                    state.join.joined = Some(name.clone());
+                }
+                if let Some(a) = state.addresses.get_mut(&address) {
+                    a.backoff = Duration::from_millis(250);
+                    a.seen = now;
+                }
+                // Tell it about us at once rather than at the next tick.
+                state.refresh_me();
+                state.send_heartbeats();
+            }
+            MembershipMsg::SessionClosed {
+                name,
+                peer_addr,
+                authenticated,
+            } => {
+                if authenticated {
+                    warn!(peer = ?name, %peer_addr, "peer disconnected");
+                } else {
+                    let problem = format!(
+                        "{peer_addr}: closed the connection during the handshake (a different cluster.cookie, or TLS on one side only)"
+                    );
+                    warn!("{problem}");
+                    state.join.problems.insert(0, problem);
+                    state.join.problems.truncate(8);
+                }
+                if let Some(p) = name.as_ref().and_then(|n| state.peers.get_mut(n)) {
+                    p.down_since.get_or_insert(now);
+                }
+            }
+            MembershipMsg::Snapshot(reply) => {
+                state.refresh_me();
+                let _ = reply.send(state.view(now));
+            }
+            MembershipMsg::JoinState(reply) => {
+                let _ = reply.send(state.join.clone());
+            }
+            MembershipMsg::Malformed(why) => {
+                warn!(%why, "malformed message from a peer ignored");
+                state.args.stats.malformed.inc();
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut MembershipState,
+    ) -> Result<(), ActorProcessingErr> {
+        let _ = state
+            .args
+            .server
+            .cast(NodeServerMessage::UnsubscribeToEvents(
+                "kadr-membership".into(),
+            ));
+        Ok(())
+    }
+}
+
+impl MembershipState {
+    fn refresh_me(&mut self) {
+        let s = &self.args.stats;
+        self.me.detectors = s.detectors.get();
+        self.me.busy = s.busy.get();
+        self.me.in_flight = s.dispatch_in_flight.get();
+        self.me.queued = s.dispatch_queued.get();
+        self.me.inferences = s.inferences.get();
+        self.me.peers = self
+            .peers
+            .values()
+            .filter(|p| p.down_since.is_none())
+            .map(|p| p.info.address.clone())
+            .collect();
+    }
+
+    fn send_heartbeats(&self) {
+        let members = ractor::pg::get_scoped_members(&self.args.scope, &MEMBERS.to_string());
+        for cell in members.into_iter().filter(|c| !c.get_id().is_local()) {
+            let peer: ActorRef<MembershipMsg> = cell.into();
+            let _ = peer.cast(MembershipMsg::Heartbeat(self.me.clone()));
+        }
+    }
+
+    fn heard(&mut self, info: NodeInfo, now: Instant) {
+        if info.name == self.me.name {
+            return;
+        }
+        // Learn the addresses it knows: that is how the whole cluster is found from one seed.
+        for address in std::iter::once(&info.address).chain(&info.peers) {
+            if *address == self.me.address {
+                continue;
+            }
+            let a = self
+                .addresses
+                .entry(address.clone())
+                .or_insert_with(|| Address {
+                    seed: false,
+                    dialling: false,
+                    next_dial: now,
+                    backoff: Duration::from_millis(250),
+                    seen: now,
+                });
+            if *address == info.address {
+                a.seen = now;
+            }
+        }
+        if !self.peers.contains_key(&info.name) {
+            info!(peer = %info.name, address = %info.address, roles = ?info.roles, "node joined the cluster");
+        }
+        self.peers.insert(
+            info.name.clone(),
+            Peer {
+                info,
+                heard: now,
+                down_since: None,
+            },
+        );
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.peers
+            .retain(|_, p| now.duration_since(p.heard) < FORGET_AFTER);
+        self.addresses
+            .retain(|_, a| a.seed || now.duration_since(a.seen) < FORGET_AFTER);
+    }
+
+    /// Dial every known address that has no live node behind it.
+    fn dial_due(&mut self, myself: &ActorRef<MembershipMsg>, now: Instant) {
+        let live: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.down_since.is_none())
+            .map(|p| p.info.address.clone())
+            .collect();
+        for (address, a) in self.addresses.iter_mut() {
+            if a.dialling || now < a.next_dial || live.contains(address) {
+                continue;
+            }
+            a.dialling = true;
+            a.next_dial = now + a.backoff;
+            a.backoff = (a.backoff * 2).min(MAX_BACKOFF);
+            let server = self.args.server.clone();
+            let tls = self.args.tls.clone();
+            let myself = myself.clone();
+            let address = address.clone();
+            tokio::spawn(async move {
+                let result = match tls {
+                    Some(tls) => ractor_cluster::client_connect_enc(
+                        &server,
+                        address.as_str(),
+                        tls.connector(),
+                        tls.server_name(),
+                    )
+                    .await
+                    .map_err(|e| describe(&e)),
+                    None => ractor_cluster::client_connect(&server, address.as_str())
+                        .await
+                        .map_err(|e| describe(&e)),
+                };
+                let _ = myself.cast(MembershipMsg::Dialled { address, result });
+            });
+        }
+    }
+
+    fn view(&self, now: Instant) -> ClusterView {
+        let heartbeat = self.args.cfg.heartbeat();
+        let mut members = vec![MemberView {
+            info: self.me.clone(),
+            status: "up",
+            last_heartbeat_ms: 0,
+            local: true,
+        }];
+        for p in self.peers.values() {
+            let since = now.duration_since(p.heard);
+            let status = if p.down_since.is_some() {
+                "down"
+            } else if since <= heartbeat * 3 {
+                "up"
+            } else {
+                "silent"
+            };
+            members.push(MemberView {
+                info: p.info.clone(),
+                status,
+                last_heartbeat_ms: since.as_millis() as u64,
+                local: false,
+            });
+        }
+        ClusterView {
+            node: self.me.name.clone(),
+            members,
+        }
+    }
+}
+
+fn describe(e: &ractor_cluster::ClientConnectErr) -> String {
+    match e {
+        ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Forwards ractor_cluster's session events to the membership actor.
+struct Events(ActorRef<MembershipMsg>, Mutex<HashSet<ActorId>>);
+
+impl NodeEventSubscription for Events {
+    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        if let Ok(mut set) = self.1.lock() {
+            set.insert(ses.actor.get_id());
+        }
+    }
+
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        if let Some(peer) = ses.peer_name {
+            let _ = self.0.cast(MembershipMsg::SessionReady {
+                name: peer.name,
+                address: peer.connection_string,
+            });
+        }
+    }
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let authenticated = self
+            .1
+            .lock()
+            .map(|mut set| set.remove(&ses.actor.get_id()))
+            .unwrap_or(false);
+        let _ = self.0.cast(MembershipMsg::SessionClosed {
+            name: ses.peer_name.map(|p| p.name),
+            peer_addr: ses.peer_addr,
+            authenticated,
+        });
+    }
+}

@@ -1,0 +1,463 @@
+//! The dispatcher: hands a source's frames to detectors anywhere in the cluster.
+//!
+//! Every detector in the cluster-wide `detectors` process group gets `max_in_flight` credits.
+//! A frame goes to the detector with the most free credits, so a faster node, which hands its
+//! credits back sooner, takes more frames. Frames wait in one bounded queue; when it is full the
+//! oldest droppable frame is dropped and reported (live video wants the newest frame, not a
+//! growing delay); frames marked `keep` are never dropped, bounded instead by the source.
+//!
+//! When a detector leaves the group (it crashed, its pool shrank, or its node went away) the
+//! frames it held are sent again, once; a frame whose second detector is lost too is reported
+//! `failed`. A frame with no result after `frame_timeout` is given up (the sequencer has
+//! reported it `lost` by then) so a silent peer cannot hold credits for ever.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::pg::GroupChangeMessage;
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort,
+    SupervisionEvent,
+};
+use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
+
+use crate::cluster::{self, wire};
+use crate::detector::{DetectRequest, DetectResult, DetectorMsg, Finished};
+use crate::protocol::{ErrorMessage, Frame, GapReason};
+use crate::sequencer::{Outcome, SequencerMsg};
+use crate::stats::Stats;
+
+/// A frame this node's source accepted, on its way to a detector.
+#[derive(Debug)]
+pub struct Job {
+    pub stream: Arc<str>,
+    pub frame: Frame,
+    /// Never dropped for lateness.
+    pub keep: bool,
+    /// Held while the frame is inside the node; bounds kept frames (back-pressure on the source).
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Times a frame is sent to a detector before it is given up as failed.
+const MAX_ATTEMPTS: u8 = 2;
+
+pub enum DispatchMsg {
+    /// From the local source.
+    Submit(Job),
+    /// From a detector, local or remote.
+    Finished(Finished),
+    /// Periodic: give up frames a silent detector has held past the frame timeout.
+    Tick,
+    Status(RpcReplyPort<DispatchStatus>),
+    /// A message from a peer that could not be decoded.
+    Malformed(String),
+}
+
+impl Message for DispatchMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            Self::Finished(finished) => wire::cast_json("finished", &finished),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        let decoded = wire::open_cast(msg).and_then(|(variant, args)| match variant.as_str() {
+            "finished" => wire::from_json(&variant, &args).map(Self::Finished),
+            other => Err(format!("unknown dispatcher message {other:?}")),
+        });
+        Ok(decoded.unwrap_or_else(Self::Malformed))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DispatchStatus {
+    /// Detectors in the cluster this dispatcher can send to.
+    pub detectors: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+}
+
+pub struct DispatchArgs {
+    pub node: Arc<str>,
+    pub scope: String,
+    pub max_in_flight: usize,
+    pub queue_capacity: usize,
+    pub frame_timeout: Duration,
+    pub sequencer: ActorRef<SequencerMsg>,
+    pub stats: Arc<Stats>,
+}
+
+struct Target {
+    actor: ActorRef<DetectorMsg>,
+    /// Frames it holds.
+    held: usize,
+}
+
+struct Waiting {
+    job: Job,
+    attempts: u8,
+}
+
+struct InFlight {
+    job: Job,
+    attempts: u8,
+    detector: ActorId,
+    since: Instant,
+}
+
+pub struct DispatchState {
+    args: DispatchArgs,
+    /// Detectors in the group, in the order they joined.
+    targets: Vec<Target>,
+    queue: VecDeque<Waiting>,
+    in_flight: HashMap<(Arc<str>, u64), InFlight>,
+    /// Where the search for a free detector starts, so ties rotate.
+    next: usize,
+}
+
+pub struct Dispatcher;
+
+impl Actor for Dispatcher {
+    type Msg = DispatchMsg;
+    type State = DispatchState;
+    type Arguments = DispatchArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: DispatchArgs,
+    ) -> Result<DispatchState, ActorProcessingErr> {
+        // Detectors reply to the dispatcher their frame names; this group is how they find it.
+        ractor::pg::join_scoped(
+            args.scope.clone(),
+            cluster::dispatcher_group(&args.node),
+            vec![myself.get_cell()],
+        );
+        ractor::pg::monitor_scope(args.scope.clone(), myself.get_cell());
+        let period =
+            (args.frame_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        myself.send_interval(period, || DispatchMsg::Tick);
+        let mut state = DispatchState {
+            queue: VecDeque::with_capacity(args.queue_capacity),
+            args,
+            targets: Vec::new(),
+            in_flight: HashMap::new(),
+            next: 0,
+        };
+        let members =
+            ractor::pg::get_scoped_members(&state.args.scope, &cluster::DETECTORS.to_string());
+        state.join(members);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: DispatchMsg,
+        state: &mut DispatchState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DispatchMsg::Submit(job) => {
+                state.enqueue(Waiting { job, attempts: 0 });
+                state.dispatch();
+            }
+            DispatchMsg::Finished(finished) => {
+                state.finish(finished);
+                state.dispatch();
+            }
+            DispatchMsg::Tick => {
+                state.expire(Instant::now());
+                state.dispatch();
+            }
+            DispatchMsg::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+            DispatchMsg::Malformed(why) => {
+                warn!(%why, "malformed message from a peer ignored");
+                state.args.stats.malformed.inc();
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut DispatchState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(change) = event {
+            if change.get_group() != cluster::DETECTORS {
+                return Ok(());
+            }
+            match change {
+                GroupChangeMessage::Join(_, _, cells) => state.join(cells),
+                GroupChangeMessage::Leave(_, _, cells) => {
+                    for cell in cells {
+                        state.leave(cell.get_id());
+                    }
+                }
+            }
+            state.dispatch();
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut DispatchState,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::demonitor_scope(state.args.scope.clone(), myself.get_id());
+        Ok(())
+    }
+}
+
+impl DispatchState {
+    fn join(&mut self, cells: Vec<ActorCell>) {
+        for cell in cells {
+            if self
+                .targets
+                .iter()
+                .any(|t| t.actor.get_id() == cell.get_id())
+            {
+                continue;
+            }
+            debug!(detector = %cell.get_id(), "detector joined");
+            self.targets.push(Target {
+                actor: ActorRef::from(cell),
+                held: 0,
+            });
+        }
+        self.args
+            .stats
+            .cluster_detectors
+            .set(self.targets.len() as u64);
+    }
+
+    /// A detector is gone: send what it held again (once), or report it failed.
+    fn leave(&mut self, id: ActorId) {
+        let Some(i) = self.targets.iter().position(|t| t.actor.get_id() == id) else {
+            return;
+        };
+        let target = self.targets.remove(i);
+        self.args
+            .stats
+            .cluster_detectors
+            .set(self.targets.len() as u64);
+        if target.held == 0 {
+            debug!(detector = %id, "detector left");
+            return;
+        }
+        let lost: Vec<(Arc<str>, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.detector == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        info!(detector = %id, frames = lost.len(), "detector left holding frames; sending them again");
+        // Oldest first, at the front: they have waited longest.
+        let mut lost: Vec<InFlight> = lost
+            .iter()
+            .filter_map(|k| self.in_flight.remove(k))
+            .collect();
+        lost.sort_by_key(|f| std::cmp::Reverse(f.job.frame.seq));
+        for f in lost {
+            if f.attempts >= MAX_ATTEMPTS {
+                self.report_gap(
+                    &f.job.stream,
+                    f.job.frame.seq,
+                    GapReason::Failed,
+                    format!("lost with {MAX_ATTEMPTS} detectors in turn"),
+                );
+            } else {
+                self.args.stats.redispatched.inc();
+                self.queue.push_front(Waiting {
+                    job: f.job,
+                    attempts: f.attempts,
+                });
+            }
+        }
+    }
+
+    fn finish(&mut self, finished: Finished) {
+        let key = (Arc::<str>::from(finished.stream.as_str()), finished.seq);
+        let Some(f) = self.in_flight.remove(&key) else {
+            // Sent again after its detector was thought lost, and the first answer came after
+            // all; or given up after the frame timeout. The frame is already accounted for.
+            debug!(stream = %key.0, seq = key.1, node = %finished.node, "late result ignored");
+            self.args.stats.late_results.inc();
+            return;
+        };
+        if let Some(t) = self
+            .targets
+            .iter_mut()
+            .find(|t| t.actor.get_id() == f.detector)
+        {
+            t.held = t.held.saturating_sub(1);
+        }
+        let stream = f.job.stream;
+        let outcome = match finished.result {
+            DetectResult::Detected(d) => Outcome::Detected(d),
+            DetectResult::Failed { code, message } => {
+                let error = ErrorMessage::new(&stream, Some(key.1), &code, message.clone());
+                let _ = self.args.sequencer.cast(SequencerMsg::Error {
+                    channel_stream: stream.as_bytes().to_vec(),
+                    error,
+                });
+                Outcome::Gap {
+                    reason: GapReason::Failed,
+                    detail: Some(message),
+                }
+            }
+        };
+        let _ = self.args.sequencer.cast(SequencerMsg::Completed {
+            stream,
+            seq: key.1,
+            outcome,
+        });
+        // f.job.permit drops here: a kept frame's place is free again.
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let timeout = self.args.frame_timeout;
+        let expired: Vec<(Arc<str>, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now.duration_since(f.since) >= timeout)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            let f = self.in_flight.remove(&key).expect("listed above");
+            if let Some(t) = self
+                .targets
+                .iter_mut()
+                .find(|t| t.actor.get_id() == f.detector)
+            {
+                t.held = t.held.saturating_sub(1);
+            }
+            warn!(stream = %key.0, seq = key.1, detector = %f.detector, "no result within the frame timeout");
+            self.report_gap(
+                &key.0,
+                key.1,
+                GapReason::Lost,
+                "no result within the frame timeout".into(),
+            );
+        }
+    }
+
+    fn status(&self) -> DispatchStatus {
+        DispatchStatus {
+            detectors: self.targets.len(),
+            in_flight: self.in_flight.len(),
+            queued: self.queue.len(),
+        }
+    }
+
+    /// Queue a frame; when full, drop the oldest droppable frame (or this one).
+    fn enqueue(&mut self, waiting: Waiting) {
+        if self.queue.len() >= self.args.queue_capacity {
+            if let Some(i) = self.queue.iter().position(|w| !w.job.keep) {
+                let old = self.queue.remove(i).expect("index from position");
+                self.report_gap(
+                    &old.job.stream,
+                    old.job.frame.seq,
+                    GapReason::Dropped,
+                    String::new(),
+                );
+            } else if !waiting.job.keep {
+                self.report_gap(
+                    &waiting.job.stream,
+                    waiting.job.frame.seq,
+                    GapReason::Dropped,
+                    String::new(),
+                );
+                return;
+            }
+            // Only kept frames are waiting and this one is kept too: the source's semaphore
+            // bounds how many there can be, so queue it.
+        }
+        self.queue.push_back(waiting);
+    }
+
+    /// Hand waiting frames to detectors with free credits, least loaded first.
+    fn dispatch(&mut self) {
+        self.dispatch_waiting();
+        let stats = &self.args.stats;
+        stats.dispatch_in_flight.set(self.in_flight.len() as u64);
+        stats.dispatch_queued.set(self.queue.len() as u64);
+    }
+
+    fn dispatch_waiting(&mut self) {
+        while !self.queue.is_empty() {
+            let n = self.targets.len();
+            let limit = self.args.max_in_flight;
+            let free = (0..n)
+                .map(|k| (self.next + k) % n)
+                .filter(|&i| self.targets[i].held < limit)
+                .min_by_key(|&i| self.targets[i].held);
+            let Some(i) = free else { return };
+            self.next = (i + 1) % n;
+            let Waiting { job, attempts } = self.queue.pop_front().expect("queue not empty");
+            let request = DetectRequest {
+                origin: self.args.node.clone(),
+                stream: job.stream.clone(),
+                seq: job.frame.seq,
+                capture_ts_us: job.frame.capture_ts_us,
+                jpeg: job.frame.jpeg.clone(),
+            };
+            let target = &mut self.targets[i];
+            match target.actor.cast(DetectorMsg::Detect(request)) {
+                Ok(()) => {
+                    target.held += 1;
+                    let key = (job.stream.clone(), job.frame.seq);
+                    let _ = self.args.sequencer.cast(SequencerMsg::Dispatched {
+                        stream: key.0.clone(),
+                        seq: key.1,
+                    });
+                    self.in_flight.insert(
+                        key,
+                        InFlight {
+                            job,
+                            attempts: attempts + 1,
+                            detector: target.actor.get_id(),
+                            since: Instant::now(),
+                        },
+                    );
+                }
+                Err(_) => {
+                    // It stopped between leaving and our hearing of it: forget it, try another.
+                    let id = target.actor.get_id();
+                    self.queue.push_front(Waiting { job, attempts });
+                    self.leave(id);
+                }
+            }
+        }
+    }
+
+    fn report_gap(&self, stream: &Arc<str>, seq: u64, reason: GapReason, detail: String) {
+        let sequencer = &self.args.sequencer;
+        if reason == GapReason::Failed {
+            let error = ErrorMessage::new(stream, Some(seq), "detector_failed", detail.clone());
+            let _ = sequencer.cast(SequencerMsg::Error {
+                channel_stream: stream.as_bytes().to_vec(),
+                error,
+            });
+        }
+        let detail = (!detail.is_empty()).then_some(detail);
+        let _ = sequencer.cast(SequencerMsg::Completed {
+            stream: stream.clone(),
+            seq,
+            outcome: Outcome::Gap { reason, detail },
+        });
+    }
+}
