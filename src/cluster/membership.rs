@@ -73,6 +73,14 @@ pub struct JoinState {
     pub problems: Vec<String>,
 }
 
+impl JoinState {
+    fn problem(&mut self, problem: String) {
+        self.problems.retain(|p| *p != problem);
+        self.problems.insert(0, problem);
+        self.problems.truncate(8);
+    }
+}
+
 pub enum MembershipMsg {
     /// From a peer.
     Heartbeat(NodeInfo),
@@ -235,8 +243,8 @@ impl Actor for Membership {
                 if let Some(a) = state.addresses.get_mut(&address) {
                     a.dialling = false;
                     if let Err(e) = result {
-                        state.join.problems.insert(0, format!("{address}: {e}"));
-                        state.join.problems.truncate(8);
+                        warn!(%address, error = %e, "cannot reach peer");
+                        state.join.problem(format!("{address}: {e}"));
                     }
                 }
             }
@@ -265,8 +273,7 @@ impl Actor for Membership {
                         "{peer_addr}: closed the connection during the handshake (a different cluster.cookie, or TLS on one side only)"
                     );
                     warn!("{problem}");
-                    state.join.problems.insert(0, problem);
-                    state.join.problems.truncate(8);
+                    state.join.problem(problem);
                 }
                 if let Some(p) = name.as_ref().and_then(|n| state.peers.get_mut(n)) {
                     p.down_since.get_or_insert(now);

@@ -1,0 +1,508 @@
+//! Three `kadr node` processes on loopback with one Redis: membership, work split across every
+//! pool, a detector node killed with SIGKILL mid-stream and restarted, a wrong cookie, and the
+//! admin API's shapes and token.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "test-admin-token";
+const COOKIE: &str = "test-cluster-cookie";
+
+/// A `kadr node` process, killed on drop.
+struct NodeProcess {
+    name: String,
+    child: Child,
+    admin: String,
+    log: PathBuf,
+}
+
+impl NodeProcess {
+    fn start(
+        config: &Path,
+        name: &str,
+        cluster_port: u16,
+        overrides: &[String],
+        cookie: &str,
+    ) -> NodeProcess {
+        let admin = format!("127.0.0.1:{}", common::free_port());
+        let log = config.with_file_name(format!("{name}.log"));
+        let mut cmd = common::kadr();
+        cmd.arg("node")
+            .arg("--config")
+            .arg(config)
+            .args(["--set", &format!("node.name={name}")])
+            .args([
+                "--set",
+                &format!("cluster.listen=\"127.0.0.1:{cluster_port}\""),
+            ])
+            .args(["--set", &format!("admin.listen=\"{admin}\"")]);
+        for o in overrides {
+            cmd.args(["--set", o]);
+        }
+        let child = cmd
+            .env("KADR_CLUSTER_COOKIE", cookie)
+            .env("KADR_ADMIN_TOKEN", TOKEN)
+            .env("RUST_LOG", "info,ort=warn")
+            .env_remove("KADR_REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        NodeProcess {
+            name: name.to_string(),
+            child,
+            admin,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(&self.admin, "GET", path, None, None)
+    }
+
+    fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{} {path}: {body}", self.name);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Wait until this node's view lists `names`, all up.
+    fn wait_members(&mut self, names: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited ({status}):\n{}", self.name, self.log());
+            }
+            if let (200, body) = self.get("/cluster") {
+                let view: Value = serde_json::from_str(&body).unwrap();
+                let up: Vec<&str> = view["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|m| m["status"] == "up")
+                    .map(|m| m["name"].as_str().unwrap())
+                    .collect();
+                if names.iter().all(|n| up.contains(n)) && up.len() == names.len() {
+                    return view;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: members {up:?}, want {names:?}",
+                    self.name
+                );
+            } else {
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: admin API not up:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn inferences(&self) -> u64 {
+        metric(&self.get("/metrics").1, "kadr_inferences_total")
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in metrics:\n{text}"))
+}
+
+/// A minimal HTTP/1.1 client: (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `kadr subscribe` in the background; its summary once it has `count` frames.
+struct Subscriber {
+    child: Child,
+    summary: PathBuf,
+}
+
+impl Subscriber {
+    fn start(dir: &Path, redis: &str, stream: &str, count: u64) -> Subscriber {
+        let summary = dir.join(format!("{stream}.summary.json"));
+        let ready = dir.join(format!("{stream}.ready"));
+        let child = common::kadr()
+            .args([
+                "subscribe",
+                "--stream",
+                stream,
+                "--prefix",
+                "kc",
+                "--quiet",
+                "--errors",
+            ])
+            .args([
+                "--redis-url",
+                redis,
+                "--count",
+                &count.to_string(),
+                "--idle-timeout",
+                "30",
+            ])
+            .arg("--summary-json")
+            .arg(&summary)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "subscriber not ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Subscriber { child, summary }
+    }
+
+    fn finish(mut self) -> Value {
+        let status = self.child.wait().unwrap();
+        assert!(status.success());
+        serde_json::from_str(&std::fs::read_to_string(&self.summary).unwrap()).unwrap()
+    }
+}
+
+fn publish(video: &Path, redis: &str, stream: &str, fast: bool) -> Child {
+    let mut cmd = common::kadr();
+    cmd.args([
+        "publish",
+        "--stream",
+        stream,
+        "--prefix",
+        "kc",
+        "--keep-all",
+        "--redis-url",
+        redis,
+    ])
+    .arg("--input")
+    .arg(video)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if fast {
+        cmd.arg("--fast");
+    }
+    cmd.spawn().unwrap()
+}
+
+fn write_config(dir: &Path, model: &Path, redis: &str) -> PathBuf {
+    let path = dir.join("cluster.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nroles = [\"detector\"]\n\
+             [redis]\nurl = \"{redis}\"\nchannel_prefix = \"kc\"\n\
+             [model]\npath = \"{}\"\n\
+             [detector]\npool_size = 1\n\
+             [cluster]\nheartbeat_ms = 200\njoin_timeout_ms = 5000\n\
+             [limits]\ngap_wait_ms = 2000\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn three_nodes_share_a_stream_survive_a_kill_and_refuse_a_wrong_cookie() {
+    let (Some(model), Some(video)) = (common::model_384x640(), common::video("bigbuckbunny.mp4"))
+    else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url);
+    let ports: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
+    let seed = format!("cluster.seeds=[\"127.0.0.1:{}\"]", ports[0]);
+    let all_roles = "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string();
+
+    let mut n1 = NodeProcess::start(&config, "n1", ports[0], &[all_roles], COOKIE);
+    n1.wait_members(&["n1"], Duration::from_secs(60));
+    let mut n2 = NodeProcess::start(&config, "n2", ports[1], &[seed.clone()], COOKIE);
+    let mut n3 = NodeProcess::start(&config, "n3", ports[2], &[seed.clone()], COOKIE);
+    // n2 and n3 only know n1; they find each other through its heartbeats.
+    for n in [&mut n1, &mut n2, &mut n3] {
+        n.wait_members(&["n1", "n2", "n3"], Duration::from_secs(60));
+    }
+
+    // --- Admin API shapes.
+    let health = n2.get_json("/health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["node"], "n2");
+    assert_eq!(health["roles"], serde_json::json!(["detector"]));
+    let view = n1.get_json("/cluster");
+    assert_eq!(view["node"], "n1");
+    for m in view["members"].as_array().unwrap() {
+        for field in [
+            "name",
+            "address",
+            "admin",
+            "roles",
+            "detectors",
+            "busy",
+            "in_flight",
+            "last_heartbeat_ms",
+            "status",
+        ] {
+            assert!(m.get(field).is_some(), "member lacks {field}: {m}");
+        }
+        assert_eq!(m["detectors"], 1, "{m}");
+    }
+    assert_eq!(view["dispatcher"]["detectors"], 3, "{view}");
+
+    // --- One stream of real frames, split across all three pools, complete and in order.
+    let before: Vec<u64> = [&n1, &n2, &n3].iter().map(|n| n.inferences()).collect();
+    let sub = Subscriber::start(dir.path(), &redis.url, "bbb", 132);
+    assert!(publish(&video, &redis.url, "bbb", true)
+        .wait()
+        .unwrap()
+        .success());
+    let summary = sub.finish();
+    assert_eq!(summary["frames"], 132, "{summary}");
+    assert_eq!(summary["detected"], 132, "{summary}");
+    assert_eq!(summary["order_violations"], 0, "{summary}");
+    for (n, b) in [&n1, &n2, &n3].iter().zip(&before) {
+        let did = n.inferences() - b;
+        eprintln!("{} detected {did} of 132 frames", n.name);
+        assert!(did >= 10, "{} detected only {did} of 132 frames", n.name);
+    }
+    let streams = n1.get_json("/streams");
+    let s = &streams["streams"][0];
+    assert_eq!(s["stream"], "bbb");
+    assert_eq!(s["frames_in"], 132);
+    assert_eq!(s["frames_out"], 132);
+    assert!(s["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{s}");
+    for field in ["fps", "dropped", "failed", "lost", "missing", "errors"] {
+        assert!(s.get(field).is_some(), "stream lacks {field}: {s}");
+    }
+    let metrics = n1.get("/metrics").1;
+    assert_eq!(metric(&metrics, "kadr_frames_detected_total"), 132);
+    assert!(
+        metrics.contains("kadr_stream_latency_ms{node=\"n1\",stream=\"bbb\",quantile=\"0.99\"}")
+    );
+
+    // --- Kill -9 a detector node mid-stream: the stream goes on, complete and in order; at most
+    // the one frame it held (pool 1 x 1 credit) becomes a gap.
+    let sub = Subscriber::start(dir.path(), &redis.url, "kill", 132);
+    let mut publisher = publish(&video, &redis.url, "kill", false);
+    std::thread::sleep(Duration::from_millis(1500));
+    n3.kill9();
+    assert!(publisher.wait().unwrap().success());
+    let summary = sub.finish();
+    assert_eq!(summary["frames"], 132, "{summary}");
+    assert_eq!(summary["order_violations"], 0, "{summary}");
+    let gaps = summary["gap_frames"].as_u64().unwrap();
+    eprintln!("after kill -9: {summary}");
+    assert!(
+        gaps <= 1,
+        "{gaps} gaps after losing a node that held at most 1 frame: {summary}"
+    );
+    n1.wait_members(&["n1", "n2"], Duration::from_secs(10));
+
+    // --- It rejoins (same name, same port) and takes work again.
+    let n3 = NodeProcess::start(&config, "n3", ports[2], &[seed.clone()], COOKIE);
+    n1.wait_members(&["n1", "n2", "n3"], Duration::from_secs(60));
+    let sub = Subscriber::start(dir.path(), &redis.url, "again", 132);
+    assert!(publish(&video, &redis.url, "again", true)
+        .wait()
+        .unwrap()
+        .success());
+    let summary = sub.finish();
+    assert_eq!(summary["detected"], 132, "{summary}");
+    assert!(n3.inferences() >= 10, "rejoined node took no work");
+
+    // --- A node with the wrong cookie is refused: it gives up, and no one lists it.
+    let mut bad = NodeProcess::start(
+        &config,
+        "intruder",
+        ports[3],
+        &[seed, "cluster.join_timeout_ms=2000".into()],
+        "not-the-cookie",
+    );
+    let status = bad.child.wait().unwrap();
+    assert!(!status.success());
+    let log = bad.log();
+    eprintln!("wrong cookie: {}", log.lines().last().unwrap_or(""));
+    assert!(
+        log.contains("cluster.seeds") && log.contains("cluster.cookie"),
+        "{log}"
+    );
+    let view = n1.get_json("/cluster");
+    assert!(!view.to_string().contains("intruder"), "{view}");
+
+    // --- Mutations need the token.
+    let body = Some("{\"size\": 2}");
+    assert_eq!(http(&n2.admin, "POST", "/pool", None, body).0, 401);
+    assert_eq!(http(&n2.admin, "POST", "/pool", Some("wrong"), body).0, 401);
+    assert_eq!(
+        http(
+            &n2.admin,
+            "POST",
+            "/pool",
+            Some(TOKEN),
+            Some("{\"size\": 9999}")
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        http(&n2.admin, "POST", "/pool", Some(TOKEN), Some("nonsense")).0,
+        400
+    );
+    let (status, resized) = http(&n2.admin, "POST", "/pool", Some(TOKEN), body);
+    assert_eq!(status, 200, "{resized}");
+    let resized: Value = serde_json::from_str(&resized).unwrap();
+    assert_eq!(resized["size"], 2);
+    // The source node sees the fourth detector.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = n1.get_json("/cluster");
+        if view["dispatcher"]["detectors"] == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "resize not seen: {view}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(n3);
+}
+
+#[test]
+fn tls_between_nodes_refuses_plaintext_and_foreign_certificates() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let certs = |sub: &str, name: &str| {
+        let out = std::process::Command::new(common::root().join("scripts/cluster-certs.sh"))
+            .arg(dir.path().join(sub))
+            .arg(name)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    certs("ours", "n1");
+    certs("ours", "n2");
+    certs("theirs", "x"); // a different CA
+    let config = write_config(dir.path(), &model, "redis://127.0.0.1:1");
+    let tls = |sub: &str, name: &str| {
+        let d = dir.path().join(sub);
+        format!(
+            "cluster.tls={{ cert = \"{}\", key = \"{}\", ca = \"{}\" }}",
+            d.join(format!("{name}.pem")).display(),
+            d.join(format!("{name}.key")).display(),
+            d.join("ca.pem").display()
+        )
+    };
+    let ports: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
+    let seed = format!("cluster.seeds=[\"127.0.0.1:{}\"]", ports[0]);
+    let quick = "cluster.join_timeout_ms=2000".to_string();
+
+    let mut n1 = NodeProcess::start(&config, "n1", ports[0], &[tls("ours", "n1")], COOKIE);
+    n1.wait_members(&["n1"], Duration::from_secs(60));
+    let mut n2 = NodeProcess::start(
+        &config,
+        "n2",
+        ports[1],
+        &[tls("ours", "n2"), seed.clone()],
+        COOKIE,
+    );
+    n2.wait_members(&["n1", "n2"], Duration::from_secs(60));
+    n1.wait_members(&["n1", "n2"], Duration::from_secs(10));
+
+    // Right cookie, but no TLS: the handshake fails.
+    let mut plain = NodeProcess::start(
+        &config,
+        "plain",
+        ports[2],
+        &[seed.clone(), quick.clone()],
+        COOKIE,
+    );
+    // Right cookie, TLS, but a certificate from another CA.
+    let mut foreign = NodeProcess::start(
+        &config,
+        "foreign",
+        ports[3],
+        &[tls("theirs", "x"), seed, quick],
+        COOKIE,
+    );
+    for bad in [&mut plain, &mut foreign] {
+        let status = bad.child.wait().unwrap();
+        let log = bad.log();
+        assert!(!status.success(), "{} joined:\n{log}", bad.name);
+        assert!(
+            log.contains("could not join the cluster"),
+            "{}: {log}",
+            bad.name
+        );
+        eprintln!("{}: {}", bad.name, log.lines().last().unwrap_or(""));
+    }
+    let view = n1.get_json("/cluster").to_string();
+    assert!(
+        !view.contains("plain") && !view.contains("foreign"),
+        "{view}"
+    );
+}
