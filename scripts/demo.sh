@@ -4,14 +4,23 @@
 #
 #   scripts/demo.sh            publish at the video's own rate (25 fps), like a camera
 #   scripts/demo.sh --fast     publish as fast as possible: measures throughput
+#   scripts/demo.sh --cluster  three nodes on this machine (one source, two more detector
+#                              nodes, all from cluster.toml with overrides); combine with --fast
 #
 # Installs what is missing (scripts/setup.sh), builds, uses the Redis at $REDIS_URL or
-# 127.0.0.1:6379 or starts its own, runs one node with cluster.toml, and prints live fps,
+# 127.0.0.1:6379 or starts its own, runs the node(s) with cluster.toml, and prints live fps,
 # a summary and a sample of detections.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PUBLISH_FLAGS=()
-[ "${1:-}" = "--fast" ] && PUBLISH_FLAGS+=(--fast)
+CLUSTER=0
+for arg in "$@"; do
+    case "$arg" in
+        --fast) PUBLISH_FLAGS+=(--fast) ;;
+        --cluster) CLUSTER=1 ;;
+        *) echo "usage: scripts/demo.sh [--fast] [--cluster]" >&2; exit 2 ;;
+    esac
+done
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
 
 scripts/setup.sh
@@ -39,11 +48,35 @@ if ! redis_up "$REDIS_URL"; then
 fi
 export REDIS_URL
 
-say "starting a node (cluster.toml) against $REDIS_URL"
-$KADR node --config cluster.toml --redis-url "$REDIS_URL" 2>"$WORK/node.log" &
-PIDS+=($!)
-for _ in $(seq 300); do grep -q "node started" "$WORK/node.log" && break; sleep 0.1; done
-grep -q "node started" "$WORK/node.log" || { cat "$WORK/node.log" >&2; exit 1; }
+# Every node of a cluster shares one secret; the demo makes one up.
+export KADR_CLUSTER_COOKIE=${KADR_CLUSTER_COOKIE:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+start_node() { # name log overrides...
+    local name=$1 log=$2; shift 2
+    $KADR node --config cluster.toml --redis-url "$REDIS_URL" --set "node.name=$name" "$@" 2>"$log" &
+    PIDS+=($!)
+    for _ in $(seq 300); do grep -q "node started" "$log" && break; sleep 0.1; done
+    grep -q "node started" "$log" || { cat "$log" >&2; exit 1; }
+}
+if [ "$CLUSTER" = 1 ]; then
+    say "starting three nodes against $REDIS_URL: node-1 (source, sequencer, detector), node-2 and node-3 (detector)"
+    start_node node-1 "$WORK/node-1.log" --set detector.pool_size=1
+    for i in 2 3; do
+        start_node "node-$i" "$WORK/node-$i.log" --set 'node.roles=["detector"]' --set detector.pool_size=1 \
+            --set "cluster.listen=127.0.0.1:$((7399 + i))" --set "admin.listen=127.0.0.1:$((7499 + i))" \
+            --set 'cluster.seeds=["127.0.0.1:7400"]'
+    done
+    sleep 1.5
+    say "the cluster as node-1 sees it (GET http://127.0.0.1:7500/cluster):"
+    .deps/venv/bin/python - <<'PY'
+import json, urllib.request
+view = json.load(urllib.request.urlopen("http://127.0.0.1:7500/cluster"))
+for m in view["members"]:
+    print(f"  {m['name']:8} {m['address']:16} {','.join(m['roles']):26} detectors={m['detectors']} {m['status']}")
+PY
+else
+    say "starting a node (cluster.toml) against $REDIS_URL"
+    start_node node-1 "$WORK/node.log"
+fi
 
 VIDEO=.deps/video/bigbuckbunny.mp4
 FRAMES=$(ffprobe -v error -count_packets -select_streams v:0 -show_entries stream=nb_read_packets -of csv=p=0 "$VIDEO")
@@ -62,6 +95,15 @@ echo
 say "summary:"
 cat "$WORK/summary.json"
 echo
+if [ "$CLUSTER" = 1 ]; then
+    say "frames each node's detectors did (kadr_inferences_total from /metrics on ports 7500-7502):"
+    .deps/venv/bin/python - <<'PY'
+import urllib.request
+for i in (1, 2, 3):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{7499 + i}/metrics").read().decode()
+    print(f"  node-{i}", next(l.split()[1] for l in text.splitlines() if l.startswith("kadr_inferences_total")))
+PY
+fi
 .deps/venv/bin/python - "$WORK/summary.json" "$FRAMES" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); n = int(sys.argv[2])
