@@ -127,6 +127,9 @@ pub struct ClusterConfig {
     pub join_timeout_ms: u64,
     /// How often a node tells the others it is alive (and what it runs).
     pub heartbeat_ms: u64,
+    /// How long a source node's claim on the frames channels lasts without renewal: a
+    /// standby source node takes over within this after the active one dies.
+    pub source_lease_ms: u64,
     /// TLS between nodes; plaintext when absent.
     pub tls: Option<TlsConfig>,
 }
@@ -140,6 +143,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             join_timeout_ms: 10_000,
             heartbeat_ms: 1_000,
+            source_lease_ms: 3_000,
             tls: None,
         }
     }
@@ -586,6 +590,10 @@ impl Config {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.cluster.heartbeat_ms)
+    }
+
+    pub fn source_lease(&self) -> Duration {
+        Duration::from_millis(self.cluster.source_lease_ms)
     }
 
     pub fn join_timeout(&self) -> Duration {

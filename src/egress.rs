@@ -7,6 +7,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use crate::protocol::{Channels, ErrorMessage, OutputMessage};
+use crate::sequencer::STREAM_IDLE_FORGET;
 use crate::stats::Stats;
 
 /// A Redis connection that reconnects by itself, and one reused serialization buffer.
@@ -27,27 +28,59 @@ impl Egress {
         }
     }
 
+    /// Publish a result, and record the stream's last published sequence number beside it
+    /// (same round trip) for a source node that may take over.
     pub async fn publish_output(&mut self, stream: &str, msg: &OutputMessage) {
         let channel = self.channels.detections(stream);
-        self.publish(channel.into_bytes(), msg).await;
+        let last = match msg {
+            OutputMessage::Detections(d) => d.seq,
+            OutputMessage::Gap(g) => g.seq + g.count.saturating_sub(1),
+        };
+        let key = self.channels.last_seq_key(stream);
+        self.publish(channel.into_bytes(), msg, Some((key, last)))
+            .await;
+    }
+
+    /// The last sequence number published for `stream` by any source node, if recent.
+    pub async fn last_published(&mut self, stream: &str) -> Option<u64> {
+        let key = self.channels.last_seq_key(stream);
+        let got: redis::RedisResult<Option<u64>> =
+            redis::cmd("GET").arg(key).query_async(&mut self.conn).await;
+        got.unwrap_or_else(|e| {
+            warn!(error = %e, "could not read the last published sequence number");
+            None
+        })
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on.
     pub async fn publish_error(&mut self, channel_stream: &[u8], msg: &ErrorMessage) {
         let mut channel = self.channels.errors("").into_bytes();
         channel.extend_from_slice(channel_stream);
-        self.publish(channel, msg).await;
+        self.publish(channel, msg, None).await;
     }
 
-    async fn publish<T: Serialize>(&mut self, channel: Vec<u8>, msg: &T) {
+    async fn publish<T: Serialize>(
+        &mut self,
+        channel: Vec<u8>,
+        msg: &T,
+        last_seq: Option<(String, u64)>,
+    ) {
         self.buf.clear();
         if let Err(e) = serde_json::to_writer(&mut self.buf, msg) {
             warn!(error = %e, "could not serialize a message");
             return;
         }
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(&self.buf[..]);
-        let mut result: redis::RedisResult<i64> = cmd.query_async(&mut self.conn).await;
+        let mut cmd = redis::pipe();
+        cmd.cmd("PUBLISH").arg(channel).arg(&self.buf[..]).ignore();
+        if let Some((key, seq)) = last_seq {
+            cmd.cmd("SET")
+                .arg(key)
+                .arg(seq)
+                .arg("EX")
+                .arg(STREAM_IDLE_FORGET.as_secs())
+                .ignore();
+        }
+        let mut result: redis::RedisResult<()> = cmd.query_async(&mut self.conn).await;
         // The connection manager notices a lost connection on the first command after it and
         // reconnects; try once more so a Redis restart costs no result.
         if result

@@ -25,6 +25,7 @@ pub mod config;
 pub mod detector;
 pub mod dispatch;
 pub mod egress;
+pub mod lease;
 pub mod model;
 pub mod node;
 pub mod pool;

@@ -19,6 +19,7 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, Role};
 use crate::dispatch::{DispatchArgs, DispatchMsg, DispatchStatus, Dispatcher};
 use crate::egress::Egress;
+use crate::lease::Lease;
 use crate::pool::{Pool, PoolArgs, PoolMsg, PoolStatus};
 use crate::protocol::Channels;
 use crate::runtime;
@@ -94,6 +95,7 @@ impl Node {
         let ingress = match redis {
             Some((client, conn)) => {
                 let channels = Channels::new(cfg.redis.channel_prefix.clone());
+                let lease_conn = conn.clone();
                 let (sequencer, h) = Actor::spawn(
                     None,
                     Sequencer,
@@ -122,11 +124,18 @@ impl Node {
                 .await?;
                 handles.push(h);
                 let permits = cfg.limits.queue_capacity + MAX_KEPT_IN_FLIGHT;
+                let lease = Lease::new(
+                    lease_conn,
+                    channels.source_lease_key(),
+                    &cfg.node.name,
+                    cfg.source_lease(),
+                );
                 let (source, h) = Actor::spawn(
                     None,
                     Source,
                     SourceArgs {
                         redis: client,
+                        lease,
                         channels,
                         limits: cfg.frame_limits(),
                         keep_all_frames: cfg.limits.keep_all_frames,

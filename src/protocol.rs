@@ -201,6 +201,15 @@ impl Channels {
     pub fn errors(&self, stream: &str) -> String {
         format!("{}:errors:{stream}", self.prefix)
     }
+    /// Key holding the last sequence number published for a stream, so a source node that
+    /// takes over can report what was lost in between.
+    pub fn last_seq_key(&self, stream: &str) -> String {
+        format!("{}:last-seq:{stream}", self.prefix)
+    }
+    /// Key of the lease that lets one source node at a time read the frames channels.
+    pub fn source_lease_key(&self) -> String {
+        format!("{}:source-lease", self.prefix)
+    }
     /// The stream part of a frames channel, as raw bytes (a channel need not be UTF-8).
     pub fn stream_of<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
         channel

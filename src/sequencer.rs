@@ -303,6 +303,9 @@ impl Actor for Sequencer {
         let now = Instant::now();
         match msg {
             SequencerMsg::Accepted { stream, seq } => {
+                if !state.streams.contains_key(&stream) {
+                    account_for_takeover(state, &stream, seq).await;
+                }
                 state.stats.entry(stream.clone()).or_default().accepted();
                 let order = state.streams.entry(stream.clone()).or_default();
                 if order.accept(seq, now, &stream, &mut state.out) {
@@ -386,6 +389,27 @@ impl Actor for Sequencer {
             }
         }
         Ok(())
+    }
+}
+
+/// A stream new to this sequencer may have run on another source node before (which died or
+/// left). Frames after the last one it published never came out: report them as one gap.
+async fn account_for_takeover(state: &mut SequencerState, stream: &Arc<str>, first: u64) {
+    let Some(last) = state.args.egress.last_published(stream).await else {
+        return;
+    };
+    // A first frame at or before the last one published is a publisher that restarted.
+    if first > last + 1 {
+        let (seq, count) = (last + 1, first - last - 1);
+        warn!(%stream, seq, count, "frames lost while the stream changed source node");
+        state.out.push(OutputMessage::Gap(GapMessage {
+            stream: stream.to_string(),
+            seq,
+            count,
+            reason: GapReason::Missing,
+            detail: Some("not published before the stream's source node changed".into()),
+        }));
+        state.stats.entry(stream.clone()).or_default();
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::dispatch::{DispatchMsg, Job};
+use crate::lease::Lease;
 use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
 use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
 use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
@@ -35,6 +36,8 @@ impl ractor::Message for SourceMsg {}
 
 pub struct SourceArgs {
     pub redis: redis::Client,
+    /// Only the holder of this lease reads the frames channels.
+    pub lease: Lease,
     pub channels: Channels,
     pub limits: FrameLimits,
     pub keep_all_frames: bool,
@@ -55,6 +58,15 @@ pub struct SourceState {
     pump: Option<JoinHandle<()>>,
 }
 
+/// Aborts a task when dropped (the pump's lease renewer dies with the pump).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub struct Source;
 
 impl Actor for Source {
@@ -67,12 +79,17 @@ impl Actor for Source {
         myself: ActorRef<Self::Msg>,
         args: SourceArgs,
     ) -> Result<SourceState, ActorProcessingErr> {
-        // Subscribe once here so a node that cannot reach Redis fails at start, not later.
         let pattern = args.channels.frames_pattern();
-        let mut pubsub = args.redis.get_async_pubsub().await?;
-        pubsub.psubscribe(&pattern).await?;
-        info!(%pattern, "source subscribed");
-        let pump = tokio::spawn(pump(myself, args.redis.clone(), pattern, pubsub));
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let pump = tokio::spawn(pump(
+            myself,
+            args.redis.clone(),
+            pattern,
+            args.lease.clone(),
+            ready_tx,
+        ));
+        // Return once subscribed (or standing by), so frames published after start-up are seen.
+        let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
         Ok(SourceState {
             args,
             last_seq: HashMap::new(),
@@ -105,56 +122,108 @@ impl Actor for Source {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(pump) = state.pump.take() {
             pump.abort();
+            let _ = pump.await;
         }
+        // Let a standby take over now rather than when the lease runs out.
+        state.args.lease.release().await;
         Ok(())
     }
 }
 
-/// Read pub/sub messages forever, reconnecting with backoff when Redis goes away.
+/// Hold the source lease and, while holding it, read pub/sub messages; reconnect with backoff
+/// when Redis goes away; stand by while another node holds the lease.
 async fn pump(
     source: ActorRef<SourceMsg>,
     redis: redis::Client,
     pattern: String,
-    first: redis::aio::PubSub,
+    mut lease: Lease,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
-    let mut pubsub = Some(first);
-    let mut backoff = Duration::from_millis(250);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+    let mut ready = Some(ready);
+    let mut signal_ready = || {
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+    };
+    let mut backoff = FIRST_BACKOFF;
+    let mut standing_by = false;
     loop {
-        let mut conn = match pubsub.take() {
-            Some(c) => c,
-            None => match connect(&redis, &pattern).await {
-                Ok(c) => {
-                    info!("source resubscribed to Redis");
-                    backoff = Duration::from_millis(250);
-                    c
+        match lease.try_acquire().await {
+            Ok(true) => standing_by = false,
+            Ok(false) => {
+                if !standing_by {
+                    let holder = lease.holder().await.unwrap_or_default();
+                    info!(%holder, "standing by: another source node reads the frames");
+                    standing_by = true;
                 }
-                Err(e) => {
-                    warn!(error = %e, retry_in = ?backoff, "Redis unreachable");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            },
-        };
-        let mut messages = conn.on_message();
-        while let Some(msg) = messages.next().await {
-            let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
-            let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-            let sent = source
-                .call(
-                    |done| SourceMsg::Message {
-                        channel,
-                        payload,
-                        done,
-                    },
-                    None,
-                )
-                .await;
-            if sent.is_err() {
-                return; // the source stopped
+                signal_ready();
+                tokio::time::sleep(lease.ttl() / 3).await;
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "Redis unreachable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
             }
         }
-        warn!("Redis pub/sub connection closed; reconnecting");
+        let mut conn = match connect(&redis, &pattern).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "Redis unreachable");
+                lease.release().await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        info!(%pattern, "source holds the lease and reads frames");
+        signal_ready();
+        // Renew from a task of its own: reading can block on back-pressure for longer than
+        // the lease lasts.
+        let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
+        let _renewer = AbortOnDrop(tokio::spawn(renew(lease.clone(), lost_tx)));
+        let mut messages = conn.on_message();
+        loop {
+            tokio::select! {
+                msg = messages.next() => {
+                    let Some(msg) = msg else {
+                        warn!("Redis pub/sub connection closed; reconnecting");
+                        break;
+                    };
+                    let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
+                    let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+                    let sent = source
+                        .call(|done| SourceMsg::Message { channel, payload, done }, None)
+                        .await;
+                    if sent.is_err() {
+                        return; // the source stopped
+                    }
+                }
+                why = &mut lost => {
+                    warn!(reason = %why.unwrap_or_default(), "source lease lost; stopped reading");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Renew the lease every third of its lifetime until that fails; then say why.
+async fn renew(mut lease: Lease, lost: tokio::sync::oneshot::Sender<String>) {
+    let mut tick = tokio::time::interval(lease.ttl() / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let why = match lease.renew().await {
+            Ok(true) => continue,
+            Ok(false) => "another node holds it".to_string(),
+            Err(e) => format!("Redis: {e}"),
+        };
+        let _ = lost.send(why);
+        return;
     }
 }
 

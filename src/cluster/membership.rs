@@ -275,7 +275,9 @@ impl Actor for Membership {
                     warn!("{problem}");
                     state.join.problem(problem);
                 }
-                if let Some(p) = name.as_ref().and_then(|n| state.peers.get_mut(n)) {
+                // ractor_cluster names a peer `{name}@{host}`.
+                let name = name.as_deref().map(|n| n.split('@').next().unwrap_or(n));
+                if let Some(p) = name.and_then(|n| state.peers.get_mut(n)) {
                     p.down_since.get_or_insert(now);
                 }
             }
@@ -378,10 +380,11 @@ impl MembershipState {
 
     /// Dial every known address that has no live node behind it.
     fn dial_due(&mut self, myself: &ActorRef<MembershipMsg>, now: Instant) {
+        let heartbeat = self.args.cfg.heartbeat();
         let live: Vec<String> = self
             .peers
             .values()
-            .filter(|p| p.down_since.is_none())
+            .filter(|p| p.down_since.is_none() && now.duration_since(p.heard) <= heartbeat * 3)
             .map(|p| p.info.address.clone())
             .collect();
         for (address, a) in self.addresses.iter_mut() {
