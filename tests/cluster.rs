@@ -279,8 +279,8 @@ fn three_nodes_share_a_stream_survive_a_kill_and_refuse_a_wrong_cookie() {
 
     let mut n1 = NodeProcess::start(&config, "n1", ports[0], &[all_roles], COOKIE);
     n1.wait_members(&["n1"], Duration::from_secs(60));
-    let mut n2 = NodeProcess::start(&config, "n2", ports[1], &[seed.clone()], COOKIE);
-    let mut n3 = NodeProcess::start(&config, "n3", ports[2], &[seed.clone()], COOKIE);
+    let mut n2 = NodeProcess::start(&config, "n2", ports[1], std::slice::from_ref(&seed), COOKIE);
+    let mut n3 = NodeProcess::start(&config, "n3", ports[2], std::slice::from_ref(&seed), COOKIE);
     // n2 and n3 only know n1; they find each other through its heartbeats.
     for n in [&mut n1, &mut n2, &mut n3] {
         n.wait_members(&["n1", "n2", "n3"], Duration::from_secs(60));
@@ -369,7 +369,7 @@ fn three_nodes_share_a_stream_survive_a_kill_and_refuse_a_wrong_cookie() {
     n1.wait_members(&["n1", "n2"], Duration::from_secs(10));
 
     // --- It rejoins (same name, same port) and takes work again.
-    let n3 = NodeProcess::start(&config, "n3", ports[2], &[seed.clone()], COOKIE);
+    let n3 = NodeProcess::start(&config, "n3", ports[2], std::slice::from_ref(&seed), COOKIE);
     n1.wait_members(&["n1", "n2", "n3"], Duration::from_secs(60));
     let sub = Subscriber::start(dir.path(), &redis.url, "again", 132);
     assert!(publish(&video, &redis.url, "again", true)
