@@ -46,6 +46,28 @@ if ! ls "$DEPS/onnxruntime"/libonnxruntime.so.* >/dev/null 2>&1 || [ ! -e "$DEPS
     say "ONNX Runtime library in $DEPS/onnxruntime/"
 fi
 
+# ONNX Runtime with the OpenVINO execution provider (model.execution_provider = "openvino"):
+# the onnxruntime-openvino wheel ships it with OpenVINO's own libraries; unpacked, not installed,
+# so it does not replace the plain onnxruntime in the venv.
+OV_VERSION=1.24.1
+if [ ! -e "$DEPS/onnxruntime-openvino/libonnxruntime.so.$OV_VERSION" ]; then
+    say "unpacking onnxruntime-openvino==$OV_VERSION into $DEPS/onnxruntime-openvino/"
+    tmp=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps --disable-pip-version-check -d "$tmp" "onnxruntime-openvino==$OV_VERSION"
+    rm -rf "$DEPS/onnxruntime-openvino" && mkdir -p "$DEPS/onnxruntime-openvino"
+    "$PY" - "$tmp"/onnxruntime_openvino-*.whl "$DEPS/onnxruntime-openvino" <<'PY'
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for n in z.namelist():
+        base = os.path.basename(n)
+        if n.startswith("onnxruntime/capi/") and ".so" in base and "pybind11" not in base:
+            with open(os.path.join(out, base), "wb") as f:
+                f.write(z.read(n))
+PY
+    rm -rf "$tmp"
+fi
+
 for size in 384x640 640x640; do
     model=$ROOT/models/yolov7-tiny-random-$size.onnx
     if [ ! -s "$model" ]; then

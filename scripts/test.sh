@@ -6,4 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The load generator is another crate of the workspace; its binary must exist for the tests.
+cargo build --release --workspace --bins
 cargo test --release --workspace "$@"

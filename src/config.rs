@@ -236,6 +236,22 @@ pub struct ModelConfig {
     /// Path to `libonnxruntime.so`; found in `.deps/onnxruntime/` when unset.
     #[serde(default)]
     pub onnxruntime_library: Option<PathBuf>,
+    /// Decode JPEGs at the smallest DCT scale that covers the model input (faster; not
+    /// bit-exact with the reference's full-size decode and resize).
+    #[serde(default)]
+    pub dct_scaling: bool,
+    /// `cpu` (ONNX Runtime's own kernels) or `openvino` (needs the library from the
+    /// onnxruntime-openvino wheel, `.deps/onnxruntime-openvino/`).
+    #[serde(default)]
+    pub execution_provider: ExecutionProvider,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Openvino,
 }
 
 fn default_conf() -> f32 {
@@ -376,6 +392,12 @@ impl Config {
             if lib.is_relative() {
                 *lib = base.join(&*lib);
             }
+        }
+        // OpenVINO lives in its own build of ONNX Runtime; find it where setup.sh puts it.
+        if cfg.model.execution_provider == ExecutionProvider::Openvino
+            && cfg.model.onnxruntime_library.is_none()
+        {
+            cfg.model.onnxruntime_library = Some(base.join(".deps/onnxruntime-openvino"));
         }
         self.validate(path)?;
         Ok(self)
@@ -613,6 +635,8 @@ impl Config {
             path: self.model.path.clone(),
             onnxruntime_library: self.model.onnxruntime_library.clone(),
             intra_threads: self.detector.intra_threads,
+            dct_scaling: self.model.dct_scaling,
+            execution_provider: self.model.execution_provider,
             postprocess: PostprocessConfig {
                 conf_threshold: self.model.conf_threshold,
                 iou_threshold: self.model.iou_threshold,

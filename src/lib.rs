@@ -20,6 +20,7 @@
 //! node-to-node wire are in [`cluster`]; the HTTP API is [`admin`].
 
 pub mod admin;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod detector;

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use kadr::config::Config;
+use kadr::config::{Config, ExecutionProvider};
 use kadr::model::postprocess::PostprocessConfig;
 use kadr::model::{decode_image, ModelOptions, Yolo};
 use kadr::node::Node;
@@ -51,8 +51,35 @@ enum Command {
         /// Path to libonnxruntime.so (found in .deps/onnxruntime/ by default).
         #[arg(long, env = "KADR_ONNXRUNTIME")]
         onnxruntime: Option<PathBuf>,
+        /// Decode JPEGs at the smallest DCT scale covering the model input (`model.dct_scaling`).
+        #[arg(long)]
+        dct_scaling: bool,
+        /// Run on the OpenVINO execution provider (ONNX Runtime from .deps/onnxruntime-openvino/).
+        #[arg(long)]
+        openvino: bool,
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Measure the model alone with a node's settings: inference, and whole frames (decode,
+    /// letterbox, inference, NMS), with the node's pool size of sessions in parallel.
+    BenchModel {
+        #[arg(long, short, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Override config fields, as for `kadr node`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Video whose frames are decoded (1280x720 JPEG, as `kadr publish` sends them).
+        #[arg(long, default_value = ".deps/video/bigbuckbunny.mp4")]
+        input: String,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Sessions at once (default: the config's pool size).
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Publish a video file as frame messages, at its own frame rate.
     Publish(PublishArgs),
@@ -146,8 +173,27 @@ async fn main() -> std::process::ExitCode {
             conf,
             iou,
             onnxruntime,
+            dct_scaling,
+            openvino,
             images,
-        } => detect(model, conf, iou, onnxruntime, images),
+        } => {
+            let provider = if openvino {
+                ExecutionProvider::Openvino
+            } else {
+                ExecutionProvider::Cpu
+            };
+            let onnxruntime = onnxruntime
+                .or_else(|| openvino.then(|| PathBuf::from(".deps/onnxruntime-openvino")));
+            detect(model, conf, iou, onnxruntime, dct_scaling, provider, images)
+        }
+        Command::BenchModel {
+            config,
+            overrides,
+            input,
+            seconds,
+            parallel,
+            json,
+        } => bench_model(config, overrides, input, seconds, parallel, json).await,
         Command::Publish(args) => publish(args).await,
         Command::Subscribe(args) => subscribe(args).await,
     };
@@ -186,6 +232,44 @@ async fn run_node(
     Ok(())
 }
 
+async fn bench_model(
+    config: PathBuf,
+    overrides: Vec<String>,
+    input: String,
+    seconds: f64,
+    parallel: Option<usize>,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    // The cookie is irrelevant here; do not make people set one to benchmark.
+    let mut overrides = overrides;
+    if std::env::var("KADR_CLUSTER_COOKIE").is_err() {
+        overrides.push("cluster.cookie=\"bench-model-only\"".into());
+    }
+    let cfg = Config::load_with(&config, &overrides)?;
+    let frames = video::load_frames(&input, Some((1280, 720)), 3, 300).await?;
+    let parallel = parallel.unwrap_or_else(|| cfg.pool_size());
+    eprintln!(
+        "bench-model: {} frames of {input}, {parallel} session(s) x {} thread(s), {seconds} s each",
+        frames.len(),
+        cfg.detector.intra_threads
+    );
+    let opts = cfg.model_options();
+    let report = tokio::task::spawn_blocking(move || {
+        kadr::bench::bench_model(&opts, std::sync::Arc::new(frames), parallel, seconds)
+    })
+    .await??;
+    println!(
+        "model {} ({}), {} session(s) x {} thread(s), dct_scaling {}\n  inference only: {:>6.1} fps ({:.1} ms per call)\n  whole frame:    {:>6.1} fps ({:.1} ms per call: decode, letterbox, inference, NMS)",
+        report.model, report.input, report.parallel, report.intra_threads, report.dct_scaling,
+        report.inference_fps, report.inference_ms, report.frame_fps, report.frame_ms
+    );
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 async fn wait_for_shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -208,6 +292,8 @@ fn detect(
     conf: f32,
     iou: f32,
     onnxruntime: Option<PathBuf>,
+    dct_scaling: bool,
+    execution_provider: ExecutionProvider,
     images: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     if !(conf > 0.0 && conf <= 1.0 && iou > 0.0 && iou <= 1.0) {
@@ -217,6 +303,8 @@ fn detect(
         path: model,
         onnxruntime_library: onnxruntime,
         intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        dct_scaling,
+        execution_provider,
         postprocess: PostprocessConfig {
             conf_threshold: conf,
             iou_threshold: iou,
@@ -227,8 +315,13 @@ fn detect(
     for path in &images {
         let result = std::fs::read(path)
             .with_context(|| format!("cannot read {}", path.display()))
-            .and_then(|bytes| Ok(decode_image(&bytes)?))
-            .and_then(|(rgb, w, h)| Ok(yolo.detect_rgb(&rgb, w, h)?));
+            .and_then(|bytes| {
+                if dct_scaling && bytes.starts_with(&[0xFF, 0xD8]) {
+                    return Ok(yolo.detect_jpeg(&bytes)?);
+                }
+                let (rgb, w, h) = decode_image(&bytes)?;
+                Ok(yolo.detect_rgb(&rgb, w, h)?)
+            });
         match result {
             Ok(found) => {
                 let line = DetectLine {

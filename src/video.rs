@@ -186,6 +186,27 @@ impl JpegFrames {
     }
 }
 
+/// Every frame of a video as 1280x720-style JPEGs in memory (load generators loop over them).
+pub async fn load_frames(
+    input: &str,
+    size: Option<(u32, u32)>,
+    quality: u8,
+    limit: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut frames = JpegFrames::open(input, size, quality)?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match frames.next().await? {
+            Some(f) => out.push(f),
+            None => break,
+        }
+    }
+    if out.is_empty() {
+        bail!("{input} has no frames");
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

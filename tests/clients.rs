@@ -107,6 +107,8 @@ print("same architecture")
         path,
         onnxruntime_library: None,
         intra_threads: 1,
+        dct_scaling: false,
+        execution_provider: Default::default(),
         postprocess: Default::default(),
     })
     .unwrap();

@@ -328,6 +328,8 @@ fn model_on_reference_input_reproduces_reference_detections() {
             path: dir.join(format!("yolov7/yolov7-tiny-random-{model}.onnx")),
             onnxruntime_library: None,
             intra_threads: 2,
+            dct_scaling: false,
+            execution_provider: Default::default(),
             postprocess: PostprocessConfig::default(),
         })
         .unwrap();

@@ -1,8 +1,424 @@
-//! Load generator for kadr: a stub. The measurement that exists today is `scripts/demo.sh --fast`
-//! (see BENCHMARKS.md); the full generator (S streams at R fps, latency percentiles, CPU) is
-//! planned with the speed work.
+//! kadr-loadtest: publish S streams of real 1280x720 JPEG frames (pre-encoded from a video,
+//! looped) at R fps each for D seconds, read the detections back, and report what came out:
+//! delivered fps, latency from capture timestamp to detection received (p50/p95/p99), drops,
+//! gaps, order violations, CPU use and the nodes' memory. A table for people, JSON for machines.
+//!
+//! ```text
+//! kadr-loadtest --streams 1 --fps 30 --seconds 60 --node-pid $(pgrep -f 'kadr node') --json run.json
+//! ```
 
-fn main() {
-    eprintln!("kadr-loadtest is not written yet; run `scripts/demo.sh --fast` (see BENCHMARKS.md)");
-    std::process::exit(2);
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use kadr::protocol::{encode_frame, now_us, OutputMessage, FLAG_KEEP};
+use kadr::stream_stats::percentiles;
+
+#[derive(Parser)]
+#[command(name = "kadr-loadtest", about = "Load generator for kadr")]
+struct Args {
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, default_value = "kadr")]
+    prefix: String,
+    /// Video to take frames from (encoded once to 1280x720 JPEG, then looped).
+    #[arg(long, default_value = ".deps/video/bigbuckbunny.mp4")]
+    input: String,
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Frames per second per stream.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f64,
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Mark frames KEEP (never dropped; for saturation runs).
+    #[arg(long)]
+    keep: bool,
+    /// How long to wait for the last results after publishing stops.
+    #[arg(long, default_value_t = 15.0)]
+    drain: f64,
+    /// kadr node processes to measure CPU and memory of.
+    #[arg(long = "node-pid", num_args = 1..)]
+    node_pids: Vec<u32>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A label for the report (the configuration under test).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Default)]
+struct StreamState {
+    next: u64,
+    detected: u64,
+    gaps: BTreeMap<String, u64>,
+    order_violations: u64,
+    latencies_ms: Vec<f64>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    label: String,
+    streams: usize,
+    fps_per_stream: f64,
+    seconds: f64,
+    published: u64,
+    accounted: u64,
+    detected: u64,
+    /// Detections received per second, all streams, first to last.
+    delivered_fps: f64,
+    latency_ms_p50: f64,
+    latency_ms_p95: f64,
+    latency_ms_p99: f64,
+    dropped: u64,
+    gaps: BTreeMap<String, u64>,
+    errors: u64,
+    order_violations: u64,
+    /// Share of the machine's CPU in use during the run (all cores = 100).
+    machine_cpu_percent: f64,
+    /// CPU of the node processes, in cores (1.0 = one core busy).
+    nodes_cpu_cores: f64,
+    /// Resident memory of the node processes, MiB: at the first and last sample, min and max.
+    nodes_rss_mib: Option<[f64; 4]>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let frames = kadr::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
+        .await
+        .context("loading frames")?;
+    eprintln!(
+        "loadtest: {} frames of {} (1280x720 JPEG), {} stream(s) x {} fps for {} s{}",
+        frames.len(),
+        args.input,
+        args.streams,
+        args.fps,
+        args.seconds,
+        if args.keep { ", KEEP" } else { "" }
+    );
+    let run = now_us() % 1_000_000;
+    let names: Vec<String> = (0..args.streams).map(|s| format!("lt{run}-{s}")).collect();
+    let client = redis::Client::open(args.redis_url.as_str())?;
+    let state: Arc<Mutex<BTreeMap<String, StreamState>>> = Arc::new(Mutex::new(
+        names
+            .iter()
+            .map(|n| (n.clone(), StreamState::default()))
+            .collect(),
+    ));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+
+    // Subscribe first: pub/sub keeps nothing for late subscribers.
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub
+        .psubscribe(format!("{}:detections:lt{run}-*", args.prefix))
+        .await?;
+    pubsub
+        .psubscribe(format!("{}:errors:lt{run}-*", args.prefix))
+        .await?;
+    let reader = {
+        let state = state.clone();
+        let errors = errors.clone();
+        tokio::spawn(async move {
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let received = Instant::now();
+                let channel: String = msg.get_channel().unwrap_or_default();
+                if channel.contains(":errors:") {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                let Ok(out) = serde_json::from_slice::<OutputMessage>(msg.get_payload_bytes())
+                else {
+                    continue;
+                };
+                let mut state = state.lock().await;
+                let (stream, seq, count) = match &out {
+                    OutputMessage::Detections(d) => (d.stream.clone(), d.seq, 1),
+                    OutputMessage::Gap(g) => (g.stream.clone(), g.seq, g.count),
+                };
+                let Some(s) = state.get_mut(&stream) else {
+                    continue;
+                };
+                if seq != s.next {
+                    s.order_violations += 1;
+                }
+                s.next = seq + count;
+                match out {
+                    OutputMessage::Detections(d) => {
+                        s.detected += 1;
+                        s.latencies_ms
+                            .push(now_us().saturating_sub(d.capture_ts_us) as f64 / 1000.0);
+                        s.first.get_or_insert(received);
+                        s.last = Some(received);
+                    }
+                    OutputMessage::Gap(g) => {
+                        *s.gaps
+                            .entry(format!("{:?}", g.reason).to_lowercase())
+                            .or_default() += g.count;
+                    }
+                }
+            }
+        })
+    };
+
+    let cpu_start = CpuSample::take(&args.node_pids);
+    let mut rss: Vec<f64> = Vec::new();
+    let frames = Arc::new(frames);
+    let total_per_stream = (args.fps * args.seconds).round() as u64;
+    let publishers: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let (client, frames, prefix, name) = (
+                client.clone(),
+                frames.clone(),
+                args.prefix.clone(),
+                name.clone(),
+            );
+            let (fps, keep) = (args.fps, args.keep);
+            tokio::spawn(async move {
+                publish_stream(
+                    client,
+                    &prefix,
+                    &name,
+                    frames,
+                    k,
+                    fps,
+                    total_per_stream,
+                    keep,
+                )
+                .await
+            })
+        })
+        .collect();
+
+    // Progress once a second while publishing, then drain.
+    let start = Instant::now();
+    let published_total = total_per_stream * args.streams as u64;
+    let deadline = start + Duration::from_secs_f64(args.seconds + args.drain);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(r) = rss_mib(&args.node_pids) {
+            rss.push(r);
+        }
+        let st = state.lock().await;
+        let accounted: u64 = st.values().map(|s| s.next).sum();
+        let detected: u64 = st.values().map(|s| s.detected).sum();
+        let gaps: u64 = st.values().flat_map(|s| s.gaps.values()).sum();
+        let recent: Vec<f64> = st
+            .values()
+            .flat_map(|s| s.latencies_ms.iter().rev().take(60).copied())
+            .collect();
+        let p99 = percentiles(&recent.into_iter().collect()).map_or(0.0, |p| p.p99);
+        eprint!(
+            "\r[{:>5.1} s] accounted {accounted}/{published_total}  detected {detected}  gaps {gaps}  p99 (recent) {p99:.0} ms   ",
+            start.elapsed().as_secs_f64()
+        );
+        if accounted >= published_total || Instant::now() >= deadline {
+            break;
+        }
+    }
+    eprintln!();
+    for p in publishers {
+        p.await??;
+    }
+    let cpu = CpuSample::take(&args.node_pids).since(&cpu_start);
+    reader.abort();
+
+    let st = state.lock().await;
+    let mut latencies: Vec<f64> = st.values().flat_map(|s| s.latencies_ms.clone()).collect();
+    latencies.sort_by(f64::total_cmp);
+    let p = percentiles(&latencies.into_iter().collect());
+    let detected: u64 = st.values().map(|s| s.detected).sum();
+    let first = st.values().filter_map(|s| s.first).min();
+    let last = st.values().filter_map(|s| s.last).max();
+    let delivered_fps = match (first, last) {
+        (Some(a), Some(b)) if b > a => (detected.saturating_sub(1)) as f64 / (b - a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let mut gaps: BTreeMap<String, u64> = BTreeMap::new();
+    for s in st.values() {
+        for (k, v) in &s.gaps {
+            *gaps.entry(k.clone()).or_default() += v;
+        }
+    }
+    let report = Report {
+        label: args.label.clone(),
+        streams: args.streams,
+        fps_per_stream: args.fps,
+        seconds: args.seconds,
+        published: published_total,
+        accounted: st.values().map(|s| s.next).sum(),
+        detected,
+        delivered_fps: round1(delivered_fps),
+        latency_ms_p50: p.as_ref().map_or(0.0, |p| p.p50),
+        latency_ms_p95: p.as_ref().map_or(0.0, |p| p.p95),
+        latency_ms_p99: p.as_ref().map_or(0.0, |p| p.p99),
+        dropped: gaps.get("dropped").copied().unwrap_or(0),
+        gaps,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        order_violations: st.values().map(|s| s.order_violations).sum(),
+        machine_cpu_percent: round1(cpu.0),
+        nodes_cpu_cores: (cpu.1 * 100.0).round() / 100.0,
+        nodes_rss_mib: (!rss.is_empty()).then(|| {
+            let min = rss.iter().copied().fold(f64::MAX, f64::min);
+            let max = rss.iter().copied().fold(0.0, f64::max);
+            [rss[0], rss[rss.len() - 1], min, max].map(round1)
+        }),
+    };
+    print_table(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// Publish `total` frames of one stream at `fps`, on a fixed schedule (a late frame does not
+/// push the later ones back).
+#[allow(clippy::too_many_arguments)]
+async fn publish_stream(
+    client: redis::Client,
+    prefix: &str,
+    stream: &str,
+    frames: Arc<Vec<Vec<u8>>>,
+    offset: usize,
+    fps: f64,
+    total: u64,
+    keep: bool,
+) -> anyhow::Result<()> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let channel = format!("{prefix}:frames:{stream}");
+    let start = tokio::time::Instant::now();
+    let mut msg = Vec::with_capacity(256 * 1024);
+    for seq in 0..total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(seq as f64 / fps)).await;
+        let jpeg = &frames[(offset * 37 + seq as usize) % frames.len()];
+        msg.clear();
+        encode_frame(
+            &mut msg,
+            stream,
+            seq,
+            now_us(),
+            if keep { FLAG_KEEP } else { 0 },
+            jpeg,
+        );
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(&msg[..])
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Jiffies of the whole machine (busy, total) and of the given processes.
+struct CpuSample {
+    busy: u64,
+    total: u64,
+    procs: u64,
+    at: Instant,
+}
+
+impl CpuSample {
+    fn take(pids: &[u32]) -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let total: u64 = fields.iter().sum();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        let procs = pids
+            .iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+            .map(|s| {
+                // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
+                let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                field(11) + field(12)
+            })
+            .sum();
+        Self {
+            busy: total - idle,
+            total,
+            procs,
+            at: Instant::now(),
+        }
+    }
+
+    /// (machine CPU %, node CPU in cores) since `earlier`.
+    fn since(&self, earlier: &CpuSample) -> (f64, f64) {
+        let total = (self.total - earlier.total).max(1) as f64;
+        let machine = 100.0 * (self.busy - earlier.busy) as f64 / total;
+        let ticks_per_s = 100.0; // USER_HZ on Linux
+        let secs = (self.at - earlier.at).as_secs_f64().max(1e-3);
+        let cores = (self.procs - earlier.procs) as f64 / ticks_per_s / secs;
+        (machine, cores)
+    }
+}
+
+fn rss_mib(pids: &[u32]) -> Option<f64> {
+    let mut kb = 0u64;
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        kb += status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())?;
+    }
+    (!pids.is_empty()).then_some(kb as f64 / 1024.0)
+}
+
+fn print_table(r: &Report) {
+    println!("| label | streams x fps | published | detected | delivered fps | latency p50 / p95 / p99 ms | dropped | other gaps | order violations | errors | machine CPU | node CPU (cores) | node RSS MiB (start/end/min/max) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let other: u64 = r
+        .gaps
+        .iter()
+        .filter(|(k, _)| *k != "dropped")
+        .map(|(_, v)| v)
+        .sum();
+    let rss = r
+        .nodes_rss_mib
+        .map_or("-".into(), |[a, b, c, d]| format!("{a}/{b}/{c}/{d}"));
+    println!(
+        "| {} | {} x {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {}% | {} | {} |",
+        r.label,
+        r.streams,
+        r.fps_per_stream,
+        r.published,
+        r.detected,
+        r.delivered_fps,
+        r.latency_ms_p50,
+        r.latency_ms_p95,
+        r.latency_ms_p99,
+        r.dropped,
+        other,
+        r.order_violations,
+        r.errors,
+        r.machine_cpu_percent,
+        r.nodes_cpu_cores,
+        rss
+    );
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }

@@ -75,6 +75,10 @@ pub struct ModelOptions {
     /// Threads ONNX Runtime uses inside one inference.
     pub intra_threads: usize,
     pub postprocess: PostprocessConfig,
+    /// Decode JPEGs straight to the smallest size (1/2, 1/4, 1/8 by libjpeg-turbo's DCT
+    /// scaling) that still covers the model input, instead of full size then resizing.
+    pub dct_scaling: bool,
+    pub execution_provider: crate::config::ExecutionProvider,
 }
 
 /// What the model is: shared by every detector that runs it.
@@ -102,6 +106,7 @@ pub struct Yolo {
     session: Session,
     info: ModelInfo,
     postprocess: PostprocessConfig,
+    dct_scaling: bool,
     jpeg: JpegDecoder,
     rgb: Vec<u8>,
     input: Vec<f32>,
@@ -129,7 +134,24 @@ impl Yolo {
             .with_intra_threads(opts.intra_threads.max(1))
             .map_err(|e| load(e.to_string()))?
             .with_inter_threads(1)
-            .map_err(|e| load(e.to_string()))?
+            .map_err(|e| load(e.to_string()))?;
+        let session = match opts.execution_provider {
+            crate::config::ExecutionProvider::Cpu => session,
+            crate::config::ExecutionProvider::Openvino => session
+                .with_execution_providers([ort::ep::OpenVINO::default()
+                    .with_device_type("CPU")
+                    .with_num_threads(opts.intra_threads.max(1))
+                    .with_num_streams(1)
+                    .build()
+                    .error_on_failure()])
+                .map_err(|e| {
+                    load(format!(
+                        "the OpenVINO execution provider is not available ({e}); model.execution_provider = \"openvino\" needs ONNX Runtime from the onnxruntime-openvino wheel, which scripts/setup.sh unpacks into .deps/onnxruntime-openvino/"
+                    ))
+                })?,
+        };
+        let mut builder = session;
+        let session = builder
             .commit_from_file(path)
             .map_err(|e| load(e.to_string()))?;
         let info = check_contract(&session, path)?;
@@ -138,6 +160,7 @@ impl Yolo {
             session,
             info,
             postprocess: opts.postprocess,
+            dct_scaling: opts.dct_scaling,
             jpeg: JpegDecoder::new().map_err(|e| load(e.to_string()))?,
             rgb: Vec::new(),
             input,
@@ -151,13 +174,27 @@ impl Yolo {
         &self.info
     }
 
-    /// Decode a JPEG into the reused RGB buffer and detect on it.
+    /// Decode a JPEG into the reused RGB buffer and detect on it. Boxes are in the JPEG's own
+    /// pixels, whatever size it was decoded at.
     pub fn detect_jpeg(&mut self, jpeg: &[u8]) -> Result<ImageDetections, DetectError> {
         let mut rgb = std::mem::take(&mut self.rgb);
-        let result = self
-            .jpeg
-            .decode_into(jpeg, &mut rgb)
-            .and_then(|(w, h)| self.detect_rgb(&rgb, w, h));
+        let fit = self
+            .dct_scaling
+            .then_some((self.info.input_width, self.info.input_height));
+        let result = self.jpeg.decode_fitting(jpeg, &mut rgb, fit).and_then(|d| {
+            let mut found = self.detect_rgb(&rgb, d.width, d.height)?;
+            if (d.width, d.height) != (d.full_width, d.full_height) {
+                let sx = d.full_width as f32 / d.width as f32;
+                let sy = d.full_height as f32 / d.height as f32;
+                for det in &mut found.detections {
+                    let [x1, y1, x2, y2] = det.bbox;
+                    det.bbox = [x1 * sx, y1 * sy, x2 * sx, y2 * sy];
+                }
+                found.width = d.full_width;
+                found.height = d.full_height;
+            }
+            Ok(found)
+        });
         self.rgb = rgb;
         result
     }
@@ -331,7 +368,20 @@ impl JpegDecoder {
         jpeg: &[u8],
         rgb: &mut Vec<u8>,
     ) -> Result<(u32, u32), DetectError> {
-        let result = self.try_decode_into(jpeg, rgb);
+        self.decode_fitting(jpeg, rgb, None)
+            .map(|d| (d.width, d.height))
+    }
+
+    /// As [`JpegDecoder::decode_into`]; with `fit = Some((model_w, model_h))`, decode at the
+    /// smallest DCT scale (1/8, 1/4, 1/2) whose image still covers what the letterbox would
+    /// resize the full image to, so the letterbox scales down little or not at all.
+    pub fn decode_fitting(
+        &mut self,
+        jpeg: &[u8],
+        rgb: &mut Vec<u8>,
+        fit: Option<(u32, u32)>,
+    ) -> Result<Decoded, DetectError> {
+        let result = self.try_decode_into(jpeg, rgb, fit);
         if result.is_err() {
             // A TurboJPEG handle keeps state from a failed image and can fail the next good
             // one; start the next image with a fresh handle.
@@ -344,25 +394,33 @@ impl JpegDecoder {
         &mut self,
         jpeg: &[u8],
         rgb: &mut Vec<u8>,
-    ) -> Result<(u32, u32), DetectError> {
-        let header = self
-            .tj
-            .read_header(jpeg)
-            .map_err(|e| DetectError::Decode(e.to_string()))?;
+        fit: Option<(u32, u32)>,
+    ) -> Result<Decoded, DetectError> {
+        let decode_err = |e: turbojpeg::Error| DetectError::Decode(e.to_string());
+        let header = self.tj.read_header(jpeg).map_err(decode_err)?;
         let (w, h) = (header.width as u32, header.height as u32);
         check_size(w, h)?;
-        rgb.resize(header.width * header.height * 3, 0);
+        let factor = match fit {
+            Some((model_w, model_h)) => dct_factor(w, h, model_w, model_h),
+            None => turbojpeg::ScalingFactor::ONE,
+        };
+        self.tj.set_scaling_factor(factor).map_err(decode_err)?;
+        let scaled = header.scaled(factor);
+        rgb.resize(scaled.width * scaled.height * 3, 0);
         let image = turbojpeg::Image {
             pixels: &mut rgb[..],
-            width: header.width,
-            pitch: header.width * 3,
-            height: header.height,
+            width: scaled.width,
+            pitch: scaled.width * 3,
+            height: scaled.height,
             format: turbojpeg::PixelFormat::RGB,
         };
-        self.tj
-            .decompress(jpeg, image)
-            .map_err(|e| DetectError::Decode(e.to_string()))?;
-        Ok((w, h))
+        self.tj.decompress(jpeg, image).map_err(decode_err)?;
+        Ok(Decoded {
+            full_width: w,
+            full_height: h,
+            width: scaled.width as u32,
+            height: scaled.height as u32,
+        })
     }
 
     /// Check that the headers decode, without decoding pixels.
@@ -377,6 +435,31 @@ impl JpegDecoder {
         }
         result
     }
+}
+
+/// A decoded JPEG's size, and the size it declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    pub full_width: u32,
+    pub full_height: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The smallest DCT scaling factor whose output still covers the letterboxed size.
+pub fn dct_factor(w: u32, h: u32, model_w: u32, model_h: u32) -> turbojpeg::ScalingFactor {
+    use turbojpeg::ScalingFactor;
+    let target = letterbox::placement(w, h, model_w, model_h);
+    [
+        ScalingFactor::ONE_EIGHTH,
+        ScalingFactor::ONE_QUARTER,
+        ScalingFactor::ONE_HALF,
+    ]
+    .into_iter()
+    .find(|f| {
+        f.scale(w as usize) >= target.new_w as usize && f.scale(h as usize) >= target.new_h as usize
+    })
+    .unwrap_or(ScalingFactor::ONE)
 }
 
 /// Decode one JPEG (a convenience over [`JpegDecoder`] for one-off use).
@@ -437,6 +520,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), DetectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dct_factor_is_the_smallest_that_covers_the_letterbox() {
+        use turbojpeg::ScalingFactor;
+        assert_eq!(dct_factor(1280, 720, 640, 384), ScalingFactor::ONE_HALF);
+        assert_eq!(dct_factor(1920, 1080, 640, 384), ScalingFactor::ONE_HALF);
+        assert_eq!(dct_factor(2560, 1440, 640, 384), ScalingFactor::ONE_QUARTER);
+        assert_eq!(dct_factor(640, 480, 640, 640), ScalingFactor::ONE);
+    }
 
     #[test]
     fn gray_jpeg_decodes_to_rgb() {
