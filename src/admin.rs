@@ -7,6 +7,7 @@
 //! | GET    | `/streams` | per stream (source nodes): frames in/out, fps, latency, drops, gaps, errors |
 //! | GET    | `/metrics` | Prometheus text format |
 //! | POST   | `/pool`    | `{"size": N}`: resize this node's detector pool (bearer token) |
+//! | GET    | `/`, `/view/{stream}` | the live viewer ([`crate::viewer`]) |
 //!
 //! It binds to `admin.listen` (loopback by default). Mutations need
 //! `Authorization: Bearer <admin.token>`, compared in constant time; with no token configured
@@ -60,6 +61,10 @@ const CALL_TIMEOUT_MS: u64 = 2000;
 
 impl Server {
     pub async fn start(cfg: &Config, handles: AdminHandles) -> anyhow::Result<Server> {
+        let viewer = web::Data::new(crate::viewer::ViewerState::new(
+            cfg,
+            handles.sequencer.clone(),
+        )?);
         let state = web::Data::new(AppState {
             handles,
             token: cfg.admin.token.clone(),
@@ -75,6 +80,8 @@ impl Server {
                 .route("/streams", web::get().to(streams))
                 .route("/metrics", web::get().to(metrics))
                 .route("/pool", web::post().to(resize_pool))
+                .app_data(viewer.clone())
+                .configure(crate::viewer::routes)
         })
         .workers(1)
         .disable_signals()

@@ -194,13 +194,19 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for mutating calls; `KADR_ADMIN_TOKEN` overrides it. Unset: mutations refused.
     pub token: Secret,
+    /// Live viewer pages open at once (each reads its stream's frames from Redis).
+    pub max_viewers: usize,
 }
+
+/// Most viewers a config may allow: each costs a Redis connection and a stream's bandwidth.
+pub const MAX_VIEWERS: usize = 64;
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7500)),
             token: Secret::default(),
+            max_viewers: 8,
         }
     }
 }
@@ -568,7 +574,13 @@ impl Config {
                 "needs a port (not 0): peers dial it".into(),
             ));
         }
-        let ranges: [(&'static str, u64, u64, u64); 2] = [
+        let ranges: [(&'static str, u64, u64, u64); 3] = [
+            (
+                "admin.max_viewers",
+                self.admin.max_viewers as u64,
+                0,
+                MAX_VIEWERS as u64,
+            ),
             (
                 "cluster.join_timeout_ms",
                 self.cluster.join_timeout_ms,

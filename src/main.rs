@@ -12,8 +12,9 @@ use kadr::config::{Config, ExecutionProvider};
 use kadr::model::postprocess::PostprocessConfig;
 use kadr::model::{decode_image, ModelOptions, Yolo};
 use kadr::node::Node;
-use kadr::protocol::{self, encode_frame, Channels, Detection, OutputMessage, FLAG_KEEP};
-use kadr::video::{self, JpegFrames};
+use kadr::protocol::{self, Channels, Detection, OutputMessage};
+use kadr::publish::{Input, Pace, PublishOptions};
+use kadr::video;
 
 #[derive(Parser)]
 #[command(
@@ -81,7 +82,7 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Publish a video file as frame messages, at its own frame rate.
+    /// Publish a video file, image folder or camera as frame messages.
     Publish(PublishArgs),
     /// Print a stream's results as JSON lines, with live progress on stderr.
     Subscribe(SubscribeArgs),
@@ -97,23 +98,30 @@ struct RedisArgs {
 
 #[derive(Args)]
 struct PublishArgs {
-    /// A video file (anything FFmpeg reads).
+    /// A video file, a folder of JPEG/PNG images, a webcam (`/dev/video0`), an RTSP camera
+    /// (`rtsp://...`) or an HTTP MJPEG camera (`http://host/mjpg/video.mjpg`).
     #[arg(long, short)]
     input: String,
     #[arg(long, short)]
     stream: String,
     #[command(flatten)]
     redis: RedisArgs,
-    /// Publish as fast as possible instead of at the video's frame rate.
+    /// Publish files and folders as fast as possible instead of in real time.
     #[arg(long)]
     fast: bool,
+    /// Frames per second for files and folders (default: a file's own rate; 25 for folders).
+    #[arg(long, conflicts_with = "fast")]
+    fps: Option<f64>,
+    /// Start a file or folder again when it ends.
+    #[arg(long = "loop")]
+    loop_input: bool,
     /// Ask the node never to drop these frames (for files; live cameras want drops).
     #[arg(long)]
     keep_all: bool,
-    /// Frame size as WxH (the video is scaled and letterboxed to it).
+    /// Frame size as WxH (the picture is scaled and letterboxed to it).
     #[arg(long, default_value = "1280x720")]
     size: String,
-    /// Keep the video's own size instead of `--size`.
+    /// Keep the source's own size instead of `--size`.
     #[arg(long)]
     source_size: bool,
     /// JPEG quality as FFmpeg's -q:v (2 best .. 31 worst).
@@ -125,6 +133,12 @@ struct PublishArgs {
     /// First sequence number.
     #[arg(long, default_value_t = 0)]
     start_seq: u64,
+    /// A live source silent this long (ms) counts as dropped and is reconnected.
+    #[arg(long, default_value_t = 5000)]
+    stall_timeout_ms: u64,
+    /// Longest wait (ms) between reconnection attempts; waits double from 250 ms.
+    #[arg(long, default_value_t = 10_000)]
+    reconnect_max_ms: u64,
 }
 
 #[derive(Args)]
@@ -361,57 +375,43 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     } else {
         Some(parse_size(&args.size)?)
     };
-    let fps = if args.fast {
-        None
-    } else {
-        Some(video::frame_rate(&args.input).await?)
-    };
-    let mut frames = JpegFrames::open(&args.input, size, args.quality)?;
-    let client = redis::Client::open(args.redis.redis_url.as_str())?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| format!("Redis at {} is unreachable", args.redis.redis_url))?;
-    let channel = Channels::new(args.redis.prefix.clone()).frames(&args.stream);
-    let flags = if args.keep_all { FLAG_KEEP } else { 0 };
-    let mut message = Vec::new();
-    let mut seq = args.start_seq;
-    let mut sent = 0u64;
-    // The clock starts with the first frame, not before FFmpeg has produced it.
-    let mut start = Instant::now();
-    while let Some(jpeg) = frames.next().await? {
-        if args.limit.is_some_and(|l| sent >= l) {
-            break;
-        }
-        if sent == 0 {
-            start = Instant::now();
-        }
-        if let Some(fps) = fps {
-            // Pace against the start, so small delays do not accumulate into drift.
-            let due = start + Duration::from_secs_f64(sent as f64 / fps);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        encode_frame(
-            &mut message,
-            &args.stream,
-            seq,
-            protocol::now_us(),
-            flags,
-            &jpeg,
-        );
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(&message[..])
-            .query_async(&mut conn)
-            .await?;
-        seq += 1;
-        sent += 1;
+    if !(2..=31).contains(&args.quality) {
+        bail!("--quality must be 2..=31");
     }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "published {sent} frames to {channel} in {secs:.1} s ({:.1} fps)",
-        sent as f64 / secs.max(1e-9)
+    let opts = PublishOptions {
+        input: Input::parse(&args.input)?,
+        stream: args.stream,
+        redis_url: args.redis.redis_url,
+        prefix: args.redis.prefix,
+        size,
+        quality: args.quality,
+        pace: match (args.fast, args.fps) {
+            (true, _) => Pace::Fast,
+            (false, Some(fps)) => Pace::Fps(fps),
+            (false, None) => Pace::Source,
+        },
+        keep_all: args.keep_all,
+        loop_input: args.loop_input,
+        limit: args.limit,
+        start_seq: args.start_seq,
+        stall_timeout: Duration::from_millis(args.stall_timeout_ms.max(1)),
+        reconnect_max: Duration::from_millis(args.reconnect_max_ms.max(250)),
+    };
+    let channel = Channels::new(opts.prefix.clone()).frames(&opts.stream);
+    let report = kadr::publish::run(opts).await?;
+    let mut line = format!(
+        "published {} frames to {channel} in {:.1} s ({:.1} fps)",
+        report.sent,
+        report.seconds,
+        report.sent as f64 / report.seconds.max(1e-9)
     );
+    if report.outages > 0 {
+        line += &format!(", {} outages", report.outages);
+    }
+    if report.skipped > 0 {
+        line += &format!(", {} unreadable images skipped", report.skipped);
+    }
+    eprintln!("{line}");
     Ok(())
 }
 

@@ -3,10 +3,11 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 /// Find the end of the first complete JPEG in `buf` (which must start at its SOI marker).
 /// Walks the marker segments by their lengths, then the entropy-coded data, so bytes inside
@@ -116,25 +117,67 @@ pub async fn frame_rate(input: &str) -> anyhow::Result<f64> {
     bail!("no frame rate found for {input}")
 }
 
+/// Where FFmpeg reads from, and how: the arguments before its `-i`, and the input itself.
+#[derive(Debug, Clone)]
+pub struct FfmpegInput {
+    pub input: String,
+    pub options: Vec<String>,
+}
+
+impl FfmpegInput {
+    /// A file or URL FFmpeg opens by itself.
+    pub fn plain(input: &str) -> Self {
+        Self {
+            input: input.into(),
+            options: Vec::new(),
+        }
+    }
+}
+
 /// A running FFmpeg that turns a video into JPEG frames of `width`x`height` (letterboxed to
 /// keep the aspect ratio), or of the source size when `size` is `None`.
 pub struct JpegFrames {
     child: Child,
     stdout: ChildStdout,
+    stderr_tail: Arc<Mutex<String>>,
     splitter: JpegSplitter,
     chunk: Vec<u8>,
     done: bool,
 }
 
+/// How much of FFmpeg's own error output is kept to explain a failure.
+const STDERR_TAIL: usize = 2048;
+
 impl JpegFrames {
     pub fn open(input: &str, size: Option<(u32, u32)>, quality: u8) -> anyhow::Result<Self> {
-        if !input.contains("://") && !Path::new(input).exists() {
-            bail!("input {input} does not exist");
+        Self::open_with(&FfmpegInput::plain(input), size, quality, false)
+    }
+
+    /// Start FFmpeg on `input`. `live` asks it to pass frames on as soon as they arrive
+    /// (no buffering, no frame-rate conversion).
+    pub fn open_with(
+        input: &FfmpegInput,
+        size: Option<(u32, u32)>,
+        quality: u8,
+        live: bool,
+    ) -> anyhow::Result<Self> {
+        if !input.input.contains("://")
+            && !input.input.starts_with("/dev/")
+            && !Path::new(&input.input).exists()
+        {
+            bail!("input {} does not exist", input.input);
         }
         let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-nostdin", "-v", "error", "-i", input]);
+        cmd.args(["-nostdin", "-hide_banner", "-v", "error"]);
+        if live {
+            cmd.args(["-fflags", "nobuffer", "-flags", "low_delay"]);
+        }
+        cmd.args(&input.options).arg("-i").arg(&input.input);
         if let Some((w, h)) = size {
             cmd.args(["-vf", &format!("scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2")]);
+        }
+        if live {
+            cmd.args(["-fps_mode", "passthrough"]);
         }
         cmd.args([
             "-f",
@@ -149,14 +192,18 @@ impl JpegFrames {
         ]);
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("could not run ffmpeg; run `scripts/setup.sh` (it installs ffmpeg)")?;
         let stdout = child.stdout.take().context("ffmpeg stdout")?;
+        let stderr = child.stderr.take().context("ffmpeg stderr")?;
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        tokio::spawn(keep_tail(stderr, stderr_tail.clone()));
         Ok(Self {
             child,
             stdout,
+            stderr_tail,
             splitter: JpegSplitter::default(),
             chunk: vec![0; 1 << 16],
             done: false,
@@ -177,11 +224,50 @@ impl JpegFrames {
                 self.done = true;
                 let status = self.child.wait().await?;
                 if !status.success() {
-                    bail!("ffmpeg failed ({status})");
+                    // Let the stderr reader catch up with FFmpeg's last words.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    bail!("ffmpeg failed ({status}): {}", self.last_error());
                 }
             } else {
                 self.splitter.push(&self.chunk[..n]);
             }
+        }
+    }
+
+    /// FFmpeg's last error lines, for messages.
+    pub fn last_error(&self) -> String {
+        let tail = self.stderr_tail.lock().expect("stderr tail lock");
+        let text = tail.trim();
+        if text.is_empty() {
+            "no message".into()
+        } else {
+            text.lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    }
+}
+
+/// Keep the last [`STDERR_TAIL`] bytes FFmpeg writes to stderr.
+async fn keep_tail(mut stderr: ChildStderr, tail: Arc<Mutex<String>>) {
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let mut t = tail.lock().expect("stderr tail lock");
+        t.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if t.len() > STDERR_TAIL {
+            let cut = t.len() - STDERR_TAIL;
+            let cut = (cut..t.len())
+                .find(|&i| t.is_char_boundary(i))
+                .unwrap_or(t.len());
+            t.drain(..cut);
         }
     }
 }

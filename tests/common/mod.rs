@@ -212,3 +212,5 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
 }
+pub mod browser;
+pub mod camera;

@@ -1,0 +1,349 @@
+//! The live viewer, served by the admin HTTP server: a page per stream that plays the video with
+//! its detections drawn on it.
+//!
+//! | path                  | what |
+//! |-----------------------|------|
+//! | `GET /`               | every stream, linked to its viewer |
+//! | `GET /view/{stream}`  | the viewer page |
+//! | `GET /view/{stream}/ws` | WebSocket: joined frames for the page |
+//!
+//! The server does not re-encode video. Each WebSocket reads the stream's frames, detections and
+//! errors channels from Redis, joins frames to their results by sequence number ([`Joiner`]),
+//! and sends the publisher's JPEG with the result beside it; the browser draws the boxes on a
+//! canvas. The browser acknowledges each frame it has drawn, and the server sends only while
+//! fewer than two are unacknowledged ([`Pacer`]): a slow browser skips to the newest frame and
+//! never falls behind.
+
+pub mod join;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::Message;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde::Serialize;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::protocol::{self, parse_frame, Channels, DetectionsMessage, FrameLimits, OutputMessage};
+use crate::sequencer::SequencerMsg;
+pub use join::{Counters, Joiner, Pacer};
+
+const VIEWER_PAGE: &str = include_str!("viewer.html");
+/// Frames held waiting for their results: about two seconds at 30 fps.
+const JOIN_FRAMES: usize = 64;
+/// Frames sent and not yet drawn by the browser.
+const IN_FLIGHT: u32 = 2;
+/// Largest message a browser may send (it sends only `ack`).
+const MAX_CLIENT_MESSAGE: usize = 1024;
+/// Streams listed on the index page.
+const MAX_LISTED: usize = 1000;
+
+pub struct ViewerState {
+    redis: redis::Client,
+    channels: Channels,
+    limits: FrameLimits,
+    max_viewers: usize,
+    open: Arc<AtomicUsize>,
+    sequencer: Option<ractor::ActorRef<SequencerMsg>>,
+}
+
+impl ViewerState {
+    pub fn new(
+        cfg: &Config,
+        sequencer: Option<ractor::ActorRef<SequencerMsg>>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            redis: redis::Client::open(cfg.redis.url.as_str())?,
+            channels: Channels::new(cfg.redis.channel_prefix.clone()),
+            limits: FrameLimits {
+                max_message_bytes: cfg.limits.max_payload_bytes,
+                max_stream_id_bytes: cfg.limits.max_stream_id_bytes,
+            },
+            max_viewers: cfg.admin.max_viewers,
+            open: Arc::new(AtomicUsize::new(0)),
+            sequencer,
+        })
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/view/{stream}", web::get().to(page))
+        .route("/view/{stream}/ws", web::get().to(socket));
+}
+
+/// One message to the browser: a 4-byte big-endian length, that much JSON, then the JPEG.
+#[derive(Serialize)]
+struct FrameHeader<'a> {
+    #[serde(flatten)]
+    result: &'a DetectionsMessage,
+    counters: Counters,
+    sent_ts_us: u64,
+}
+
+fn encode_for_browser(result: &DetectionsMessage, counters: Counters, jpeg: &[u8]) -> Bytes {
+    let header = serde_json::to_vec(&FrameHeader {
+        result,
+        counters,
+        sent_ts_us: protocol::now_us(),
+    })
+    .expect("serializable");
+    let mut out = BytesMut::with_capacity(4 + header.len() + jpeg.len());
+    out.put_u32(header.len() as u32);
+    out.put_slice(&header);
+    out.put_slice(jpeg);
+    out.freeze()
+}
+
+/// The refusal for a stream id the wire would refuse too.
+fn invalid_stream(state: &ViewerState, stream: &str) -> Option<HttpResponse> {
+    (stream.is_empty() || stream.len() > state.limits.max_stream_id_bytes).then(|| {
+        HttpResponse::build(StatusCode::BAD_REQUEST).body(format!(
+            "a stream id is 1 to {} bytes",
+            state.limits.max_stream_id_bytes
+        ))
+    })
+}
+
+async fn page(state: web::Data<ViewerState>, stream: web::Path<String>) -> HttpResponse {
+    if let Some(refusal) = invalid_stream(&state, &stream) {
+        return refusal;
+    }
+    // The page reads its stream from its own URL: nothing from the request goes into the HTML.
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(VIEWER_PAGE)
+}
+
+/// Streams known here: the local sequencer's, and every stream with results in Redis
+/// (`{prefix}:last-seq:{stream}` keys, written by whichever node publishes them).
+async fn known_streams(state: &ViewerState) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    if let Some(seq) = &state.sequencer {
+        if let Ok(reports) = ractor::call_t!(seq, SequencerMsg::Streams, 2000) {
+            names.extend(reports.into_iter().map(|r| r.stream));
+        }
+    }
+    let prefix = state.channels.last_seq_key("");
+    if let Ok(mut conn) = state.redis.get_multiplexed_async_connection().await {
+        let pattern = format!("{prefix}*");
+        if let Ok(mut keys) = conn.scan_match::<_, String>(&pattern).await {
+            while let Some(key) = keys.next().await {
+                if names.len() >= MAX_LISTED {
+                    break;
+                }
+                if let Some(stream) = key.strip_prefix(&prefix) {
+                    names.insert(stream.to_string());
+                }
+            }
+        }
+    }
+    names.into_iter().take(MAX_LISTED).collect()
+}
+
+async fn index(state: web::Data<ViewerState>) -> HttpResponse {
+    let streams = known_streams(&state).await;
+    let mut items = String::new();
+    for s in &streams {
+        items += &format!(
+            "<li><a href=\"/view/{}\">{}</a></li>\n",
+            percent_encode(s),
+            html_escape(s)
+        );
+    }
+    if streams.is_empty() {
+        items =
+            "<li class=\"none\">No streams yet: publish one with <code>kadr publish</code>.</li>"
+                .into();
+    }
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kadr streams</title>\
+         <style>body{{font:16px system-ui,sans-serif;margin:2em;background:#111;color:#eee}}\
+         a{{color:#7cf}}li{{margin:.4em 0}}.none{{color:#999}}</style></head><body>\
+         <h1>kadr streams</h1><ul id=\"streams\">{items}</ul>\
+         <p><a href=\"/streams\">/streams</a> · <a href=\"/cluster\">/cluster</a> · \
+         <a href=\"/metrics\">/metrics</a></p></body></html>"
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Counts open viewers; the slot frees itself when the session ends.
+struct ViewerSlot(Arc<AtomicUsize>);
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn socket(
+    state: web::Data<ViewerState>,
+    stream: web::Path<String>,
+    request: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let stream = stream.into_inner();
+    if let Some(refusal) = invalid_stream(&state, &stream) {
+        return Ok(refusal);
+    }
+    if state.open.fetch_add(1, Ordering::SeqCst) >= state.max_viewers {
+        state.open.fetch_sub(1, Ordering::SeqCst);
+        return Ok(
+            HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).body(format!(
+                "{} viewers are open (admin.max_viewers)",
+                state.max_viewers
+            )),
+        );
+    }
+    let slot = ViewerSlot(state.open.clone());
+    let (response, session, messages) = actix_ws::handle(&request, body)?;
+    let messages = messages.max_frame_size(MAX_CLIENT_MESSAGE);
+    let state = state.into_inner();
+    actix_web::rt::spawn(async move {
+        let _slot = slot;
+        if let Err(e) = run_session(&state, &stream, session, messages).await {
+            debug!(%stream, error = %e, "viewer session ended");
+        }
+    });
+    Ok(response)
+}
+
+/// Read the stream from Redis, join, and send to the browser at the pace it draws.
+async fn run_session(
+    state: &ViewerState,
+    stream: &str,
+    mut session: actix_ws::Session,
+    mut from_browser: actix_ws::MessageStream,
+) -> anyhow::Result<()> {
+    let frames_channel = state.channels.frames(stream);
+    let detections_channel = state.channels.detections(stream);
+    let errors_channel = state.channels.errors(stream);
+    let mut pubsub =
+        match tokio::time::timeout(Duration::from_secs(5), state.redis.get_async_pubsub()).await {
+            Ok(Ok(p)) => p,
+            other => {
+                let why = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                warn!(%stream, error = %why, "viewer cannot reach Redis");
+                let _ = session
+                    .close(Some(actix_ws::CloseReason {
+                        code: actix_ws::CloseCode::Again,
+                        description: Some("Redis is unreachable".into()),
+                    }))
+                    .await;
+                return Ok(());
+            }
+        };
+    for channel in [&frames_channel, &detections_channel, &errors_channel] {
+        pubsub.subscribe(channel).await?;
+    }
+    let mut from_redis = pubsub.into_on_message();
+    let mut joiner = Joiner::new(JOIN_FRAMES);
+    let mut pacer = Pacer::new(IN_FLIGHT);
+    loop {
+        tokio::select! {
+            msg = from_redis.next() => {
+                let Some(msg) = msg else { break };
+                let channel = msg.get_channel_name();
+                let payload = msg.get_payload_bytes();
+                if channel == frames_channel {
+                    let copy = Bytes::copy_from_slice(payload);
+                    if let Ok(frame) = parse_frame(copy, stream, state.limits) {
+                        joiner.frame(frame.seq, frame.jpeg);
+                    }
+                } else if channel == detections_channel {
+                    let Ok(result) = serde_json::from_slice::<OutputMessage>(payload) else {
+                        continue;
+                    };
+                    if let Some((result, jpeg)) = joiner.result(result) {
+                        let mut counters = joiner.counters;
+                        counters.skipped = pacer.skipped;
+                        let message = encode_for_browser(&result, counters, &jpeg);
+                        if let Some(message) = pacer.offer(message) {
+                            session.binary(message).await?;
+                        }
+                    }
+                } else if channel == errors_channel {
+                    joiner.error();
+                }
+            }
+            msg = from_browser.next() => {
+                match msg {
+                    Some(Ok(Message::Text(t))) if t.trim() == "ack" => {
+                        if let Some(message) = pacer.ack() {
+                            session.binary(message).await?;
+                        }
+                    }
+                    Some(Ok(Message::Ping(p))) => session.pong(&p).await?,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+    let _ = session.close(None).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_for_html_and_urls() {
+        assert_eq!(
+            html_escape("<a href='x'>&"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;"
+        );
+        assert_eq!(percent_encode("cam 1/é"), "cam%201%2F%C3%A9");
+    }
+
+    #[test]
+    fn a_browser_message_is_length_json_then_jpeg() {
+        let result = DetectionsMessage {
+            stream: "cam".into(),
+            seq: 7,
+            capture_ts_us: 1,
+            done_ts_us: 2,
+            model: "m".into(),
+            width: 1280,
+            height: 720,
+            detections: vec![],
+        };
+        let msg = encode_for_browser(&result, Counters::default(), b"\xFF\xD8jpeg");
+        let len = u32::from_be_bytes(msg[..4].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&msg[4..4 + len]).unwrap();
+        assert_eq!(header["seq"], 7);
+        assert_eq!(header["counters"]["dropped"], 0);
+        assert_eq!(&msg[4 + len..], b"\xFF\xD8jpeg");
+    }
+}
