@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what kadr needs on a fresh Debian machine, idempotently:
 #   - Debian packages: ffmpeg (video decoding for `kadr publish`), redis-server (tests, demo),
-#     cmake and nasm (to build the libjpeg-turbo that the turbojpeg crate vendors)
+#     cmake and nasm (to build the libjpeg-turbo that the turbojpeg crate vendors), chromium
+#     (the viewer's browser test)
 #   - .deps/venv: the onnxruntime wheel (its libonnxruntime.so is what kadr loads), onnx and
 #     numpy (the demo model generator), redis-py (the Python client example)
 #   - .deps/onnxruntime/: the ONNX Runtime shared library, where `kadr` finds it by itself
@@ -19,6 +20,7 @@ command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     say "installing Debian packages: ${need_apt[*]}"
