@@ -85,6 +85,7 @@ $KADR subscribe --stream demo --count "$FRAMES" --idle-timeout 30 --ready-file "
 SUB=$!
 for _ in $(seq 100); do [ -e "$WORK/ready" ] && break; sleep 0.05; done
 say "publishing $VIDEO ($FRAMES frames, 1280x720) to stream 'demo' ${PUBLISH_FLAGS[*]:-at 25 fps}"
+say "watch it live in a browser: http://127.0.0.1:7500/view/demo (all streams: http://127.0.0.1:7500/)"
 $KADR publish --input "$VIDEO" --stream demo --keep-all "${PUBLISH_FLAGS[@]}"
 wait "$SUB"
 

@@ -408,6 +408,12 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if report.outages > 0 {
         line += &format!(", {} outages", report.outages);
     }
+    if report.unpublished > 0 {
+        line += &format!(
+            ", {} live frames let go while Redis was unreachable",
+            report.unpublished
+        );
+    }
     if report.skipped > 0 {
         line += &format!(", {} unreadable images skipped", report.skipped);
     }

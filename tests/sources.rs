@@ -32,7 +32,10 @@ struct Listener {
 
 impl Listener {
     async fn start(redis: &common::Redis, stream: &str) -> Listener {
-        let prefix = format!("src{}", common::free_port());
+        Self::start_with(redis, stream, format!("src{}", common::free_port())).await
+    }
+
+    async fn start_with(redis: &common::Redis, stream: &str, prefix: String) -> Listener {
         let client = redis::Client::open(redis.url.as_str()).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
         pubsub
@@ -321,4 +324,40 @@ fn sources_that_cannot_be_opened_fail_with_their_name() {
         assert!(!out.status.success(), "{input} should fail");
         assert!(stderr.contains(&input), "the error names {input}: {stderr}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_camera_publisher_rides_out_a_redis_restart() {
+    let Some(clip) = common::video("bikes.mp4") else {
+        return;
+    };
+    let mut redis = common::Redis::start();
+    if !redis.owned() {
+        eprintln!("SKIP: REDIS_URL is set; this test restarts its own Redis");
+        return;
+    }
+    let camera = MjpegCamera::start(clip_frames(&clip, (640, 360), 50).await, 25.0);
+    let mut listener = Listener::start(&redis, "cam1").await;
+    let mut child = publish(&redis, &listener.prefix, "cam1", &camera.url, &[]);
+    let before = listener.collect(20, Duration::from_secs(15), |_| {}).await;
+    assert_eq!(before.seqs(), (0..20).collect::<Vec<u64>>());
+
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut listener = Listener::start_with(&redis, "cam1", listener.prefix.clone()).await;
+    let after = listener.collect(20, Duration::from_secs(15), |_| {}).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the publisher is still running"
+    );
+    let _ = child.kill();
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    assert_eq!(after.frames.len(), 20, "frames flow again: {stderr}");
+    let seqs = after.seqs();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive after the restart: {seqs:?}"
+    );
+    assert!(seqs[0] >= 20, "numbering goes on: {seqs:?}");
+    assert!(stderr.contains("cannot publish to Redis"), "{stderr}");
 }

@@ -64,6 +64,8 @@ pub struct PublishReport {
     pub outages: u64,
     /// Images of a folder that could not be read.
     pub skipped: u64,
+    /// Live frames let go while Redis was unreachable.
+    pub unpublished: u64,
 }
 
 /// Where frames come from once opened.
@@ -83,9 +85,9 @@ impl Frames {
 }
 
 /// Publishes frame messages and outage reports for one stream over one connection (Redis keeps
-/// a connection's messages in order).
+/// a connection's messages in order). The connection comes back by itself after Redis restarts.
 struct Publisher {
-    conn: redis::aio::MultiplexedConnection,
+    conn: redis::aio::ConnectionManager,
     stream: String,
     frames_channel: String,
     errors_channel: String,
@@ -93,9 +95,47 @@ struct Publisher {
     message: Vec<u8>,
     seq: u64,
     sent: u64,
+    /// When publishing started to fail, while it fails.
+    redis_down_since: Option<Instant>,
+    /// Live frames not published because Redis was unreachable (no sequence number spent).
+    unpublished: u64,
 }
 
 impl Publisher {
+    /// Publish a frame, riding out a Redis outage: a file's frame is retried until Redis is
+    /// back (files can wait); a live frame is let go (a camera cannot), and the next live frame
+    /// takes its sequence number, so the outage leaves no hole for a node to wait on.
+    async fn send(&mut self, jpeg: &[u8], live: bool) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.frame(jpeg).await {
+                Ok(()) => {
+                    if let Some(since) = self.redis_down_since.take() {
+                        info!(
+                            seconds = since.elapsed().as_secs_f64(),
+                            unpublished = self.unpublished,
+                            "Redis is back"
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    if self.redis_down_since.is_none() {
+                        self.redis_down_since = Some(Instant::now());
+                        warn!(error = %format!("{e:#}"), "cannot publish to Redis; {}",
+                            if live { "letting live frames go until it is back" } else { "retrying" });
+                    }
+                    if live {
+                        self.unpublished += 1;
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     async fn frame(&mut self, jpeg: &[u8]) -> anyhow::Result<()> {
         encode_frame(
             &mut self.message,
@@ -117,16 +157,19 @@ impl Publisher {
     }
 
     /// An event about the source (`source_outage`, `source_resumed`) on the error channel;
-    /// `seq` is the next sequence number to be published.
-    async fn report(&mut self, code: &str, message: String) -> anyhow::Result<()> {
+    /// `seq` is the next sequence number to be published. Logged too, so a report Redis cannot
+    /// take is not lost without a trace.
+    async fn report(&mut self, code: &str, message: String) {
         let msg = ErrorMessage::new(&self.stream, Some(self.seq), code, message);
-        let _: i64 = redis::cmd("PUBLISH")
+        let json = serde_json::to_string(&msg).expect("serializable");
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
             .arg(&self.errors_channel)
-            .arg(serde_json::to_string(&msg)?)
+            .arg(&json)
             .query_async(&mut self.conn)
-            .await
-            .context("publishing a source report")?;
-        Ok(())
+            .await;
+        if let Err(e) = published {
+            warn!(report = %json, error = %e, "could not publish a source report");
+        }
     }
 }
 
@@ -141,9 +184,10 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
     let client = redis::Client::open(opts.redis_url.as_str())?;
-    let conn = client
-        .get_multiplexed_async_connection()
+    let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
         .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("Redis at {} is unreachable", opts.redis_url))?;
     let channels = Channels::new(opts.prefix.clone());
     let mut publisher = Publisher {
@@ -155,6 +199,8 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         message: Vec::new(),
         seq: opts.start_seq,
         sent: 0,
+        redis_down_since: None,
+        unpublished: 0,
     };
 
     let (mut frames, first) = open(&opts).await?;
@@ -207,12 +253,13 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
             let due = start + Duration::from_secs_f64(publisher.sent as f64 / fps);
             tokio::time::sleep_until(due.into()).await;
         }
-        publisher.frame(&jpeg).await?;
+        publisher.send(&jpeg, opts.input.is_live()).await;
     }
     Ok(PublishReport {
         sent: publisher.sent,
         seconds: start.elapsed().as_secs_f64(),
         outages,
+        unpublished: publisher.unpublished,
         skipped: match &frames {
             Frames::Folder(f) => f.skipped,
             Frames::Ffmpeg(_) => 0,
@@ -272,7 +319,7 @@ async fn reconnect(
             "source_outage",
             format!("{} dropped: {why}; reconnecting", opts.input),
         )
-        .await?;
+        .await;
     let down = Instant::now();
     let mut wait = Duration::from_millis(250);
     let mut attempts = 0u32;
@@ -291,7 +338,7 @@ async fn reconnect(
                             opts.input
                         ),
                     )
-                    .await?;
+                    .await;
                 return Ok(opened);
             }
             Err(e) => {

@@ -194,6 +194,25 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// Browsers send `Origin` with every WebSocket; refuse pages from elsewhere, so another site open
+/// in the operator's browser cannot watch the cameras through a loopback admin server.
+/// Clients that are not browsers send no `Origin` and are let through.
+fn same_origin(request: &HttpRequest) -> bool {
+    let Some(origin) = request.headers().get("origin") else {
+        return true;
+    };
+    let host = request
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(_, origin_host)| !host.is_empty() && origin_host == host)
+}
+
 /// Counts open viewers; the slot frees itself when the session ends.
 struct ViewerSlot(Arc<AtomicUsize>);
 
@@ -212,6 +231,10 @@ async fn socket(
     let stream = stream.into_inner();
     if let Some(refusal) = invalid_stream(&state, &stream) {
         return Ok(refusal);
+    }
+    if !same_origin(&request) {
+        return Ok(HttpResponse::build(StatusCode::FORBIDDEN)
+            .body("the viewer's WebSocket is for pages served by this node"));
     }
     if state.open.fetch_add(1, Ordering::SeqCst) >= state.max_viewers {
         state.open.fetch_sub(1, Ordering::SeqCst);
@@ -317,6 +340,24 @@ async fn run_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websockets_from_other_sites_are_refused() {
+        use actix_web::test::TestRequest;
+        let req = |origin: Option<&str>| {
+            let r = TestRequest::get().insert_header(("host", "127.0.0.1:7500"));
+            match origin {
+                Some(o) => r.insert_header(("origin", o)),
+                None => r,
+            }
+            .to_http_request()
+        };
+        assert!(same_origin(&req(Some("http://127.0.0.1:7500"))));
+        assert!(same_origin(&req(None)), "not a browser");
+        assert!(!same_origin(&req(Some("https://evil.example"))));
+        assert!(!same_origin(&req(Some("http://127.0.0.1:7501"))));
+        assert!(!same_origin(&req(Some("null"))));
+    }
 
     #[test]
     fn names_are_escaped_for_html_and_urls() {
