@@ -38,6 +38,7 @@ use crate::stream_stats::StreamReport;
 #[derive(Clone)]
 pub struct AdminHandles {
     pub node: String,
+    pub backend: Option<crate::model::Backend>,
     pub stats: Arc<Stats>,
     pub membership: ActorRef<MembershipMsg>,
     pub pool: Option<ActorRef<PoolMsg>>,
@@ -108,6 +109,8 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
         "status": "ok",
         "node": state.handles.node,
         "roles": state.roles,
+        "backend": state.handles.backend,
+        "detect_fps": state.handles.stats.detect_fps_tenths.get() as f64 / 10.0,
     }))
 }
 

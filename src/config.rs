@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::model::backend::{ExecutionProvider, Precision};
 use crate::model::postprocess::PostprocessConfig;
 use crate::model::ModelOptions;
 use crate::protocol::FrameLimits;
@@ -243,21 +244,18 @@ pub struct ModelConfig {
     #[serde(default)]
     pub onnxruntime_library: Option<PathBuf>,
     /// Decode JPEGs at the smallest DCT scale that covers the model input (faster; not
-    /// bit-exact with the reference's full-size decode and resize).
+    /// bit-exact with the reference's full-size decode and resize). Unset: on unless
+    /// `precision = "fp32"` asks for the reference-exact path.
     #[serde(default)]
-    pub dct_scaling: bool,
-    /// `cpu` (ONNX Runtime's own kernels) or `openvino` (needs the library from the
-    /// onnxruntime-openvino wheel, `.deps/onnxruntime-openvino/`).
+    pub dct_scaling: Option<bool>,
+    /// `auto` (OpenVINO where the CPU computes bf16, ONNX Runtime's CPU kernels otherwise),
+    /// `cpu` or `openvino`. See `model::backend`.
     #[serde(default)]
     pub execution_provider: ExecutionProvider,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionProvider {
-    #[default]
-    Cpu,
-    Openvino,
+    /// `auto` (bf16 where the CPU has it and OpenVINO loads, fp32 otherwise), `fp32` (the
+    /// reference-exact path) or `bf16`.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_conf() -> f32 {
@@ -399,12 +397,6 @@ impl Config {
                 *lib = base.join(&*lib);
             }
         }
-        // OpenVINO lives in its own build of ONNX Runtime; find it where setup.sh puts it.
-        if cfg.model.execution_provider == ExecutionProvider::Openvino
-            && cfg.model.onnxruntime_library.is_none()
-        {
-            cfg.model.onnxruntime_library = Some(base.join(".deps/onnxruntime-openvino"));
-        }
         self.validate(path)?;
         Ok(self)
     }
@@ -426,6 +418,14 @@ impl Config {
             return Err(invalid(
                 "model.iou_threshold",
                 format!("is {}, must be in (0, 1]", self.model.iou_threshold),
+            ));
+        }
+        if self.model.execution_provider == ExecutionProvider::Cpu
+            && self.model.precision == Precision::Bf16
+        {
+            return Err(invalid(
+                "model.precision",
+                "\"bf16\" needs execution_provider \"openvino\" or \"auto\": ONNX Runtime's CPU kernels compute fp32 only".into(),
             ));
         }
         if !self.model.path.is_file() {
@@ -649,6 +649,7 @@ impl Config {
             intra_threads: self.detector.intra_threads,
             dct_scaling: self.model.dct_scaling,
             execution_provider: self.model.execution_provider,
+            precision: self.model.precision,
             postprocess: PostprocessConfig {
                 conf_threshold: self.model.conf_threshold,
                 iou_threshold: self.model.iou_threshold,

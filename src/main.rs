@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use kadr::config::{Config, ExecutionProvider};
+use kadr::config::Config;
+use kadr::model::backend::{ExecutionProvider, Precision};
 use kadr::model::postprocess::PostprocessConfig;
 use kadr::model::{decode_image, ModelOptions, Yolo};
 use kadr::node::Node;
@@ -52,10 +53,16 @@ enum Command {
         /// Path to libonnxruntime.so (found in .deps/onnxruntime/ by default).
         #[arg(long, env = "KADR_ONNXRUNTIME")]
         onnxruntime: Option<PathBuf>,
-        /// Decode JPEGs at the smallest DCT scale covering the model input (`model.dct_scaling`).
+        /// Decode JPEGs at the smallest DCT scale covering the model input (`model.dct_scaling`;
+        /// default: on unless `--precision fp32`).
         #[arg(long)]
-        dct_scaling: bool,
-        /// Run on the OpenVINO execution provider (ONNX Runtime from .deps/onnxruntime-openvino/).
+        dct_scaling: Option<bool>,
+        /// `fp32` is the reference-exact path; `auto` uses bf16 where the CPU has it.
+        #[arg(long, value_enum, default_value = "auto")]
+        precision: Precision,
+        #[arg(long, value_enum, default_value = "auto")]
+        execution_provider: ExecutionProvider,
+        /// Same as `--execution-provider openvino`.
         #[arg(long)]
         openvino: bool,
         #[arg(required = true)]
@@ -81,6 +88,10 @@ enum Command {
         /// Also write the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Measure every provider x precision x pool shape this machine can run, and print the
+        /// fastest as `--set` lines.
+        #[arg(long)]
+        sweep: bool,
     },
     /// Publish a video file, image folder or camera as frame messages.
     Publish(PublishArgs),
@@ -188,17 +199,32 @@ async fn main() -> std::process::ExitCode {
             iou,
             onnxruntime,
             dct_scaling,
+            precision,
+            execution_provider,
             openvino,
             images,
         } => {
-            let provider = if openvino {
+            let execution_provider = if openvino {
                 ExecutionProvider::Openvino
             } else {
-                ExecutionProvider::Cpu
+                execution_provider
             };
-            let onnxruntime = onnxruntime
-                .or_else(|| openvino.then(|| PathBuf::from(".deps/onnxruntime-openvino")));
-            detect(model, conf, iou, onnxruntime, dct_scaling, provider, images)
+            detect(
+                ModelOptions {
+                    path: model,
+                    onnxruntime_library: onnxruntime,
+                    intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    dct_scaling,
+                    execution_provider,
+                    precision,
+                    postprocess: PostprocessConfig {
+                        conf_threshold: conf,
+                        iou_threshold: iou,
+                        ..PostprocessConfig::default()
+                    },
+                },
+                images,
+            )
         }
         Command::BenchModel {
             config,
@@ -207,7 +233,14 @@ async fn main() -> std::process::ExitCode {
             seconds,
             parallel,
             json,
-        } => bench_model(config, overrides, input, seconds, parallel, json).await,
+            sweep,
+        } => {
+            if sweep {
+                kadr::bench::sweep(&config, &overrides, &input, seconds, json.as_deref())
+            } else {
+                bench_model(config, overrides, input, seconds, parallel, json).await
+            }
+        }
         Command::Publish(args) => publish(args).await,
         Command::Subscribe(args) => subscribe(args).await,
     };
@@ -272,11 +305,7 @@ async fn bench_model(
         kadr::bench::bench_model(&opts, std::sync::Arc::new(frames), parallel, seconds)
     })
     .await??;
-    println!(
-        "model {} ({}), {} session(s) x {} thread(s), dct_scaling {}\n  inference only: {:>6.1} fps ({:.1} ms per call)\n  whole frame:    {:>6.1} fps ({:.1} ms per call: decode, letterbox, inference, NMS)",
-        report.model, report.input, report.parallel, report.intra_threads, report.dct_scaling,
-        report.inference_fps, report.inference_ms, report.frame_fps, report.frame_ms
-    );
+    println!("{report}");
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -301,36 +330,26 @@ struct DetectLine<'a> {
     detections: &'a [Detection],
 }
 
-fn detect(
-    model: PathBuf,
-    conf: f32,
-    iou: f32,
-    onnxruntime: Option<PathBuf>,
-    dct_scaling: bool,
-    execution_provider: ExecutionProvider,
-    images: Vec<PathBuf>,
-) -> anyhow::Result<()> {
+fn detect(opts: ModelOptions, images: Vec<PathBuf>) -> anyhow::Result<()> {
+    let (conf, iou) = (
+        opts.postprocess.conf_threshold,
+        opts.postprocess.iou_threshold,
+    );
     if !(conf > 0.0 && conf <= 1.0 && iou > 0.0 && iou <= 1.0) {
         bail!("--conf and --iou must be in (0, 1]");
     }
-    let mut yolo = Yolo::load(&ModelOptions {
-        path: model,
-        onnxruntime_library: onnxruntime,
-        intra_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        dct_scaling,
-        execution_provider,
-        postprocess: PostprocessConfig {
-            conf_threshold: conf,
-            iou_threshold: iou,
-            ..PostprocessConfig::default()
-        },
-    })?;
+    let mut yolo = Yolo::load(&opts)?;
+    let b = yolo.backend();
+    eprintln!(
+        "kadr detect: {} {}, dct_scaling {} ({})",
+        b.provider, b.precision, b.dct_scaling, b.reason
+    );
     let mut failures = 0;
     for path in &images {
         let result = std::fs::read(path)
             .with_context(|| format!("cannot read {}", path.display()))
             .and_then(|bytes| {
-                if dct_scaling && bytes.starts_with(&[0xFF, 0xD8]) {
+                if bytes.starts_with(&[0xFF, 0xD8]) {
                     return Ok(yolo.detect_jpeg(&bytes)?);
                 }
                 let (rgb, w, h) = decode_image(&bytes)?;

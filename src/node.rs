@@ -20,9 +20,9 @@ use crate::config::{Config, Role};
 use crate::dispatch::{DispatchArgs, DispatchMsg, DispatchStatus, Dispatcher};
 use crate::egress::Egress;
 use crate::lease::Lease;
+use crate::model::Backend;
 use crate::pool::{Pool, PoolArgs, PoolMsg, PoolStatus};
 use crate::protocol::Channels;
-use crate::runtime;
 use crate::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::source::{Source, SourceArgs, SourceMsg};
 use crate::stats::Stats;
@@ -41,6 +41,8 @@ pub struct Ingress {
 /// A running node and handles to its actors.
 pub struct Node {
     pub name: String,
+    /// What runs this node's detectors; `None` without the detector role.
+    pub backend: Option<Backend>,
     pub stats: Arc<Stats>,
     pub cluster: Cluster,
     pub pool: Option<ActorRef<PoolMsg>>,
@@ -61,15 +63,27 @@ impl Node {
         let stats = Arc::new(Stats::default());
         let scope = cluster::scope(&cfg.redis.channel_prefix);
         let name: Arc<str> = Arc::from(cfg.node.name.as_str());
-        if cfg.node.has(Role::Detector) {
-            runtime::environment(cfg.model.onnxruntime_library.as_deref())?;
-        }
+        let backend = if cfg.node.has(Role::Detector) {
+            let b = Backend::resolve(&cfg.model_options())?;
+            info!(
+                provider = %b.provider,
+                precision = %b.precision,
+                dct_scaling = b.dct_scaling,
+                cpu = %b.cpu,
+                library = %b.library.display(),
+                why = %b.reason,
+                "model backend chosen"
+            );
+            Some(b)
+        } else {
+            None
+        };
         let redis = if cfg.node.has(Role::Source) {
             Some(connect_redis(cfg).await?)
         } else {
             None
         };
-        let cluster = Cluster::start(cfg, stats.clone()).await?;
+        let cluster = Cluster::start(cfg, stats.clone(), backend.clone()).await?;
         let mut handles = Vec::new();
 
         let pool = if cfg.node.has(Role::Detector) {
@@ -159,6 +173,7 @@ impl Node {
         };
 
         let mut node = Node {
+            backend,
             name: cfg.node.name.clone(),
             stats,
             cluster,
@@ -182,6 +197,7 @@ impl Node {
     pub fn admin_handles(&self) -> AdminHandles {
         AdminHandles {
             node: self.name.clone(),
+            backend: self.backend.clone(),
             stats: self.stats.clone(),
             membership: self.cluster.membership.clone(),
             pool: self.pool.clone(),

@@ -1,8 +1,10 @@
 //! Finding and loading the ONNX Runtime shared library.
 //!
 //! kadr loads ONNX Runtime at run time (`ort`'s `load-dynamic`), from the library that the
-//! `onnxruntime` wheel on PyPI ships; `scripts/setup.sh` puts it in `.deps/onnxruntime/`. The
-//! node finds it there by itself; an explicit path (config or `KADR_ONNXRUNTIME`) overrides it.
+//! `onnxruntime` wheel on PyPI ships; `scripts/setup.sh` puts it in `.deps/onnxruntime/`, and the
+//! build with OpenVINO (from the `onnxruntime-openvino` wheel) in `.deps/onnxruntime-openvino/`.
+//! The node finds them there by itself; an explicit path (config or `KADR_ONNXRUNTIME`)
+//! overrides both. Which of the two a process loads is chosen by [`crate::model::backend`].
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -12,6 +14,8 @@ use thiserror::Error;
 
 /// Where `scripts/setup.sh` installs the library, relative to the repository root.
 pub const BUNDLED_DIR: &str = ".deps/onnxruntime";
+/// Where it installs ONNX Runtime built with the OpenVINO execution provider.
+pub const OPENVINO_DIR: &str = ".deps/onnxruntime-openvino";
 pub const ENV_VAR: &str = "KADR_ONNXRUNTIME";
 
 #[derive(Debug, Error)]
@@ -36,7 +40,23 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Runt
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
-    let path = find_library(explicit)?;
+    load(&find_library(explicit)?)
+}
+
+/// The library this process loaded, if it loaded one.
+pub fn loaded_library() -> Option<&'static Path> {
+    LOADED.get().map(PathBuf::as_path)
+}
+
+static LOADED: OnceLock<PathBuf> = OnceLock::new();
+
+/// Load the library at `path` (a file or a folder holding one) unless one is loaded already.
+/// A library that fails to load leaves the process free to load another.
+pub fn load(path: &Path) -> Result<&'static Environment, RuntimeError> {
+    if let Some(env) = ENVIRONMENT.get() {
+        return Ok(env);
+    }
+    let path = existing(path)?;
     let load_err = |reason: String| RuntimeError::Load {
         path: path.clone(),
         reason,
@@ -53,6 +73,7 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Runt
     .map_err(|_| load_err("the loader panicked".into()))?
     .map_err(load_err)?;
     tracing::info!(library = %path.display(), "ONNX Runtime loaded");
+    let _ = LOADED.set(path);
     Ok(ENVIRONMENT.get_or_init(|| built))
 }
 
@@ -65,6 +86,16 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     if let Some(p) = std::env::var_os(ENV_VAR).filter(|v| !v.is_empty()) {
         return existing(Path::new(&p));
     }
+    find_bundled(BUNDLED_DIR)
+}
+
+/// The OpenVINO build of ONNX Runtime that `scripts/setup.sh` installs, if it is there.
+pub fn find_openvino_library() -> Option<PathBuf> {
+    find_bundled(OPENVINO_DIR).ok()
+}
+
+/// `dir` (relative) under the working directory or any folder above the executable.
+fn find_bundled(dir: &str) -> Result<PathBuf, RuntimeError> {
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);
@@ -74,7 +105,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     }
     let mut looked = Vec::new();
     for root in roots {
-        let dir = root.join(BUNDLED_DIR);
+        let dir = root.join(dir);
         if let Some(lib) = library_in(&dir) {
             return Ok(lib);
         }

@@ -51,6 +51,8 @@ pub struct Stats {
     pub malformed: Counter,
     /// Frames this node's detectors finished.
     pub inferences: Counter,
+    /// Gauge: frames its detectors finished per second over the last heartbeat, in tenths.
+    pub detect_fps_tenths: Counter,
     /// Gauges: this node's detectors, those busy now; detectors in the cluster this node's
     /// dispatcher can use; frames it has at detectors and waiting.
     pub detectors: Counter,

@@ -103,15 +103,7 @@ print("same architecture")
         );
     }
     // kadr loads it, reads H and W from it, and finds something on a picture.
-    let mut yolo = kadr::model::Yolo::load(&kadr::model::ModelOptions {
-        path,
-        onnxruntime_library: None,
-        intra_threads: 1,
-        dct_scaling: false,
-        execution_provider: Default::default(),
-        postprocess: Default::default(),
-    })
-    .unwrap();
+    let mut yolo = kadr::model::Yolo::load(&kadr::model::ModelOptions::exact(path)).unwrap();
     assert_eq!(
         (
             yolo.info().input_width,

@@ -291,6 +291,17 @@ fn three_nodes_share_a_stream_survive_a_kill_and_refuse_a_wrong_cookie() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["node"], "n2");
     assert_eq!(health["roles"], serde_json::json!(["detector"]));
+    // What runs its detectors, as chosen at start (clusters mix machines).
+    let backend = &health["backend"];
+    assert!(
+        ["cpu", "openvino"].contains(&backend["provider"].as_str().unwrap()),
+        "{health}"
+    );
+    assert!(
+        ["fp32", "bf16"].contains(&backend["precision"].as_str().unwrap()),
+        "{health}"
+    );
+    assert!(health["detect_fps"].is_number(), "{health}");
     // Pools start after the join; wait for every node to report its detector.
     let deadline = Instant::now() + Duration::from_secs(60);
     let view = loop {
@@ -314,9 +325,15 @@ fn three_nodes_share_a_stream_survive_a_kill_and_refuse_a_wrong_cookie() {
             "in_flight",
             "last_heartbeat_ms",
             "status",
+            "detect_fps",
         ] {
             assert!(m.get(field).is_some(), "member lacks {field}: {m}");
         }
+        assert_eq!(
+            m["backend"],
+            backend.clone(),
+            "same machine, same choice: {m}"
+        );
     }
 
     // --- One stream of real frames, split across all three pools, complete and in order.

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::tls::Tls;
 use super::{wire, MEMBERS};
 use crate::config::{Config, Role};
+use crate::model::Backend;
 use crate::protocol::now_us;
 use crate::stats::Stats;
 
@@ -43,6 +44,12 @@ pub struct NodeInfo {
     pub started_at_us: u64,
     /// Addresses of the peers it is connected to.
     pub peers: Vec<String>,
+    /// What runs its detectors (provider, precision, CPU); none on a node without detectors.
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    /// Frames its detectors finished per second, over the last heartbeat interval.
+    #[serde(default)]
+    pub detect_fps: f64,
 }
 
 /// One node as the admin API shows it.
@@ -83,7 +90,7 @@ impl JoinState {
 
 pub enum MembershipMsg {
     /// From a peer.
-    Heartbeat(NodeInfo),
+    Heartbeat(Box<NodeInfo>),
     Tick,
     Dialled {
         address: String,
@@ -117,7 +124,9 @@ impl Message for MembershipMsg {
 
     fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
         let decoded = wire::open_cast(msg).and_then(|(variant, args)| match variant.as_str() {
-            "heartbeat" => wire::from_json(&variant, &args).map(Self::Heartbeat),
+            "heartbeat" => {
+                wire::from_json(&variant, &args).map(|info| Self::Heartbeat(Box::new(info)))
+            }
             other => Err(format!("unknown membership message {other:?}")),
         });
         Ok(decoded.unwrap_or_else(Self::Malformed))
@@ -130,6 +139,8 @@ pub struct MembershipArgs {
     pub server: ActorRef<NodeServerMessage>,
     pub tls: Option<Tls>,
     pub stats: Arc<Stats>,
+    /// What runs this node's detectors, if it has any.
+    pub backend: Option<Backend>,
 }
 
 struct Peer {
@@ -154,6 +165,8 @@ pub struct MembershipState {
     peers: BTreeMap<String, Peer>,
     addresses: HashMap<String, Address>,
     join: JoinState,
+    /// Inferences counted at the last refresh, and when: for `detect_fps`.
+    last_rate_sample: (u64, Instant),
 }
 
 pub struct Membership;
@@ -194,6 +207,8 @@ impl Actor for Membership {
             inferences: 0,
             started_at_us: now_us(),
             peers: Vec::new(),
+            backend: args.backend.clone(),
+            detect_fps: 0.0,
         };
         let now = Instant::now();
         let addresses = cfg
@@ -219,6 +234,7 @@ impl Actor for Membership {
             addresses,
             join: JoinState::default(),
             args,
+            last_rate_sample: (0, now),
         };
         state.dial_due(&myself, now);
         Ok(state)
@@ -232,7 +248,7 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         match msg {
-            MembershipMsg::Heartbeat(info) => state.heard(info, now),
+            MembershipMsg::Heartbeat(info) => state.heard(*info, now),
             MembershipMsg::Tick => {
                 state.refresh_me();
                 state.send_heartbeats();
@@ -319,6 +335,14 @@ impl MembershipState {
         self.me.in_flight = s.dispatch_in_flight.get();
         self.me.queued = s.dispatch_queued.get();
         self.me.inferences = s.inferences.get();
+        let (before, since) = self.last_rate_sample;
+        let elapsed = since.elapsed().as_secs_f64();
+        if elapsed >= 0.5 {
+            let fps = self.me.inferences.saturating_sub(before) as f64 / elapsed;
+            self.me.detect_fps = (fps * 10.0).round() / 10.0;
+            s.detect_fps_tenths.set((fps * 10.0).round() as u64);
+            self.last_rate_sample = (self.me.inferences, Instant::now());
+        }
         self.me.peers = self
             .peers
             .values()
@@ -331,7 +355,7 @@ impl MembershipState {
         let members = ractor::pg::get_scoped_members(&self.args.scope, &MEMBERS.to_string());
         for cell in members.into_iter().filter(|c| !c.get_id().is_local()) {
             let peer: ActorRef<MembershipMsg> = cell.into();
-            let _ = peer.cast(MembershipMsg::Heartbeat(self.me.clone()));
+            let _ = peer.cast(MembershipMsg::Heartbeat(Box::new(self.me.clone())));
         }
     }
 

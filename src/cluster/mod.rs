@@ -56,7 +56,12 @@ pub struct Cluster {
 impl Cluster {
     /// Listen for peers, dial the seeds and wait until one of them lets us in. Fails with a
     /// sentence naming the config field when the port is taken or no seed can be joined.
-    pub async fn start(cfg: &Config, stats: Arc<Stats>) -> anyhow::Result<Cluster> {
+    /// `backend`: what runs this node's detectors, told to the others in every heartbeat.
+    pub async fn start(
+        cfg: &Config,
+        stats: Arc<Stats>,
+        backend: Option<crate::model::Backend>,
+    ) -> anyhow::Result<Cluster> {
         let c = &cfg.cluster;
         let tls = match &c.tls {
             Some(t) => Some(tls::Tls::load(t).context("cluster.tls")?),
@@ -90,6 +95,7 @@ impl Cluster {
                 server: server.clone(),
                 tls,
                 stats,
+                backend,
             },
         )
         .await?;

@@ -5,6 +5,7 @@
 //! [`letterbox`] and [`postprocess`] as pure functions; [`Yolo`] owns a session and the buffers
 //! that are reused from frame to frame.
 
+pub mod backend;
 pub mod coco;
 pub mod letterbox;
 pub mod postprocess;
@@ -12,6 +13,7 @@ pub mod postprocess;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -20,6 +22,7 @@ use thiserror::Error;
 
 use crate::protocol::Detection;
 use crate::runtime::{self, RuntimeError};
+use backend::{Arithmetic, CpuInfo, ExecutionProvider, Precision, Provider};
 use letterbox::{Letterboxer, Placement};
 use postprocess::{PostprocessConfig, Postprocessor, RawDetection};
 
@@ -41,6 +44,8 @@ pub enum ModelError {
     Load { path: PathBuf, reason: String },
     #[error("model {path} is not a YOLOv7 `export.py --grid` model: {reason}")]
     Contract { path: PathBuf, reason: String },
+    #[error("model.execution_provider and model.precision: {0}")]
+    Backend(String),
 }
 
 #[derive(Debug, Error)]
@@ -77,8 +82,137 @@ pub struct ModelOptions {
     pub postprocess: PostprocessConfig,
     /// Decode JPEGs straight to the smallest size (1/2, 1/4, 1/8 by libjpeg-turbo's DCT
     /// scaling) that still covers the model input, instead of full size then resizing.
+    /// `None`: on unless the reference-exact path (`precision = fp32`) is asked for.
+    pub dct_scaling: Option<bool>,
+    pub execution_provider: ExecutionProvider,
+    pub precision: Precision,
+}
+
+impl ModelOptions {
+    /// The reference-exact path: fp32 on ONNX Runtime's CPU kernels, full-size decoding.
+    pub fn exact(path: PathBuf) -> Self {
+        Self {
+            path,
+            onnxruntime_library: None,
+            intra_threads: 1,
+            postprocess: PostprocessConfig::default(),
+            dct_scaling: Some(false),
+            execution_provider: ExecutionProvider::Cpu,
+            precision: Precision::Fp32,
+        }
+    }
+
+    fn dct_scaling(&self) -> bool {
+        self.dct_scaling
+            .unwrap_or(self.precision != Precision::Fp32)
+    }
+}
+
+/// What runs the model in this process, once the library and provider have loaded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Backend {
+    pub provider: Provider,
+    pub precision: Arithmetic,
+    /// The ONNX Runtime library loaded.
+    pub library: PathBuf,
     pub dct_scaling: bool,
-    pub execution_provider: crate::config::ExecutionProvider,
+    /// Why this one (the log and `/health` show it).
+    pub reason: String,
+    /// The CPU it was chosen for.
+    pub cpu: String,
+}
+
+impl Backend {
+    /// Choose the provider and precision (see [`backend`]), load the ONNX Runtime library and
+    /// check that the provider registers; `auto` falls back to fp32 on the CPU kernels when
+    /// OpenVINO does not load. Deterministic for a process: every detector gets the same answer.
+    pub fn resolve(opts: &ModelOptions) -> Result<Backend, ModelError> {
+        let cpu = CpuInfo::detect();
+        let explicit = opts.onnxruntime_library.clone().or_else(|| {
+            std::env::var_os(runtime::ENV_VAR)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        let plan = backend::plan(
+            opts.execution_provider,
+            opts.precision,
+            &cpu,
+            explicit.as_deref(),
+            runtime::find_openvino_library().as_deref(),
+        )
+        .map_err(ModelError::Backend)?;
+        let mut chosen = Backend {
+            provider: plan.provider,
+            precision: plan.precision,
+            library: PathBuf::new(),
+            dct_scaling: opts.dct_scaling(),
+            reason: plan.reason.clone(),
+            cpu: cpu.model.clone(),
+        };
+        let fall_back = |chosen: &mut Backend, why: String| {
+            chosen.provider = Provider::Cpu;
+            chosen.precision = Arithmetic::Fp32;
+            chosen.reason = format!(
+                "{}, but {why}: fp32 on ONNX Runtime's CPU kernels",
+                plan.reason
+            );
+        };
+        let loaded = match &plan.library {
+            Some(lib) => runtime::load(lib),
+            None => runtime::environment(None),
+        };
+        let env = match loaded {
+            Ok(env) => env,
+            Err(e) if plan.fallback_to_cpu => {
+                fall_back(
+                    &mut chosen,
+                    format!("OpenVINO's ONNX Runtime did not load ({e})"),
+                );
+                runtime::environment(explicit.as_deref())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if chosen.provider == Provider::Openvino {
+            let registered = Session::builder(env)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    b.with_execution_providers([openvino_provider(
+                        chosen.precision,
+                        opts.intra_threads,
+                    )
+                    .build()
+                    .error_on_failure()])
+                        .map_err(|e| e.to_string())
+                });
+            match registered {
+                Ok(_) => {}
+                Err(e) if plan.fallback_to_cpu => {
+                    fall_back(&mut chosen, format!("the OpenVINO execution provider is not available ({e})"))
+                }
+                Err(e) => {
+                    return Err(ModelError::Backend(format!(
+                        "the OpenVINO execution provider is not available ({e}); it needs ONNX Runtime from the onnxruntime-openvino wheel, which scripts/setup.sh unpacks into .deps/onnxruntime-openvino/"
+                    )))
+                }
+            }
+        }
+        chosen.library = runtime::loaded_library()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(chosen)
+    }
+}
+
+fn openvino_provider(precision: Arithmetic, threads: usize) -> ort::ep::OpenVINO {
+    use ort::ep::ArbitrarilyConfigurableExecutionProvider;
+    ort::ep::OpenVINO::default()
+        .with_device_type("CPU")
+        .with_num_threads(threads.max(1))
+        .with_num_streams(1)
+        .with_arbitrary_config(
+            "load_config",
+            backend::openvino_load_config(precision, threads),
+        )
 }
 
 /// What the model is: shared by every detector that runs it.
@@ -105,14 +239,47 @@ pub struct ImageDetections {
 pub struct Yolo {
     session: Session,
     info: ModelInfo,
+    backend: Backend,
     postprocess: PostprocessConfig,
-    dct_scaling: bool,
     jpeg: JpegDecoder,
     rgb: Vec<u8>,
     input: Vec<f32>,
     letterbox: Letterboxer,
     post: Postprocessor,
     raw: Vec<RawDetection>,
+    times: StepTimes,
+}
+
+/// Time spent in each step since the session was loaded (a few `Instant::now()` calls a frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    pub frames: u64,
+    pub decode: Duration,
+    pub letterbox: Duration,
+    pub inference: Duration,
+    pub postprocess: Duration,
+}
+
+impl StepTimes {
+    /// Mean milliseconds per frame of each step: decode, letterbox, inference, postprocess.
+    pub fn mean_ms(&self) -> [f64; 4] {
+        let n = self.frames.max(1) as f64;
+        [
+            self.decode,
+            self.letterbox,
+            self.inference,
+            self.postprocess,
+        ]
+        .map(|d| d.as_secs_f64() * 1000.0 / n)
+    }
+
+    pub fn add(&mut self, other: &StepTimes) {
+        self.frames += other.frames;
+        self.decode += other.decode;
+        self.letterbox += other.letterbox;
+        self.inference += other.inference;
+        self.postprocess += other.postprocess;
+    }
 }
 
 impl Yolo {
@@ -122,7 +289,8 @@ impl Yolo {
         if !path.is_file() {
             return Err(ModelError::NotFound(path.clone()));
         }
-        let env = runtime::environment(opts.onnxruntime_library.as_deref())?;
+        let backend = Backend::resolve(opts)?;
+        let env = runtime::environment(None)?; // loaded by `resolve`
         let load = |reason: String| ModelError::Load {
             path: path.clone(),
             reason,
@@ -135,20 +303,16 @@ impl Yolo {
             .map_err(|e| load(e.to_string()))?
             .with_inter_threads(1)
             .map_err(|e| load(e.to_string()))?;
-        let session = match opts.execution_provider {
-            crate::config::ExecutionProvider::Cpu => session,
-            crate::config::ExecutionProvider::Openvino => session
-                .with_execution_providers([ort::ep::OpenVINO::default()
-                    .with_device_type("CPU")
-                    .with_num_threads(opts.intra_threads.max(1))
-                    .with_num_streams(1)
-                    .build()
-                    .error_on_failure()])
-                .map_err(|e| {
-                    load(format!(
-                        "the OpenVINO execution provider is not available ({e}); model.execution_provider = \"openvino\" needs ONNX Runtime from the onnxruntime-openvino wheel, which scripts/setup.sh unpacks into .deps/onnxruntime-openvino/"
-                    ))
-                })?,
+        let session = match backend.provider {
+            Provider::Cpu => session,
+            Provider::Openvino => session
+                .with_execution_providers([openvino_provider(
+                    backend.precision,
+                    opts.intra_threads,
+                )
+                .build()
+                .error_on_failure()])
+                .map_err(|e| load(format!("the OpenVINO execution provider failed: {e}")))?,
         };
         let mut builder = session;
         let session = builder
@@ -159,14 +323,15 @@ impl Yolo {
         Ok(Self {
             session,
             info,
+            backend,
             postprocess: opts.postprocess,
-            dct_scaling: opts.dct_scaling,
             jpeg: JpegDecoder::new().map_err(|e| load(e.to_string()))?,
             rgb: Vec::new(),
             input,
             letterbox: Letterboxer::new(),
             post: Postprocessor::new(),
             raw: Vec::new(),
+            times: StepTimes::default(),
         })
     }
 
@@ -174,14 +339,32 @@ impl Yolo {
         &self.info
     }
 
+    /// Time spent in each step so far.
+    pub fn step_times(&self) -> StepTimes {
+        self.times
+    }
+
+    pub fn reset_step_times(&mut self) {
+        self.times = StepTimes::default();
+    }
+
+    /// What runs this session.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
     /// Decode a JPEG into the reused RGB buffer and detect on it. Boxes are in the JPEG's own
     /// pixels, whatever size it was decoded at.
     pub fn detect_jpeg(&mut self, jpeg: &[u8]) -> Result<ImageDetections, DetectError> {
         let mut rgb = std::mem::take(&mut self.rgb);
         let fit = self
+            .backend
             .dct_scaling
             .then_some((self.info.input_width, self.info.input_height));
-        let result = self.jpeg.decode_fitting(jpeg, &mut rgb, fit).and_then(|d| {
+        let started = Instant::now();
+        let decoded = self.jpeg.decode_fitting(jpeg, &mut rgb, fit);
+        self.times.decode += started.elapsed();
+        let result = decoded.and_then(|d| {
             let mut found = self.detect_rgb(&rgb, d.width, d.height)?;
             if (d.width, d.height) != (d.full_width, d.full_height) {
                 let sx = d.full_width as f32 / d.width as f32;
@@ -207,6 +390,7 @@ impl Yolo {
         height: u32,
     ) -> Result<ImageDetections, DetectError> {
         check_size(width, height)?;
+        let started = Instant::now();
         let placement = self.letterbox.run(
             rgb,
             width,
@@ -215,7 +399,9 @@ impl Yolo {
             self.info.input_height,
             &mut self.input,
         );
+        self.times.letterbox += started.elapsed();
         self.infer_and_postprocess(&placement)?;
+        self.times.frames += 1;
         let names = &self.info.class_names;
         let detections = self
             .raw
@@ -258,6 +444,7 @@ impl Yolo {
             self.info.input_width as usize,
             self.info.input_height as usize,
         );
+        let started = Instant::now();
         let input = TensorRef::from_array_view(([1usize, 3, h, w], &self.input[..]))
             .map_err(|e| DetectError::Inference(e.to_string()))?;
         let outputs = self
@@ -267,6 +454,8 @@ impl Yolo {
         let (_, rows) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| DetectError::Inference(e.to_string()))?;
+        let inferred = Instant::now();
+        self.times.inference += inferred - started;
         self.raw.clear();
         self.post.run(
             rows,
@@ -275,6 +464,7 @@ impl Yolo {
             placement,
             &mut self.raw,
         );
+        self.times.postprocess += inferred.elapsed();
         Ok(())
     }
 }
