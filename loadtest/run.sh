@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# Regenerate the benchmark table of BENCHMARKS.md on this machine:
+# Regenerate the benchmark tables of BENCHMARKS.md on this machine, in one sitting:
 #
-#   loadtest/run.sh [SECONDS]      # SECONDS per load run (default 60)
+#   loadtest/run.sh [SECONDS]      # SECONDS per 30 fps load run (default 60)
 #
-# For each configuration: `kadr bench-model` (the model alone, same settings), then a node with
-# those settings under `kadr-loadtest`: one 1280x720 stream at 30 fps (the target), and a
-# saturating run (120 fps offered, more than any configuration here can detect: the node drops
-# the oldest frames and its delivered fps is its capacity), compared with bench-model's
-# whole-frame fps. Then scaling: one node
-# pinned to one core, then a second node pinned to the other. Results go to
-# loadtest/results/*.json and a markdown table on stdout.
+# 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
+#    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
+# 2. For each configuration: `kadr bench-model` (the model alone, same settings), then a node with
+#    those settings under `kadr-loadtest`: one 1280x720 stream at 30 fps, and a saturating run
+#    (60 fps offered: the node drops the oldest frames and its delivered fps is its capacity).
+# 3. Streams: the shipped defaults under 1..4 streams of 30 fps.
+# 4. Scaling: one node pinned to one core, then a second node pinned to the other.
+# Results go to loadtest/results/*.json and markdown tables on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-60}
-SATURATE=${SATURATE:-120}   # fps offered in the saturating runs: more than any configuration here detects
+SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
+STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
 scripts/setup.sh >/dev/null
 cargo build --release --quiet --workspace
 KADR=target/release/kadr
 LOAD=target/release/kadr-loadtest
+MODEL=models/yolov7-tiny-random-384x640.onnx
 OUT=loadtest/results
-mkdir -p "$OUT"
+rm -rf "$OUT" && mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 export KADR_CLUSTER_COOKIE=${KADR_CLUSTER_COOKIE:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+BF16=$(grep -o -w -E 'amx_bf16|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
+echo "{\"cpu\": \"$CPU\", \"bf16\": \"${BF16:-none}\", \"cores\": $(nproc), \"date\": \"$(date -u +%F)\"}" > "$OUT/machine.json"
+echo "== machine: $CPU, $(nproc) cores, bf16: ${BF16:-none}" >&2
 
 redis_up() { .deps/venv/bin/python -c "import redis,sys; redis.Redis.from_url(sys.argv[1], socket_timeout=1).ping()" "$1" 2>/dev/null; }
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -34,47 +41,71 @@ if ! redis_up "$REDIS_URL"; then
     for _ in $(seq 50); do redis_up "$REDIS_URL" && break; sleep 0.1; done
 fi
 export REDIS_URL
+REDIS_PID=${PIDS[0]:-}
+
+# --- 1. The peer, on the frames kadr-loadtest publishes.
+PEER=.deps/peer-venv
+if [ ! -x "$PEER/bin/python" ] || ! "$PEER/bin/python" -c 'import openvino, cv2, onnxruntime' 2>/dev/null; then
+    echo "== installing the peer's packages (openvino, opencv-python-headless, onnxruntime) into $PEER" >&2
+    python3 -m venv "$PEER"
+    "$PEER/bin/python" -m pip install -q --disable-pip-version-check openvino opencv-python-headless numpy "onnxruntime==1.32.0"
+fi
+$LOAD --write-frames "$WORK/frames" >/dev/null
+echo "== peer" >&2
+"$PEER/bin/python" loadtest/peer.py --runtime openvino --requests 1 --model "$MODEL" --frames "$WORK/frames" --seconds 20 --json "$OUT/peer-ov-1.json" >&2
+"$PEER/bin/python" loadtest/peer.py --runtime openvino --requests 2 --model "$MODEL" --frames "$WORK/frames" --seconds 20 --json "$OUT/peer-ov-2.json" >&2
+"$PEER/bin/python" loadtest/peer.py --runtime onnxruntime --model "$MODEL" --frames "$WORK/frames" --seconds 20 --json "$OUT/peer-ort.json" >&2
 
 # start_node NAME PIN SETS...: a node (pinned to CPU list PIN unless "-"), waits until it is up.
+# NODE_ENV, if set, is prepended to the command (e.g. KADR_CPU_FLAGS= to act as a CPU without bf16).
 start_node() {
     local name=$1 pin=$2; shift 2
     local cmd=($KADR node --config cluster.toml --redis-url "$REDIS_URL" --set "node.name=$name" "$@")
     [ "$pin" != "-" ] && cmd=(taskset -c "$pin" "${cmd[@]}")
-    "${cmd[@]}" 2>"$WORK/$name.log" &
+    env ${NODE_ENV:-} "${cmd[@]}" 2>"$WORK/$name.log" &
     PIDS+=($!); LAST_PID=$!
-    for _ in $(seq 300); do grep -q "node started" "$WORK/$name.log" && return; sleep 0.1; done
+    for _ in $(seq 600); do grep -q "node started" "$WORK/$name.log" && return; sleep 0.1; done
     cat "$WORK/$name.log" >&2; exit 1
 }
-stop_nodes() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); redis_up "$REDIS_URL" || true; }
+stop_nodes() { for p in "${PIDS[@]}"; do [ "$p" = "$REDIS_PID" ] || kill "$p" 2>/dev/null || true; done; sleep 1; PIDS=(${REDIS_PID:-}); }
+NODE_PORTS=(--set cluster.listen=127.0.0.1:7410 --set admin.listen=127.0.0.1:7510)
 
-# configuration: label, then --set overrides
+# --- 2. run_config LABEL SLUG ENV SETS...: bench-model, a 30 fps run and a saturating run.
 run_config() {
-    local label=$1 slug=$2; shift 2
+    local label=$1 slug=$2 envs=$3; shift 3
     local sets=()
     for s in "$@"; do sets+=(--set "$s"); done
     echo "== $label" >&2
-    $KADR bench-model --seconds 10 "${sets[@]}" --json "$OUT/$slug.bench.json" >&2
-    start_node lt-1 - "${sets[@]}" --set cluster.listen=127.0.0.1:7410 --set admin.listen=127.0.0.1:7510
+    env $envs $KADR bench-model --seconds 10 "${sets[@]}" --json "$OUT/$slug.bench.json" >&2
+    NODE_ENV=$envs start_node lt-1 - "${sets[@]}" "${NODE_PORTS[@]}"
     local pid=$LAST_PID
+    grep -m1 "model backend chosen" "$WORK/lt-1.log" | sed 's/.*INFO //' >&2 || true
     $LOAD --fps 30 --seconds "$SECONDS_PER_RUN" --node-pid "$pid" --label "$label" --json "$OUT/$slug.30fps.json" >/dev/null
     $LOAD --fps "$SATURATE" --seconds 30 --node-pid "$pid" --label "$label" --json "$OUT/$slug.saturated.json" >/dev/null
-    kill "$pid"; wait "$pid" 2>/dev/null || true; PIDS=()
+    stop_nodes
 }
 
 INT8=models/yolov7-tiny-random-384x640-int8.onnx
-[ -e "$INT8" ] || .deps/venv/bin/python models/quantize_int8.py --model models/yolov7-tiny-random-384x640.onnx \
+[ -e "$INT8" ] || .deps/venv/bin/python models/quantize_int8.py --model "$MODEL" \
     --video .deps/video/bigbuckbunny.mp4 --frames 64 --out "$INT8"
-run_config "fp32, CPU EP, 2 detectors x 1 thread" fp32-2x1 detector.pool_size=2 detector.intra_threads=1
-run_config "fp32, CPU EP, 2 x 1, DCT-scaled decode" fp32-2x1-dct detector.pool_size=2 detector.intra_threads=1 model.dct_scaling=true
-run_config "fp32, CPU EP, 1 detector x 2 threads" fp32-1x2 detector.pool_size=1 detector.intra_threads=2
-run_config "fp32, OpenVINO EP, 1 x 2" fp32-ov-1x2 detector.pool_size=1 detector.intra_threads=2 'model.execution_provider="openvino"'
-run_config "int8, CPU EP, 2 x 1" int8-2x1 detector.pool_size=2 detector.intra_threads=1 "model.path=\"$PWD/$INT8\""
-run_config "int8, CPU EP, 2 x 1, DCT-scaled decode" int8-2x1-dct detector.pool_size=2 detector.intra_threads=1 "model.path=\"$PWD/$INT8\"" model.dct_scaling=true
-run_config "int8, OpenVINO EP, 1 x 2" int8-ov-1x2 detector.pool_size=1 detector.intra_threads=2 "model.path=\"$PWD/$INT8\"" 'model.execution_provider="openvino"'
+run_config "shipped defaults (auto)" defaults ""
+run_config "defaults on a CPU without bf16 (KADR_CPU_FLAGS='')" defaults-nobf16 "KADR_CPU_FLAGS="
+run_config "precision = fp32 (the exact path; the old default)" fp32-exact "" 'model.precision="fp32"'
+run_config "OpenVINO bf16, 1 x 2 threads" ov-bf16-1x2 "" 'model.precision="bf16"' detector.pool_size=1 detector.intra_threads=2
+run_config "int8 model, CPU EP, 2 x 1, DCT" int8-2x1 "" "model.path=\"$PWD/$INT8\"" 'model.execution_provider="cpu"'
 
-# Scaling: one node on core 0, then a second (detector only) on core 1.
+# --- 3. Streams of 30 fps against the shipped defaults.
+echo "== streams" >&2
+start_node lt-1 - "${NODE_PORTS[@]}"
+pid=$LAST_PID
+for n in 1 2 3 4; do
+    $LOAD --streams "$n" --fps 30 --seconds "$STREAM_SECONDS" --node-pid "$pid" --label "$n x 30 fps, shipped defaults" --json "$OUT/streams-$n.json" >/dev/null
+done
+stop_nodes
+
+# --- 4. Scaling: one node on core 0, then a second (detector only) on core 1.
 echo "== scaling" >&2
-start_node one 0 --set detector.pool_size=1 --set cluster.listen=127.0.0.1:7410 --set admin.listen=127.0.0.1:7510
+start_node one 0 --set detector.pool_size=1 "${NODE_PORTS[@]}"
 ONE=$LAST_PID
 $LOAD --fps 60 --seconds 30 --node-pid "$ONE" --label "1 node, core 0" --json "$OUT/scale-1.json" >/dev/null
 start_node two 1 --set detector.pool_size=1 --set 'node.roles=["detector"]' --set cluster.listen=127.0.0.1:7411 \
@@ -84,27 +115,4 @@ sleep 2
 $LOAD --fps 60 --seconds 30 --node-pid "$ONE" "$TWO" --label "2 nodes, cores 0 and 1" --json "$OUT/scale-2.json" >/dev/null
 stop_nodes
 
-.deps/venv/bin/python - "$OUT" <<'PY'
-import json, sys, os
-out = sys.argv[1]
-def load(name):
-    p = os.path.join(out, name)
-    return json.load(open(p)) if os.path.exists(p) else None
-print("| configuration | bench-model inference fps | bench-model whole-frame fps | 30 fps run: delivered | dropped | gaps | p50 / p95 / p99 ms | node CPU (cores) | RSS start/end MiB | saturated: delivered fps | ratio to bench-model |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-for slug in ("fp32-2x1", "fp32-2x1-dct", "fp32-1x2", "fp32-ov-1x2", "int8-2x1", "int8-2x1-dct", "int8-ov-1x2"):
-    b, r, s = load(f"{slug}.bench.json"), load(f"{slug}.30fps.json"), load(f"{slug}.saturated.json")
-    if not (b and r and s): continue
-    gaps = sum(v for k, v in r["gaps"].items() if k != "dropped")
-    rss = r["nodes_rss_mib"] or [0, 0, 0, 0]
-    print(f"| {r['label']} | {b['inference_fps']} | {b['frame_fps']} | {r['delivered_fps']} ({r['detected']}/{r['published']}) | {r['dropped']} | {gaps} "
-          f"| {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['nodes_cpu_cores']} | {rss[0]} / {rss[1]} "
-          f"| {s['delivered_fps']} | {s['delivered_fps'] / b['frame_fps']:.2f} |")
-one, two = load("scale-1.json"), load("scale-2.json")
-if one and two:
-    print()
-    print("| scaling (60 fps offered) | delivered fps | p50 ms | ratio |")
-    print("| --- | --- | --- | --- |")
-    print(f"| {one['label']} | {one['delivered_fps']} | {one['latency_ms_p50']} | 1.00 |")
-    print(f"| {two['label']} | {two['delivered_fps']} | {two['latency_ms_p50']} | {two['delivered_fps'] / max(one['delivered_fps'], 1e-9):.2f} |")
-PY
+.deps/venv/bin/python loadtest/report.py "$OUT"

@@ -71,12 +71,23 @@ if [ "$CLUSTER" = 1 ]; then
 import json, urllib.request
 view = json.load(urllib.request.urlopen("http://127.0.0.1:7500/cluster"))
 for m in view["members"]:
-    print(f"  {m['name']:8} {m['address']:16} {','.join(m['roles']):26} detectors={m['detectors']} {m['status']}")
+    b = m.get("backend") or {}
+    print(f"  {m['name']:8} {m['address']:16} {','.join(m['roles']):26} detectors={m['detectors']} {b.get('provider', '-')} {b.get('precision', '-')} {m['status']}")
 PY
 else
     say "starting a node (cluster.toml) against $REDIS_URL"
     start_node node-1 "$WORK/node.log"
 fi
+
+# What runs the model, as node-1 chose it (model.precision and model.execution_provider "auto").
+BACKEND=$(.deps/venv/bin/python - <<'PY'
+import json, urllib.request
+b = json.load(urllib.request.urlopen("http://127.0.0.1:7500/health"))["backend"]
+dct = "on" if b["dct_scaling"] else "off"
+print(f"{b['provider']} {b['precision']}, DCT-scaled decoding {dct}, on {b['cpu']} ({b['reason']})")
+PY
+)
+say "model backend: $BACKEND"
 
 VIDEO=.deps/video/bigbuckbunny.mp4
 FRAMES=$(ffprobe -v error -count_packets -select_streams v:0 -show_entries stream=nb_read_packets -of csv=p=0 "$VIDEO")

@@ -53,6 +53,10 @@ struct Args {
     /// A label for the report (the configuration under test).
     #[arg(long, default_value = "")]
     label: String,
+    /// Write the JPEG frames it would publish into this folder and exit (so another program,
+    /// like the Python peer in loadtest/peer.py, is measured on the very same frames).
+    #[arg(long)]
+    write_frames: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -98,6 +102,18 @@ async fn main() -> anyhow::Result<()> {
     let frames = kadr::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
         .await
         .context("loading frames")?;
+    if let Some(dir) = &args.write_frames {
+        std::fs::create_dir_all(dir)?;
+        for (i, f) in frames.iter().enumerate() {
+            std::fs::write(dir.join(format!("{i:05}.jpg")), f)?;
+        }
+        eprintln!(
+            "loadtest: wrote {} frames to {}",
+            frames.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
     eprintln!(
         "loadtest: {} frames of {} (1280x720 JPEG), {} stream(s) x {} fps for {} s{}",
         frames.len(),

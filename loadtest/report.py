@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Markdown tables for BENCHMARKS.md from the JSON that loadtest/run.sh leaves in a folder.
+
+    python3 loadtest/report.py loadtest/results
+"""
+import json
+import os
+import sys
+
+out = sys.argv[1] if len(sys.argv) > 1 else "loadtest/results"
+
+
+def load(name):
+    p = os.path.join(out, name)
+    return json.load(open(p)) if os.path.exists(p) else None
+
+
+m = load("machine.json") or {}
+print(f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, bf16: {m.get('bf16', '?')}, {m.get('date', '?')}")
+print()
+
+peers = [(s, load(f"{s}.json")) for s in ("peer-ov-1", "peer-ov-2", "peer-ort")]
+peer_base = (load("peer-ov-1.json") or {}).get("frame_fps")
+print("| peer (one Python process, same frames and model) | whole-frame fps | inference fps |")
+print("| --- | --- | --- |")
+for _, p in peers:
+    if p:
+        print(f"| {p['runtime']} | {p['frame_fps']} | {p['inference_fps']} |")
+print()
+
+print("| configuration | chosen | bench-model inference fps | whole-frame fps | ms per frame: decode / letterbox / inference / NMS "
+      "| 30 fps run: delivered | dropped | p50 / p95 / p99 ms | node CPU (cores) | saturated: delivered fps "
+      "| to bench-model | to the peer (OpenVINO, 1 request) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for slug in ("defaults", "defaults-nobf16", "fp32-exact", "ov-bf16-1x2", "int8-2x1"):
+    b, r, s = load(f"{slug}.bench.json"), load(f"{slug}.30fps.json"), load(f"{slug}.saturated.json")
+    if not (b and r and s):
+        continue
+    chosen = f"{b['provider']} {b['precision']}, {b['parallel']} x {b['intra_threads']}, DCT {'on' if b['dct_scaling'] else 'off'}"
+    to_peer = f"{s['delivered_fps'] / peer_base:.2f}" if peer_base else "-"
+    print(f"| {r['label']} | {chosen} | {b['inference_fps']} | {b['frame_fps']} "
+          f"| {b['decode_ms']} / {b['letterbox_ms']} / {b['infer_ms']} / {b['postprocess_ms']} "
+          f"| {r['delivered_fps']} ({r['detected']}/{r['published']}) | {r['dropped']} "
+          f"| {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['nodes_cpu_cores']} "
+          f"| {s['delivered_fps']} | {s['delivered_fps'] / b['frame_fps']:.2f} | {to_peer} |")
+print()
+
+print("| streams x 30 fps, shipped defaults | published | detected | dropped | other gaps | delivered fps | p50 / p95 / p99 ms | machine CPU | node CPU (cores) | node RSS MiB start / end |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for n in (1, 2, 3, 4):
+    r = load(f"streams-{n}.json")
+    if not r:
+        continue
+    other = sum(v for k, v in r["gaps"].items() if k != "dropped")
+    rss = r["nodes_rss_mib"] or [0, 0, 0, 0]
+    print(f"| {n} | {r['published']} | {r['detected']} | {r['dropped']} | {other} | {r['delivered_fps']} "
+          f"| {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['machine_cpu_percent']}% "
+          f"| {r['nodes_cpu_cores']} | {rss[0]} / {rss[1]} |")
+print()
+
+one, two = load("scale-1.json"), load("scale-2.json")
+if one and two:
+    print("| scaling, shipped defaults (60 fps offered) | delivered fps | p50 ms | ratio |")
+    print("| --- | --- | --- | --- |")
+    print(f"| {one['label']} | {one['delivered_fps']} | {one['latency_ms_p50']} | 1.00 |")
+    print(f"| {two['label']} | {two['delivered_fps']} | {two['latency_ms_p50']} | {two['delivered_fps'] / max(one['delivered_fps'], 1e-9):.2f} |")
