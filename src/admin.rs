@@ -105,8 +105,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "ok",
+    // A source node that cannot reach Redis takes no frames in and publishes nothing: not
+    // healthy, though restarting it would not help (it reconnects by itself every second).
+    let redis_down = state.handles.stats.redis_down.get() > 0;
+    let (code, status) = if redis_down {
+        (StatusCode::SERVICE_UNAVAILABLE, "redis_down")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    HttpResponse::build(code).json(json!({
+        "status": status,
+        "redis": if redis_down { "down" } else { "up" },
         "node": state.handles.node,
         "roles": state.roles,
         "backend": state.handles.backend,
@@ -226,7 +235,7 @@ fn refuse_unauthorized(token: &Secret, request: &HttpRequest) -> Option<HttpResp
 /// The Prometheus text exposition format.
 pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 15] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "kadr_frames_received_total",
             "Messages received on frame channels.",
@@ -291,6 +300,21 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
             "kadr_publish_errors_total",
             "Redis publishes that failed.",
             stats.publish_errors.get(),
+        ),
+        (
+            "kadr_redis_outages_total",
+            "Times the source found Redis unreachable (one per outage).",
+            stats.redis_outages.get(),
+        ),
+        (
+            "kadr_redis_down",
+            "1 while the source cannot reach Redis.",
+            stats.redis_down.get(),
+        ),
+        (
+            "kadr_detect_fps",
+            "Frames this node's detectors finished per second, over the last heartbeat.",
+            stats.detect_fps_tenths.get() / 10,
         ),
         (
             "kadr_malformed_messages_total",

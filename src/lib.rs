@@ -32,6 +32,7 @@ pub mod node;
 pub mod pool;
 pub mod protocol;
 pub mod publish;
+pub mod redis_conn;
 pub mod runtime;
 pub mod sequencer;
 pub mod source;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use ractor::{Actor, ActorRef};
 use tokio::sync::Semaphore;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::{self, AdminHandles};
 use crate::cluster::{self, Cluster};
@@ -223,6 +223,20 @@ impl Node {
     /// Stop taking frames in, let the detectors finish what they hold (up to `drain`), publish
     /// everything outstanding, then leave the cluster.
     pub async fn shutdown(self, drain: Duration) {
+        let stats = self.stats.clone();
+        // Whatever Redis or a peer does (a flush to a Redis that is down waits on its
+        // time-outs), the node is gone within its drain time and a little more.
+        let limit = drain + SHUTDOWN_GRACE;
+        match tokio::time::timeout(limit, self.stop_everything(drain)).await {
+            Ok(()) => info!(stats = %stats, "node stopped"),
+            Err(_) => warn!(
+                stats = %stats,
+                "node did not stop within {limit:?} (Redis or a peer not answering); leaving anyway"
+            ),
+        }
+    }
+
+    async fn stop_everything(self, drain: Duration) {
         if let Some(admin) = &self.admin {
             admin.stop().await;
         }
@@ -250,9 +264,11 @@ impl Node {
             let _ = h.await;
         }
         self.cluster.shutdown().await;
-        info!(stats = %self.stats, "node stopped");
     }
 }
+
+/// Time a shutdown may take beyond its drain: flushing results and leaving the cluster.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn unreachable_redis(cfg: &Config) -> String {
     format!(
@@ -264,14 +280,7 @@ fn unreachable_redis(cfg: &Config) -> String {
 async fn connect_redis(
     cfg: &Config,
 ) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
-    let client = redis::Client::open(cfg.redis.url.as_str())
-        .with_context(|| format!("redis.url {:?} is not a valid Redis URL", cfg.redis.url))?;
-    let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-        .await
-        .map_err(|_| anyhow!("timed out"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| unreachable_redis(cfg))?;
-    Ok((client, conn))
+    crate::redis_conn::connect(&cfg.redis.url, || unreachable_redis(cfg)).await
 }
 
 /// ractor wraps start-up errors in its own words; keep the sentence that says what to do.

@@ -20,6 +20,7 @@ use crate::dispatch::{DispatchMsg, Job};
 use crate::lease::Lease;
 use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
 use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
+use crate::redis_conn;
 use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
 use crate::stats::Stats;
 
@@ -87,6 +88,7 @@ impl Actor for Source {
             pattern,
             args.lease.clone(),
             ready_tx,
+            args.stats.clone(),
         ));
         // Return once subscribed (or standing by), so frames published after start-up are seen.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
@@ -138,6 +140,7 @@ async fn pump(
     pattern: String,
     mut lease: Lease,
     ready: tokio::sync::oneshot::Sender<()>,
+    stats: Arc<Stats>,
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(250);
     let mut ready = Some(ready);
@@ -147,11 +150,13 @@ async fn pump(
         }
     };
     let mut backoff = FIRST_BACKOFF;
+    let mut outage = Outage::default();
     let mut standing_by = false;
     loop {
         match lease.try_acquire().await {
             Ok(true) => standing_by = false,
             Ok(false) => {
+                outage.over(&stats);
                 if !standing_by {
                     let holder = lease.holder().await.unwrap_or_default();
                     info!(%holder, "standing by: another source node reads the frames");
@@ -162,22 +167,24 @@ async fn pump(
                 continue;
             }
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "Redis unreachable");
+                outage.failed(&stats, &e.to_string(), backoff);
+                signal_ready();
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(redis_conn::RETRY_DELAY);
                 continue;
             }
         }
         let mut conn = match connect(&redis, &pattern).await {
             Ok(c) => c,
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "Redis unreachable");
+                outage.failed(&stats, &e.to_string(), backoff);
                 lease.release().await;
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(redis_conn::RETRY_DELAY);
                 continue;
             }
         };
+        outage.over(&stats);
         backoff = FIRST_BACKOFF;
         info!(%pattern, "source holds the lease and reads frames");
         signal_ready();
@@ -227,10 +234,44 @@ async fn renew(mut lease: Lease, lost: tokio::sync::oneshot::Sender<String>) {
     }
 }
 
-async fn connect(redis: &redis::Client, pattern: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = redis.get_async_pubsub().await?;
-    pubsub.psubscribe(pattern).await?;
-    Ok(pubsub)
+/// Subscribe, giving up after the same time-outs as every other Redis connection.
+async fn connect(redis: &redis::Client, pattern: &str) -> anyhow::Result<redis::aio::PubSub> {
+    let subscribed = async {
+        let mut pubsub = redis.get_async_pubsub().await?;
+        pubsub.psubscribe(pattern).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let limit = redis_conn::CONNECT_TIMEOUT + redis_conn::RESPONSE_TIMEOUT;
+    Ok(tokio::time::timeout(limit, subscribed)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer in {limit:?}"))??)
+}
+
+/// The source's view of Redis: logged once when it goes and once when it is back, counted, and
+/// shown by `/health` while it lasts.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+}
+
+impl Outage {
+    fn failed(&mut self, stats: &Stats, error: &str, retry_in: Duration) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            stats.redis_outages.inc();
+            stats.redis_down.set(1);
+            warn!(%error, ?retry_in, "Redis unreachable; retrying every second until it is back");
+        } else {
+            debug!(%error, ?retry_in, "Redis still unreachable");
+        }
+    }
+
+    fn over(&mut self, stats: &Stats) {
+        if let Some(since) = self.since.take() {
+            stats.redis_down.set(0);
+            info!(after = ?since.elapsed(), "Redis reachable again");
+        }
+    }
 }
 
 impl SourceState {

@@ -43,6 +43,9 @@ pub struct Stats {
     pub missing: Counter,
     pub detector_restarts: Counter,
     pub publish_errors: Counter,
+    /// Times the source found Redis unreachable (one per outage), and whether it is now (0/1).
+    pub redis_outages: Counter,
+    pub redis_down: Counter,
     /// Frames sent to another detector because the one holding them was lost.
     pub redispatched: Counter,
     /// Results that came after their frame was accounted for (sent again, or timed out).

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -592,4 +592,62 @@ fn a_standby_source_node_takes_over_and_reports_what_was_lost() {
         .success());
     let summary = sub.finish();
     assert_eq!(summary["detected"], 132, "{summary}");
+}
+
+/// With Redis gone, a source node says so (`/health` 503 `redis_down`, `/metrics`), and a
+/// SIGTERM still stops it within its drain time (it used to hang for over a minute).
+#[test]
+fn a_node_reports_redis_down_and_still_stops_on_sigterm() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let mut redis = common::Redis::start();
+    if !redis.owned() {
+        eprintln!("SKIP: REDIS_URL is set; this test stops its own server");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url);
+    let roles = "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string();
+    let mut n1 = NodeProcess::start(&config, "n1", common::free_port(), &[roles], COOKIE);
+    n1.wait_members(&["n1"], Duration::from_secs(60));
+    assert_eq!(n1.get_json("/health")["redis"], "up");
+
+    redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = n1.get("/health");
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still {status} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let health: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "redis_down", "{health}");
+    assert_eq!(health["redis"], "down", "{health}");
+    let metrics = n1.get("/metrics").1;
+    assert_eq!(metric(&metrics, "kadr_redis_down"), 1);
+    assert_eq!(metric(&metrics, "kadr_redis_outages_total"), 1);
+
+    let term = Command::new("kill")
+        .args(["-TERM", &n1.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // Drain 10 s + grace 5 s; more than that means it hangs on Redis.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        if let Some(status) = n1.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}:\n{}", n1.log());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit 25 s after SIGTERM with Redis down:\n{}",
+            n1.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(n1.log().contains("Redis unreachable"), "{}", n1.log());
 }

@@ -183,12 +183,10 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, Input::Folder(_)) => Some(FOLDER_FPS),
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
-    let client = redis::Client::open(opts.redis_url.as_str())?;
-    let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| format!("Redis at {} is unreachable", opts.redis_url))?;
+    let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, || {
+        format!("Redis at {} is unreachable", opts.redis_url)
+    })
+    .await?;
     let channels = Channels::new(opts.prefix.clone());
     let mut publisher = Publisher {
         conn,

@@ -139,6 +139,11 @@ impl Redis {
     /// Stop the server and start a new one on the same port.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Start a new server on the port of one that was stopped.
+    pub fn start_again(&mut self) {
         let dir = self
             .dir
             .as_ref()
