@@ -73,7 +73,8 @@ def openvino_runner(model, requests):
 
     core = ov.Core()
     compiled = core.compile_model(model, "CPU")  # OpenVINO's defaults (bf16 where AMX is)
-    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+    precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
     shape = compiled.input(0).shape
     if requests == 1:
         req = compiled.create_infer_request()
@@ -81,9 +82,9 @@ def openvino_runner(model, requests):
         def infer(blob):
             return req.infer({0: blob})[compiled.output(0)]
 
-        return infer, shape, f"OpenVINO {ov.__version__}, {precision}, 1 request", None
+        return infer, shape, f"OpenVINO {ov.__version__.split('-')[0]}, {precision}, 1 request", None
     queue = ov.AsyncInferQueue(compiled, requests)
-    return None, shape, f"OpenVINO {ov.__version__}, {precision}, {requests} async requests", queue
+    return None, shape, f"OpenVINO {ov.__version__.split('-')[0]}, {precision}, {requests} async requests", queue
 
 
 def onnxruntime_runner(model):

@@ -306,6 +306,9 @@ pub struct LimitsConfig {
     pub keep_all_frames: bool,
     /// Streams tracked at once; frames of further streams are refused with an error.
     pub max_streams: usize,
+    /// A frame numbered more than this after its stream's last is refused (`seq_jump`) until
+    /// consecutive frames confirm the new numbering.
+    pub max_seq_jump: u64,
 }
 
 impl Default for LimitsConfig {
@@ -318,6 +321,7 @@ impl Default for LimitsConfig {
             frame_timeout_ms: 30_000,
             keep_all_frames: false,
             max_streams: 1024,
+            max_seq_jump: 300,
         }
     }
 }
@@ -458,7 +462,8 @@ impl Config {
             ));
         }
         // (field, value, least, most): the upper bounds catch typos that would exhaust memory.
-        let ranges: [(&'static str, u64, u64, u64); 9] = [
+        let ranges: [(&'static str, u64, u64, u64); 10] = [
+            ("limits.max_seq_jump", self.limits.max_seq_jump, 1, 1 << 40),
             (
                 "model.max_detections",
                 self.model.max_detections as u64,

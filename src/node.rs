@@ -154,6 +154,7 @@ impl Node {
                         limits: cfg.frame_limits(),
                         keep_all_frames: cfg.limits.keep_all_frames,
                         max_streams: cfg.limits.max_streams,
+                        max_seq_jump: cfg.limits.max_seq_jump,
                         permits: Arc::new(Semaphore::new(permits)),
                         dispatcher: dispatcher.clone(),
                         sequencer: sequencer.clone(),

@@ -43,6 +43,9 @@ pub struct SourceArgs {
     pub limits: FrameLimits,
     pub keep_all_frames: bool,
     pub max_streams: usize,
+    /// A sequence number further than this ahead of its stream's last is refused until it is
+    /// confirmed by consecutive frames (`limits.max_seq_jump`).
+    pub max_seq_jump: u64,
     /// Bounds the kept frames inside the node.
     pub permits: Arc<Semaphore>,
     pub dispatcher: ActorRef<DispatchMsg>,
@@ -52,8 +55,8 @@ pub struct SourceArgs {
 
 pub struct SourceState {
     args: SourceArgs,
-    /// Last accepted sequence number per stream, and when.
-    last_seq: HashMap<Arc<str>, (u64, Instant)>,
+    /// Where each stream's numbering stands.
+    last_seq: HashMap<Arc<str>, StreamSeen>,
     /// Reused for every header check.
     jpeg: JpegDecoder,
     pump: Option<JoinHandle<()>>,
@@ -315,7 +318,20 @@ impl SourceState {
                 return;
             }
         };
-        let stream = match check_order(&mut self.last_seq, args.max_streams, &frame) {
+        // The header is checked before the stream is registered: a burst of junk on new
+        // stream ids must not fill `max_streams` and lock real cameras out.
+        let header = check_jpeg_header(&mut self.jpeg, &frame.jpeg);
+        if let Err((code, message)) = &header {
+            if !self.last_seq.contains_key(frame.stream.as_str()) {
+                refuse(Some(frame.seq), code, message.clone());
+                return;
+            }
+        }
+        let limits = OrderLimits {
+            max_streams: args.max_streams,
+            max_seq_jump: args.max_seq_jump,
+        };
+        let stream = match check_order(&mut self.last_seq, limits, &frame, Instant::now()) {
             Ok(s) => s,
             Err((code, message)) => {
                 refuse(Some(frame.seq), code, message);
@@ -328,8 +344,9 @@ impl SourceState {
             stream: stream.clone(),
             seq,
         });
-        // A header that is not a usable JPEG fails here, cheaply, instead of in a detector.
-        if let Err((code, message)) = check_jpeg_header(&mut self.jpeg, &frame.jpeg) {
+        // A header that is not a usable JPEG fails here, cheaply, instead of in a detector; on a
+        // known stream its sequence number is accounted as a `failed` gap.
+        if let Err((code, message)) = header {
             refuse(Some(seq), code, message.clone());
             let _ = args.sequencer.cast(SequencerMsg::Completed {
                 stream,
@@ -366,14 +383,39 @@ impl SourceState {
     }
 }
 
-/// Sequence numbers must increase per stream; a jump far back is a publisher restart.
-fn check_order(
-    last_seq: &mut HashMap<Arc<str>, (u64, Instant)>,
+/// Where one stream's numbering stands at the source.
+#[derive(Debug, Clone, Copy)]
+struct StreamSeen {
+    last: u64,
+    seen: Instant,
+    /// A jump far ahead not yet believed: the next sequence number that would confirm it, and
+    /// how many consecutive frames have so far.
+    jump: Option<(u64, u32)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OrderLimits {
     max_streams: usize,
+    max_seq_jump: u64,
+}
+
+/// Consecutive frames past a far jump that start a new numbering epoch.
+const JUMP_CONFIRMATIONS: u32 = 3;
+/// When `max_streams` are tracked, streams silent this long give up their place first.
+const STREAM_EVICT_IDLE: Duration = Duration::from_secs(30);
+
+/// Sequence numbers must increase per stream; a jump far back is a publisher restart; a jump
+/// far ahead is believed only after [`JUMP_CONFIRMATIONS`] consecutive frames, so one forged
+/// message cannot take a stream's numbering over.
+fn check_order(
+    streams: &mut HashMap<Arc<str>, StreamSeen>,
+    limits: OrderLimits,
     frame: &Frame,
+    now: Instant,
 ) -> Result<Arc<str>, (&'static str, String)> {
-    let now = Instant::now();
-    if let Some((stream, &(last, _))) = last_seq.get_key_value(frame.stream.as_str()) {
+    if let Some((stream, seen)) = streams.get_key_value(frame.stream.as_str()) {
+        let (stream, mut seen) = (stream.clone(), *seen);
+        let last = seen.last;
         let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
         if frame.seq <= last && !restart {
             return Err((
@@ -381,21 +423,64 @@ fn check_order(
                 format!("sequence number {} is not after {last}", frame.seq),
             ));
         }
-        let stream = stream.clone();
-        last_seq.insert(stream.clone(), (frame.seq, now));
+        if !restart && frame.seq - last > limits.max_seq_jump {
+            let confirmed = match seen.jump {
+                Some((expected, n)) if expected == frame.seq => n + 1,
+                _ => 1,
+            };
+            if confirmed < JUMP_CONFIRMATIONS {
+                seen.jump = Some((frame.seq + 1, confirmed));
+                streams.insert(stream, seen);
+                return Err((
+                    "seq_jump",
+                    format!(
+                        "sequence number {} is more than {} after {last}; {} more consecutive frames start a new numbering",
+                        frame.seq,
+                        limits.max_seq_jump,
+                        JUMP_CONFIRMATIONS - confirmed
+                    ),
+                ));
+            }
+        }
+        streams.insert(
+            stream.clone(),
+            StreamSeen {
+                last: frame.seq,
+                seen: now,
+                jump: None,
+            },
+        );
         return Ok(stream);
     }
-    if last_seq.len() >= max_streams {
-        last_seq.retain(|_, (_, seen)| now.duration_since(*seen) < STREAM_IDLE_FORGET);
+    if streams.len() >= limits.max_streams {
+        streams.retain(|_, s| now.duration_since(s.seen) < STREAM_IDLE_FORGET);
     }
-    if last_seq.len() >= max_streams {
+    if streams.len() >= limits.max_streams {
+        // Still full: the longest silent stream goes, if it has been silent for a while.
+        let idlest = streams
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.seen) >= STREAM_EVICT_IDLE)
+            .min_by_key(|(_, s)| s.seen)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = idlest {
+            streams.remove(&k);
+        }
+    }
+    if streams.len() >= limits.max_streams {
         return Err((
             "too_many_streams",
-            format!("this node already serves {max_streams} streams"),
+            format!("this node already serves {} streams", limits.max_streams),
         ));
     }
     let stream: Arc<str> = Arc::from(frame.stream.as_str());
-    last_seq.insert(stream.clone(), (frame.seq, now));
+    streams.insert(
+        stream.clone(),
+        StreamSeen {
+            last: frame.seq,
+            seen: now,
+            jump: None,
+        },
+    );
     Ok(stream)
 }
 
@@ -418,4 +503,86 @@ fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (&'st
         .check_header(jpeg)
         .map_err(|e| ("bad_image", e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(stream: &str, seq: u64) -> Frame {
+        Frame {
+            stream: stream.into(),
+            seq,
+            capture_ts_us: 0,
+            flags: 0,
+            jpeg: Bytes::new(),
+        }
+    }
+
+    const LIMITS: OrderLimits = OrderLimits {
+        max_streams: 2,
+        max_seq_jump: 300,
+    };
+
+    #[test]
+    fn sequence_numbers_increase_and_restart_from_zero() {
+        let (mut streams, now) = (HashMap::new(), Instant::now());
+        assert!(check_order(&mut streams, LIMITS, &frame("a", 5), now).is_ok());
+        assert!(check_order(&mut streams, LIMITS, &frame("a", 6), now).is_ok());
+        assert_eq!(
+            check_order(&mut streams, LIMITS, &frame("a", 6), now)
+                .unwrap_err()
+                .0,
+            "stale_seq"
+        );
+        assert!(check_order(&mut streams, LIMITS, &frame("a", 0), now).is_ok());
+    }
+
+    #[test]
+    fn one_far_jump_cannot_take_a_stream_over_but_consecutive_frames_can() {
+        let (mut streams, now) = (HashMap::new(), Instant::now());
+        check_order(&mut streams, LIMITS, &frame("a", 100), now).unwrap();
+        // A forged frame 900 ahead is refused, and the genuine numbering carries on.
+        let err = check_order(&mut streams, LIMITS, &frame("a", 1000), now).unwrap_err();
+        assert_eq!(err.0, "seq_jump");
+        for seq in 101..110 {
+            check_order(&mut streams, LIMITS, &frame("a", seq), now).unwrap();
+        }
+        // Within the window is fine.
+        check_order(&mut streams, LIMITS, &frame("a", 409), now).unwrap();
+        // A publisher that really jumped: believed on its third consecutive frame.
+        assert!(check_order(&mut streams, LIMITS, &frame("a", 5000), now).is_err());
+        assert!(check_order(&mut streams, LIMITS, &frame("a", 5001), now).is_err());
+        check_order(&mut streams, LIMITS, &frame("a", 5002), now).unwrap();
+        check_order(&mut streams, LIMITS, &frame("a", 5003), now).unwrap();
+        // Interleaved forgeries never confirm each other.
+        for k in 0..5 {
+            let forged = frame("a", 9000 + 2 * k);
+            assert!(check_order(&mut streams, LIMITS, &forged, now).is_err());
+            check_order(&mut streams, LIMITS, &frame("a", 5004 + k), now).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_full_table_makes_room_from_its_longest_silent_stream() {
+        let (mut streams, t0) = (HashMap::new(), Instant::now());
+        check_order(&mut streams, LIMITS, &frame("a", 1), t0).unwrap();
+        check_order(
+            &mut streams,
+            LIMITS,
+            &frame("b", 1),
+            t0 + Duration::from_secs(5),
+        )
+        .unwrap();
+        let soon = t0 + Duration::from_secs(10);
+        assert_eq!(
+            check_order(&mut streams, LIMITS, &frame("c", 1), soon)
+                .unwrap_err()
+                .0,
+            "too_many_streams"
+        );
+        let later = t0 + STREAM_EVICT_IDLE + Duration::from_secs(1);
+        check_order(&mut streams, LIMITS, &frame("c", 1), later).unwrap();
+        assert!(!streams.contains_key("a") && streams.contains_key("b"));
+    }
 }

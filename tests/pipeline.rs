@@ -732,3 +732,41 @@ async fn a_long_redis_outage_costs_seconds_after_redis_returns_not_minutes() {
     eprintln!("results flowing {:?} after Redis returned", back.elapsed());
     t.stop().await;
 }
+
+/// Hostile publishers: junk on a thousand new stream ids registers none of them (a real camera
+/// that comes next is served), and one forged frame far ahead cannot take a stream's numbering
+/// over (the genuine frames carry on, no `missing` gap, no `stale_seq`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[limits]\nmax_streams = 4\nmax_seq_jump = 300\n";
+    let mut t = TestNode::start(&model, extra, "cam").await;
+    for i in 0..1100u64 {
+        let id = format!("junk{i}");
+        let mut msg = Vec::new();
+        encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), 0, b"x");
+        let channel = format!("{}:frames:{id}", t.prefix);
+        t.publish_raw(channel.as_bytes(), &msg).await;
+    }
+    for seq in 0..3 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    // The forgery: one frame 900 ahead.
+    t.publish(902, FLAG_KEEP, &jpeg).await;
+    for seq in 3..6 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(6, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        check_order(&out.messages, 0),
+        (6, vec![]),
+        "every genuine frame detected, in order, no gap"
+    );
+    let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    assert!(codes.contains(&"seq_jump"), "{codes:?}");
+    assert!(!codes.contains(&"too_many_streams"), "{codes:?}");
+    assert!(!codes.contains(&"stale_seq"), "{codes:?}");
+    t.stop().await;
+}
