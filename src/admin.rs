@@ -235,7 +235,7 @@ fn refuse_unauthorized(token: &Secret, request: &HttpRequest) -> Option<HttpResp
 /// The Prometheus text exposition format.
 pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 18] = [
+    let counters: [(&str, &str, u64); 19] = [
         (
             "kadr_frames_received_total",
             "Messages received on frame channels.",
@@ -305,6 +305,11 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
             "kadr_redis_outages_total",
             "Times the source found Redis unreachable (one per outage).",
             stats.redis_outages.get(),
+        ),
+        (
+            "kadr_pubsub_disconnects_total",
+            "Times Redis closed the source's subscription (see client-output-buffer-limit).",
+            stats.pubsub_disconnects.get(),
         ),
         (
             "kadr_redis_down",

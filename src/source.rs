@@ -156,7 +156,12 @@ async fn pump(
     let mut outage = Outage::default();
     let mut standing_by = false;
     loop {
-        match lease.try_acquire().await {
+        // Still ours (the pub/sub connection dropped, not the lease), or free to take.
+        let held = match lease.renew().await {
+            Ok(true) => Ok(true),
+            _ => lease.try_acquire().await,
+        };
+        match held {
             Ok(true) => standing_by = false,
             Ok(false) => {
                 outage.over(&stats);
@@ -200,7 +205,11 @@ async fn pump(
             tokio::select! {
                 msg = messages.next() => {
                     let Some(msg) = msg else {
-                        warn!("Redis pub/sub connection closed; reconnecting");
+                        // Redis closes a subscriber whose output buffer passes its
+                        // `client-output-buffer-limit pubsub` (one frame bigger than the limit
+                        // does it), and on restart. We keep the lease and subscribe again now.
+                        warn!("Redis closed the pub/sub connection (its client-output-buffer-limit for pubsub clients, or a restart); subscribing again");
+                        stats.pubsub_disconnects.inc();
                         break;
                     };
                     let channel: Vec<u8> = msg.get_channel().unwrap_or_default();

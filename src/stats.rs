@@ -46,6 +46,8 @@ pub struct Stats {
     /// Times the source found Redis unreachable (one per outage), and whether it is now (0/1).
     pub redis_outages: Counter,
     pub redis_down: Counter,
+    /// Times Redis closed the source's subscription while Redis itself stayed up.
+    pub pubsub_disconnects: Counter,
     /// Frames sent to another detector because the one holding them was lost.
     pub redispatched: Counter,
     /// Results that came after their frame was accounted for (sent again, or timed out).

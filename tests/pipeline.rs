@@ -770,3 +770,89 @@ async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
     assert!(!codes.contains(&"stale_seq"), "{codes:?}");
     t.stop().await;
 }
+
+/// One message bigger than Redis's output buffer limit for subscribers makes Redis close the
+/// node's subscription. The node subscribes again at once, keeping its own source lease (it used
+/// to stand by behind its own lease until it expired), counts it and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    // A lease far longer than the test waits: standing by behind it would show.
+    let extra = "source_lease_ms = 30000\n[detector]\npool_size = 1\n";
+    let mut t = TestNode::start(&model, extra, "big").await;
+    t.publish(0, FLAG_KEEP, &jpeg).await;
+    let out = t.collect(1, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (1, vec![]));
+
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let lease_key = format!("{}:source-lease", t.prefix);
+    let holder: String = redis::cmd("GET")
+        .arg(&lease_key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 262144 262144 0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // 1 MB on another stream: over the 256 KB limit, under the node's payload limit.
+    let mut msg = Vec::new();
+    encode_frame(
+        &mut msg,
+        "huge",
+        0,
+        kadr::protocol::now_us(),
+        0,
+        &vec![0u8; 1 << 20],
+    );
+    let channel = format!("{}:frames:huge", t.prefix);
+    t.publish_raw(channel.as_bytes(), &msg).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.node.stats.pubsub_disconnects.get() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "Redis did not close the subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("pubsub 33554432 8388608 60")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    loop {
+        let patterns: i64 = redis::cmd("PUBSUB")
+            .arg("NUMPAT")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if patterns > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not subscribed again (standing by behind its own lease?)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let still: String = redis::cmd("GET")
+        .arg(&lease_key)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(still, holder, "the same node holds the lease");
+    for seq in 1..4 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(3, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 1), (3, vec![]));
+    t.stop().await;
+}
