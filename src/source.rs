@@ -402,6 +402,16 @@ struct StreamSeen {
     jump: Option<(u64, u32)>,
 }
 
+impl StreamSeen {
+    fn at(seq: u64, now: Instant) -> Self {
+        Self {
+            last: seq,
+            seen: now,
+            jump: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct OrderLimits {
     max_streams: usize,
@@ -451,14 +461,7 @@ fn check_order(
                 ));
             }
         }
-        streams.insert(
-            stream.clone(),
-            StreamSeen {
-                last: frame.seq,
-                seen: now,
-                jump: None,
-            },
-        );
+        streams.insert(stream.clone(), StreamSeen::at(frame.seq, now));
         return Ok(stream);
     }
     if streams.len() >= limits.max_streams {
@@ -482,14 +485,7 @@ fn check_order(
         ));
     }
     let stream: Arc<str> = Arc::from(frame.stream.as_str());
-    streams.insert(
-        stream.clone(),
-        StreamSeen {
-            last: frame.seq,
-            seen: now,
-            jump: None,
-        },
-    );
+    streams.insert(stream.clone(), StreamSeen::at(frame.seq, now));
     Ok(stream)
 }
 

@@ -91,6 +91,25 @@ impl TestNode {
             Self::connect(&self.redis.url, &self.prefix, &self.stream).await;
     }
 
+    /// Wait until the node's source is subscribed to Redis again and says Redis is up; fail
+    /// with `what` past `deadline`.
+    async fn wait_source_subscribed(&self, deadline: Instant, what: &str) {
+        let client = redis::Client::open(self.redis.url.as_str()).unwrap();
+        let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+        loop {
+            let patterns: i64 = redis::cmd("PUBSUB")
+                .arg("NUMPAT")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            if patterns > 0 && self.node.stats.redis_down.get() == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The frames channel of the test's stream.
     fn frames_channel(&self) -> String {
         format!("{}:frames:{}", self.prefix, self.stream)
@@ -636,21 +655,9 @@ async fn the_node_rides_out_a_redis_restart() {
 
     t.redis.restart();
     // Wait until the source has resubscribed (it retries with backoff).
-    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let patterns: i64 = redis::cmd("PUBSUB")
-            .arg("NUMPAT")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        if patterns > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "source did not resubscribe");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    t.wait_source_subscribed(deadline, "source did not resubscribe")
+        .await;
     t.reconnect().await;
     for seq in 3..6 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
@@ -700,24 +707,11 @@ async fn a_long_redis_outage_costs_seconds_after_redis_returns_not_minutes() {
 
     // Resubscribed: measured in seconds (about 2), asserted with room for a slow machine, and
     // far below the two minutes it took before.
-    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
-    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
-    loop {
-        let patterns: i64 = redis::cmd("PUBSUB")
-            .arg("NUMPAT")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        if patterns > 0 && t.node.stats.redis_down.get() == 0 {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(20),
-            "source not back {:?} after Redis returned",
-            back.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    t.wait_source_subscribed(
+        back + Duration::from_secs(20),
+        "source not back 20 s after Redis returned",
+    )
+    .await;
     eprintln!(
         "source resubscribed {:?} after Redis returned",
         back.elapsed()
@@ -828,21 +822,11 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
         .query_async(&mut admin)
         .await
         .unwrap();
-    loop {
-        let patterns: i64 = redis::cmd("PUBSUB")
-            .arg("NUMPAT")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
-        if patterns > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not subscribed again (standing by behind its own lease?)"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    t.wait_source_subscribed(
+        deadline,
+        "not subscribed again (standing by behind its own lease?)",
+    )
+    .await;
     let still: String = redis::cmd("GET")
         .arg(&lease_key)
         .query_async(&mut admin)
