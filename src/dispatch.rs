@@ -3,8 +3,9 @@
 //! Every detector in the cluster-wide `detectors` process group gets `max_in_flight` credits.
 //! A frame goes to the detector with the most free credits, so a faster node, which hands its
 //! credits back sooner, takes more frames. Frames wait in one bounded queue; when it is full the
-//! oldest droppable frame is dropped and reported (live video wants the newest frame, not a
-//! growing delay); frames marked `keep` are never dropped, bounded instead by the source.
+//! stream with the most frames waiting loses its oldest droppable one, reported as dropped (live
+//! video wants the newest frame, not a growing delay, and a flooding stream must lose its own
+//! frames, not others'); frames marked `keep` are never dropped, bounded instead by the source.
 //!
 //! When a detector leaves the group (it crashed, its pool shrank, or its node went away) the
 //! frames it held are sent again, once; a frame whose second detector is lost too is reported
@@ -122,6 +123,46 @@ pub struct DispatchState {
     in_flight: HashMap<(Arc<str>, u64), InFlight>,
     /// Where the search for a free detector starts, so ties rotate.
     next: usize,
+    /// Droppable frames waiting per stream, counted when the queue is full (reused).
+    counts: HashMap<Arc<str>, usize>,
+}
+
+/// Which frame goes when the queue is full and `incoming` arrives.
+#[derive(Debug, PartialEq, Eq)]
+enum Victim {
+    Queued(usize),
+    Incoming,
+    None,
+}
+
+/// Fair share under overload: the stream with the most droppable frames waiting (counting
+/// `incoming`) loses its oldest, so a flooding stream loses its own frames, not others'. Among
+/// streams with as many, the one whose oldest frame is oldest. Kept frames are never chosen.
+fn fair_victim(
+    queue: &VecDeque<Waiting>,
+    incoming: &Job,
+    counts: &mut HashMap<Arc<str>, usize>,
+) -> Victim {
+    counts.clear();
+    let droppable = queue
+        .iter()
+        .map(|w| &w.job)
+        .chain(std::iter::once(incoming))
+        .filter(|j| !j.keep);
+    for job in droppable {
+        *counts.entry(job.stream.clone()).or_default() += 1;
+    }
+    let Some(most) = counts.values().copied().max() else {
+        return Victim::None;
+    };
+    // The first droppable frame, oldest first, of a stream with `most` frames.
+    match queue
+        .iter()
+        .position(|w| !w.job.keep && counts.get(&w.job.stream) == Some(&most))
+    {
+        Some(i) => Victim::Queued(i),
+        None => Victim::Incoming,
+    }
 }
 
 pub struct Dispatcher;
@@ -152,6 +193,7 @@ impl Actor for Dispatcher {
             targets: Vec::new(),
             in_flight: HashMap::new(),
             next: 0,
+            counts: HashMap::new(),
         };
         let members =
             ractor::pg::get_scoped_members(&state.args.scope, &cluster::DETECTORS.to_string());
@@ -363,28 +405,33 @@ impl DispatchState {
         }
     }
 
-    /// Queue a frame; when full, drop the oldest droppable frame (or this one).
+    /// Queue a frame; when full, drop a droppable frame of the stream with the most waiting
+    /// (its oldest, or this one).
     fn enqueue(&mut self, waiting: Waiting) {
         if self.queue.len() >= self.args.queue_capacity {
-            if let Some(i) = self.queue.iter().position(|w| !w.job.keep) {
-                let old = self.queue.remove(i).expect("index from position");
-                self.report_gap(
-                    &old.job.stream,
-                    old.job.frame.seq,
-                    GapReason::Dropped,
-                    String::new(),
-                );
-            } else if !waiting.job.keep {
-                self.report_gap(
-                    &waiting.job.stream,
-                    waiting.job.frame.seq,
-                    GapReason::Dropped,
-                    String::new(),
-                );
-                return;
+            match fair_victim(&self.queue, &waiting.job, &mut self.counts) {
+                Victim::Queued(i) => {
+                    let old = self.queue.remove(i).expect("index from fair_victim");
+                    self.report_gap(
+                        &old.job.stream,
+                        old.job.frame.seq,
+                        GapReason::Dropped,
+                        String::new(),
+                    );
+                }
+                Victim::Incoming => {
+                    self.report_gap(
+                        &waiting.job.stream,
+                        waiting.job.frame.seq,
+                        GapReason::Dropped,
+                        String::new(),
+                    );
+                    return;
+                }
+                // Only kept frames are waiting and this one is kept too: the source's
+                // semaphore bounds how many there can be, so queue it.
+                Victim::None => {}
             }
-            // Only kept frames are waiting and this one is kept too: the source's semaphore
-            // bounds how many there can be, so queue it.
         }
         self.queue.push_back(waiting);
     }
@@ -459,5 +506,69 @@ impl DispatchState {
             seq,
             outcome: Outcome::Gap { reason, detail },
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn job(stream: &str, seq: u64, keep: bool) -> Job {
+        Job {
+            stream: Arc::from(stream),
+            frame: Frame {
+                stream: stream.into(),
+                seq,
+                capture_ts_us: 0,
+                flags: 0,
+                jpeg: Bytes::new(),
+            },
+            keep,
+            permit: None,
+        }
+    }
+
+    fn queue(jobs: Vec<Job>) -> VecDeque<Waiting> {
+        jobs.into_iter()
+            .map(|job| Waiting { job, attempts: 0 })
+            .collect()
+    }
+
+    #[test]
+    fn a_flooding_stream_loses_its_own_frames() {
+        let mut counts = HashMap::new();
+        // cam's frame is the oldest, but flood has the most waiting: flood's oldest goes.
+        let q = queue(vec![
+            job("cam", 1, false),
+            job("flood", 1, false),
+            job("flood", 2, false),
+        ]);
+        assert_eq!(
+            fair_victim(&q, &job("flood", 3, false), &mut counts),
+            Victim::Queued(1)
+        );
+        // cam with its new frame has as many as flood: equal shares, the oldest frame goes.
+        assert_eq!(
+            fair_victim(&q, &job("cam", 2, false), &mut counts),
+            Victim::Queued(0)
+        );
+        // The incoming frame's stream has the most, and none of it is queued droppable.
+        let q = queue(vec![job("a", 1, true), job("b", 1, false)]);
+        assert_eq!(
+            fair_victim(&q, &job("a", 2, false), &mut counts),
+            Victim::Queued(1),
+            "a tie goes to the oldest frame"
+        );
+        let q = queue(vec![job("a", 1, true), job("a", 2, true)]);
+        assert_eq!(
+            fair_victim(&q, &job("b", 1, false), &mut counts),
+            Victim::Incoming
+        );
+        assert_eq!(
+            fair_victim(&q, &job("a", 3, true), &mut counts),
+            Victim::None,
+            "kept frames are never dropped"
+        );
     }
 }

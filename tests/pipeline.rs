@@ -840,3 +840,58 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
     assert_eq!(check_order(&out.messages, 1), (3, vec![]));
     t.stop().await;
 }
+
+/// One publisher flooding its own stream cannot starve another: when the queue is full, the
+/// stream with the most frames waiting loses its own oldest, so a camera at a modest rate gets
+/// its frames detected while the flood is shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\ngap_wait_ms = 3000\n";
+    let mut t = TestNode::start(&model, extra, "cam").await;
+    // The flood: 200 fps for 3 s on a stream of its own, from its own connection.
+    let flood = {
+        let (url, channel, jpeg) = (
+            t.redis.url.clone(),
+            format!("{}:frames:flood", t.prefix),
+            jpeg.clone(),
+        );
+        tokio::spawn(async move {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let mut msg = Vec::new();
+            for seq in 0..600u64 {
+                msg.clear();
+                encode_frame(&mut msg, "flood", seq, kadr::protocol::now_us(), 0, &jpeg);
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&msg[..])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // The camera: 5 fps, droppable like any live camera, during the flood.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for seq in 0..10 {
+        t.publish(seq, 0, &jpeg).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = t.collect(10, 0, Duration::from_secs(60)).await;
+    flood.await.unwrap();
+    let (detected, gaps) = check_order(&out.messages, 0);
+    assert_eq!(
+        detected, 10,
+        "every camera frame detected despite the flood: {gaps:?}"
+    );
+    assert!(
+        t.node.stats.dropped.get() > 100,
+        "the flood was shed: {} dropped",
+        t.node.stats.dropped.get()
+    );
+    t.stop().await;
+}
