@@ -309,6 +309,9 @@ pub struct LimitsConfig {
     /// A frame numbered more than this after its stream's last is refused (`seq_jump`) until
     /// consecutive frames confirm the new numbering.
     pub max_seq_jump: u64,
+    /// `KEEP` frames a source node holds at once (waiting and at detectors); one more is shed as
+    /// a `dropped` gap. With `max_payload_bytes`, the bound on memory under KEEP overload.
+    pub max_kept_frames: usize,
 }
 
 impl Default for LimitsConfig {
@@ -322,6 +325,7 @@ impl Default for LimitsConfig {
             keep_all_frames: false,
             max_streams: 1024,
             max_seq_jump: 300,
+            max_kept_frames: 288,
         }
     }
 }
@@ -466,7 +470,13 @@ impl Config {
             ));
         }
         // (field, value, least, most): the upper bounds catch typos that would exhaust memory.
-        let ranges: [(&'static str, u64, u64, u64); 10] = [
+        let ranges: [(&'static str, u64, u64, u64); 11] = [
+            (
+                "limits.max_kept_frames",
+                self.limits.max_kept_frames as u64,
+                1,
+                100_000,
+            ),
             ("limits.max_seq_jump", self.limits.max_seq_jump, 1, 1 << 40),
             (
                 "model.max_detections",

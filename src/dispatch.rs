@@ -39,7 +39,7 @@ pub struct Job {
     pub frame: Frame,
     /// Never dropped for lateness.
     pub keep: bool,
-    /// Held while the frame is inside the node; bounds kept frames (back-pressure on the source).
+    /// Held while the frame is inside the node; bounds kept frames (`limits.max_kept_frames`).
     pub permit: Option<OwnedSemaphorePermit>,
 }
 

@@ -27,10 +27,6 @@ use crate::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::source::{Source, SourceArgs, SourceMsg};
 use crate::stats::Stats;
 
-/// Kept frames a source node may hold beyond its queue: enough for every credit of a large
-/// cluster, small enough to bound memory (a 1280x720 JPEG is ~150 KB).
-const MAX_KEPT_IN_FLIGHT: usize = 256;
-
 /// The actors of the `source` and `sequencer` roles.
 pub struct Ingress {
     pub source: ActorRef<SourceMsg>,
@@ -137,7 +133,6 @@ impl Node {
                 )
                 .await?;
                 handles.push(h);
-                let permits = cfg.limits.queue_capacity + MAX_KEPT_IN_FLIGHT;
                 let lease = Lease::new(
                     lease_conn,
                     channels.source_lease_key(),
@@ -155,7 +150,8 @@ impl Node {
                         keep_all_frames: cfg.limits.keep_all_frames,
                         max_streams: cfg.limits.max_streams,
                         max_seq_jump: cfg.limits.max_seq_jump,
-                        permits: Arc::new(Semaphore::new(permits)),
+                        permits: Arc::new(Semaphore::new(cfg.limits.max_kept_frames)),
+                        max_kept_frames: cfg.limits.max_kept_frames,
                         dispatcher: dispatcher.clone(),
                         sequencer: sequencer.clone(),
                         stats: stats.clone(),

@@ -2,8 +2,10 @@
 //! the sequencer, and submits them to the dispatcher.
 //!
 //! A pump task owns the pub/sub connection (reconnecting with backoff) and hands each message to
-//! the actor with a `call`, one at a time: when kept frames fill the node, the actor waits for a
-//! permit, the pump stops reading, and Redis buffers for us. Nothing here is unbounded.
+//! the actor with a `call`, one at a time. Kept frames take a permit; one that finds none (the
+//! node holds `limits.max_kept_frames` already) is shed as a `dropped` gap with the reason, since
+//! Redis's client reads on into a buffer of its own whether we read or not. Nothing here is
+//! unbounded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,8 +48,9 @@ pub struct SourceArgs {
     /// A sequence number further than this ahead of its stream's last is refused until it is
     /// confirmed by consecutive frames (`limits.max_seq_jump`).
     pub max_seq_jump: u64,
-    /// Bounds the kept frames inside the node.
+    /// Bounds the kept frames inside the node: `max_kept_frames` permits.
     pub permits: Arc<Semaphore>,
+    pub max_kept_frames: usize,
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
@@ -196,8 +199,7 @@ async fn pump(
         backoff = FIRST_BACKOFF;
         info!(%pattern, "source holds the lease and reads frames");
         signal_ready();
-        // Renew from a task of its own: reading can block on back-pressure for longer than
-        // the lease lasts.
+        // Renew from a task of its own, so no slow message can make the lease run out.
         let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
         let _renewer = AbortOnDrop(tokio::spawn(renew(lease.clone(), lost_tx)));
         let mut messages = conn.on_message();
@@ -369,14 +371,26 @@ impl SourceState {
         }
         let keep = frame.keep() || args.keep_all_frames;
         let permit = if keep {
-            // Waits while the node is full of kept frames: back-pressure onto Redis.
-            Some(
-                args.permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore never closed"),
-            )
+            // Waiting for room would not stop Redis's client from reading on into its own
+            // unbounded buffer: memory grew without limit under KEEP overload. So a kept frame
+            // that finds the node full is shed, and says why.
+            match args.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    let _ = args.sequencer.cast(SequencerMsg::Completed {
+                        stream,
+                        seq,
+                        outcome: Outcome::Gap {
+                            reason: GapReason::Dropped,
+                            detail: Some(format!(
+                                "the node holds limits.max_kept_frames = {} kept frames already",
+                                args.max_kept_frames
+                            )),
+                        },
+                    });
+                    return;
+                }
+            }
         } else {
             None
         };

@@ -895,3 +895,41 @@ async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
     );
     t.stop().await;
 }
+
+/// KEEP overload: a publisher far faster than the pool, every frame marked KEEP. The node holds
+/// at most `limits.max_kept_frames` of them (memory bounded by configuration: Redis's client
+/// would otherwise buffer without limit) and sheds the rest as `dropped` gaps that say why;
+/// every frame is still accounted for, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_frames_beyond_the_configured_bound_are_shed_with_the_reason() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 2\nmax_kept_frames = 4\n";
+    let mut t = TestNode::start(&model, extra, "keep").await;
+    for seq in 0..60 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(60, 0, Duration::from_secs(120)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    let dropped: u64 = gaps.iter().map(|g| g.1).sum();
+    assert_eq!(
+        detected + dropped,
+        60,
+        "every frame accounted for: {gaps:?}"
+    );
+    assert!(gaps.iter().all(|g| g.0 == GapReason::Dropped), "{gaps:?}");
+    assert!(dropped > 0, "one detector cannot hold 60 frames at once");
+    assert!(detected >= 4, "the frames that found room were detected");
+    let detail = out.messages.iter().find_map(|m| match m {
+        OutputMessage::Gap(g) => g.detail.clone(),
+        _ => None,
+    });
+    assert!(
+        detail
+            .as_deref()
+            .is_some_and(|d| d.contains("max_kept_frames = 4")),
+        "{detail:?}"
+    );
+    t.stop().await;
+}
