@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{self, wire};
 use crate::detector::{DetectRequest, DetectResult, DetectorMsg, Finished};
-use crate::protocol::{ErrorMessage, Frame, GapReason};
+use crate::protocol::{ErrorCode, ErrorMessage, Frame, GapReason};
 use crate::sequencer::{Outcome, SequencerMsg};
 use crate::stats::Stats;
 
@@ -351,7 +351,7 @@ impl DispatchState {
         let outcome = match finished.result {
             DetectResult::Detected(d) => Outcome::Detected(d),
             DetectResult::Failed { code, message } => {
-                let error = ErrorMessage::new(&stream, Some(key.1), &code, message.clone());
+                let error = ErrorMessage::with_code(&stream, Some(key.1), &code, message.clone());
                 let _ = self.args.sequencer.cast(SequencerMsg::Error {
                     channel_stream: stream.as_bytes().to_vec(),
                     error,
@@ -494,7 +494,8 @@ impl DispatchState {
     fn report_gap(&self, stream: &Arc<str>, seq: u64, reason: GapReason, detail: String) {
         let sequencer = &self.args.sequencer;
         if reason == GapReason::Failed {
-            let error = ErrorMessage::new(stream, Some(seq), "detector_failed", detail.clone());
+            let error =
+                ErrorMessage::new(stream, Some(seq), ErrorCode::DetectorFailed, detail.clone());
             let _ = sequencer.cast(SequencerMsg::Error {
                 channel_stream: stream.as_bytes().to_vec(),
                 error,

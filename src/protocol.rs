@@ -42,6 +42,84 @@ impl Frame {
     }
 }
 
+/// Every code a client can receive on `{prefix}:errors:{stream}` (docs/protocol.md lists each;
+/// a test keeps the two in step). Serialized in snake_case, as [`ErrorCode::as_str`] gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    Truncated,
+    BadMagic,
+    BadVersion,
+    BadFlags,
+    TooLarge,
+    BadStreamId,
+    StreamMismatch,
+    EmptyPayload,
+    StaleSeq,
+    SeqJump,
+    TooManyStreams,
+    ZeroSize,
+    ImageTooLarge,
+    BadImage,
+    DetectorFailed,
+    InferenceFailed,
+    /// From `kadr publish` about a live source (any publisher may send these).
+    SourceOutage,
+    SourceResumed,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 18] = [
+        Self::Truncated,
+        Self::BadMagic,
+        Self::BadVersion,
+        Self::BadFlags,
+        Self::TooLarge,
+        Self::BadStreamId,
+        Self::StreamMismatch,
+        Self::EmptyPayload,
+        Self::StaleSeq,
+        Self::SeqJump,
+        Self::TooManyStreams,
+        Self::ZeroSize,
+        Self::ImageTooLarge,
+        Self::BadImage,
+        Self::DetectorFailed,
+        Self::InferenceFailed,
+        Self::SourceOutage,
+        Self::SourceResumed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::BadMagic => "bad_magic",
+            Self::BadVersion => "bad_version",
+            Self::BadFlags => "bad_flags",
+            Self::TooLarge => "too_large",
+            Self::BadStreamId => "bad_stream_id",
+            Self::StreamMismatch => "stream_mismatch",
+            Self::EmptyPayload => "empty_payload",
+            Self::StaleSeq => "stale_seq",
+            Self::SeqJump => "seq_jump",
+            Self::TooManyStreams => "too_many_streams",
+            Self::ZeroSize => "zero_size",
+            Self::ImageTooLarge => "image_too_large",
+            Self::BadImage => "bad_image",
+            Self::DetectorFailed => "detector_failed",
+            Self::InferenceFailed => "inference_failed",
+            Self::SourceOutage => "source_outage",
+            Self::SourceResumed => "source_resumed",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a frame message was refused. Each has a stable `code` for the error channel.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FrameError {
@@ -66,17 +144,17 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            FrameError::Truncated { .. } => "truncated",
-            FrameError::BadMagic { .. } => "bad_magic",
-            FrameError::BadVersion { .. } => "bad_version",
-            FrameError::BadFlags { .. } => "bad_flags",
-            FrameError::TooLarge { .. } => "too_large",
-            FrameError::BadStreamIdLength { .. } => "bad_stream_id",
-            FrameError::StreamIdNotUtf8 => "bad_stream_id",
-            FrameError::StreamMismatch { .. } => "stream_mismatch",
-            FrameError::EmptyPayload => "empty_payload",
+            FrameError::Truncated { .. } => ErrorCode::Truncated,
+            FrameError::BadMagic { .. } => ErrorCode::BadMagic,
+            FrameError::BadVersion { .. } => ErrorCode::BadVersion,
+            FrameError::BadFlags { .. } => ErrorCode::BadFlags,
+            FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+            FrameError::BadStreamIdLength { .. } => ErrorCode::BadStreamId,
+            FrameError::StreamIdNotUtf8 => ErrorCode::BadStreamId,
+            FrameError::StreamMismatch { .. } => ErrorCode::StreamMismatch,
+            FrameError::EmptyPayload => ErrorCode::EmptyPayload,
         }
     }
 }
@@ -286,7 +364,12 @@ pub struct ErrorMessage {
 }
 
 impl ErrorMessage {
-    pub fn new(stream: &str, seq: Option<u64>, code: &str, message: String) -> Self {
+    pub fn new(stream: &str, seq: Option<u64>, code: ErrorCode, message: String) -> Self {
+        Self::with_code(stream, seq, code.as_str(), message)
+    }
+
+    /// With a code as text: one a remote detector sent (a newer node may know more codes).
+    pub fn with_code(stream: &str, seq: Option<u64>, code: &str, message: String) -> Self {
         Self {
             kind: "error".into(),
             stream: stream.into(),
@@ -307,6 +390,21 @@ pub fn now_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_code_is_documented_and_serialized_as_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md"))
+            .unwrap();
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{code}\""));
+            // A row of one of the tables of error codes names it in backticks.
+            let documented = doc
+                .lines()
+                .any(|l| l.starts_with("| `") && l.contains(&format!("`{code}`")));
+            assert!(documented, "error code {code} is not in docs/protocol.md");
+        }
+    }
 
     const LIMITS: FrameLimits = FrameLimits {
         max_message_bytes: 1024,
@@ -400,7 +498,7 @@ mod tests {
         ];
         for (bytes, code) in cases {
             let err = parse_frame(Bytes::from(bytes.clone()), "cam1", LIMITS).unwrap_err();
-            assert_eq!(err.code(), code, "{bytes:?} gave {err}");
+            assert_eq!(err.code().as_str(), code, "{bytes:?} gave {err}");
         }
     }
 

@@ -21,7 +21,9 @@ use tracing::{debug, info, warn};
 use crate::dispatch::{DispatchMsg, Job};
 use crate::lease::Lease;
 use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
-use crate::protocol::{parse_frame, Channels, ErrorMessage, Frame, FrameLimits, GapReason};
+use crate::protocol::{
+    parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason,
+};
 use crate::redis_conn;
 use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
 use crate::stats::Stats;
@@ -295,9 +297,9 @@ impl SourceState {
             return;
         };
         let args = &self.args;
-        let refuse = |seq: Option<u64>, code: &str, message: String| {
+        let refuse = |seq: Option<u64>, code: ErrorCode, message: String| {
             let name = String::from_utf8_lossy(channel_stream);
-            warn!(stream = %name, ?seq, code, %message, "frame refused");
+            warn!(stream = %name, ?seq, %code, %message, "frame refused");
             args.stats.errors.inc();
             let error = ErrorMessage::new(&name, seq, code, message);
             let _ = args.sequencer.cast(SequencerMsg::Error {
@@ -307,13 +309,17 @@ impl SourceState {
         };
         // The stream named by the channel must itself be a valid stream id.
         let Ok(stream_name) = std::str::from_utf8(channel_stream) else {
-            refuse(None, "bad_stream_id", "stream id is not valid UTF-8".into());
+            refuse(
+                None,
+                ErrorCode::BadStreamId,
+                "stream id is not valid UTF-8".into(),
+            );
             return;
         };
         if stream_name.is_empty() || stream_name.len() > args.limits.max_stream_id_bytes {
             refuse(
                 None,
-                "bad_stream_id",
+                ErrorCode::BadStreamId,
                 format!(
                     "stream id is {} bytes, must be 1..={}",
                     stream_name.len(),
@@ -334,7 +340,7 @@ impl SourceState {
         let header = check_jpeg_header(&mut self.jpeg, &frame.jpeg);
         if let Err((code, message)) = &header {
             if !self.last_seq.contains_key(frame.stream.as_str()) {
-                refuse(Some(frame.seq), code, message.clone());
+                refuse(Some(frame.seq), *code, message.clone());
                 return;
             }
         }
@@ -445,14 +451,14 @@ fn check_order(
     limits: OrderLimits,
     frame: &Frame,
     now: Instant,
-) -> Result<Arc<str>, (&'static str, String)> {
+) -> Result<Arc<str>, (ErrorCode, String)> {
     if let Some((stream, seen)) = streams.get_key_value(frame.stream.as_str()) {
         let (stream, mut seen) = (stream.clone(), *seen);
         let last = seen.last;
         let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
         if frame.seq <= last && !restart {
             return Err((
-                "stale_seq",
+                ErrorCode::StaleSeq,
                 format!("sequence number {} is not after {last}", frame.seq),
             ));
         }
@@ -465,7 +471,7 @@ fn check_order(
                 seen.jump = Some((frame.seq + 1, confirmed));
                 streams.insert(stream, seen);
                 return Err((
-                    "seq_jump",
+                    ErrorCode::SeqJump,
                     format!(
                         "sequence number {} is more than {} after {last}; {} more consecutive frames start a new numbering",
                         frame.seq,
@@ -494,7 +500,7 @@ fn check_order(
     }
     if streams.len() >= limits.max_streams {
         return Err((
-            "too_many_streams",
+            ErrorCode::TooManyStreams,
             format!("this node already serves {} streams", limits.max_streams),
         ));
     }
@@ -504,9 +510,11 @@ fn check_order(
 }
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
-fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (&'static str, String)> {
-    let (w, h) =
-        jpeg_dimensions(jpeg).ok_or(("bad_image", "not a JPEG: no frame header".to_string()))?;
+fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (ErrorCode, String)> {
+    let (w, h) = jpeg_dimensions(jpeg).ok_or((
+        ErrorCode::BadImage,
+        "not a JPEG: no frame header".to_string(),
+    ))?;
     check_size(w, h).map_err(|e| (e.code(), e.to_string()))?;
     // Decoders paint a truncated scan grey without complaint; truncation in transit is the
     // corruption that happens, so insist on the end-of-image marker (a little padding after it
@@ -514,13 +522,13 @@ fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (&'st
     let tail = &jpeg[jpeg.len().saturating_sub(64)..];
     if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
         return Err((
-            "bad_image",
+            ErrorCode::BadImage,
             "JPEG is truncated: no end-of-image marker".into(),
         ));
     }
     decoder
         .check_header(jpeg)
-        .map_err(|e| ("bad_image", e.to_string()))?;
+        .map_err(|e| (ErrorCode::BadImage, e.to_string()))?;
     Ok(())
 }
 
@@ -552,7 +560,7 @@ mod tests {
             check_order(&mut streams, LIMITS, &frame("a", 6), now)
                 .unwrap_err()
                 .0,
-            "stale_seq"
+            ErrorCode::StaleSeq
         );
         assert!(check_order(&mut streams, LIMITS, &frame("a", 0), now).is_ok());
     }
@@ -563,7 +571,7 @@ mod tests {
         check_order(&mut streams, LIMITS, &frame("a", 100), now).unwrap();
         // A forged frame 900 ahead is refused, and the genuine numbering carries on.
         let err = check_order(&mut streams, LIMITS, &frame("a", 1000), now).unwrap_err();
-        assert_eq!(err.0, "seq_jump");
+        assert_eq!(err.0, ErrorCode::SeqJump);
         for seq in 101..110 {
             check_order(&mut streams, LIMITS, &frame("a", seq), now).unwrap();
         }
@@ -598,7 +606,7 @@ mod tests {
             check_order(&mut streams, LIMITS, &frame("c", 1), soon)
                 .unwrap_err()
                 .0,
-            "too_many_streams"
+            ErrorCode::TooManyStreams
         );
         let later = t0 + STREAM_EVICT_IDLE + Duration::from_secs(1);
         check_order(&mut streams, LIMITS, &frame("c", 1), later).unwrap();

@@ -62,12 +62,13 @@ pub enum DetectError {
 
 impl DetectError {
     /// Stable code for the error channel.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::protocol::ErrorCode {
+        use crate::protocol::ErrorCode;
         match self {
-            DetectError::Decode(_) => "bad_image",
-            DetectError::ZeroSize { .. } => "zero_size",
-            DetectError::TooLarge { .. } => "image_too_large",
-            DetectError::Inference(_) => "inference_failed",
+            DetectError::Decode(_) => ErrorCode::BadImage,
+            DetectError::ZeroSize { .. } => ErrorCode::ZeroSize,
+            DetectError::TooLarge { .. } => ErrorCode::ImageTooLarge,
+            DetectError::Inference(_) => ErrorCode::InferenceFailed,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 
-use crate::protocol::{self, encode_frame, Channels, ErrorMessage, FLAG_KEEP};
+use crate::protocol::{self, encode_frame, Channels, ErrorCode, ErrorMessage, FLAG_KEEP};
 use crate::video::{self, JpegFrames};
 use folder::ImageFolder;
 pub use input::{Input, InputError};
@@ -159,7 +159,7 @@ impl Publisher {
     /// An event about the source (`source_outage`, `source_resumed`) on the error channel;
     /// `seq` is the next sequence number to be published. Logged too, so a report Redis cannot
     /// take is not lost without a trace.
-    async fn report(&mut self, code: &str, message: String) {
+    async fn report(&mut self, code: ErrorCode, message: String) {
         let msg = ErrorMessage::new(&self.stream, Some(self.seq), code, message);
         let json = serde_json::to_string(&msg).expect("serializable");
         let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
@@ -314,7 +314,7 @@ async fn reconnect(
     warn!(input = %opts.input, reason = %why, "source dropped; reconnecting");
     publisher
         .report(
-            "source_outage",
+            ErrorCode::SourceOutage,
             format!("{} dropped: {why}; reconnecting", opts.input),
         )
         .await;
@@ -330,7 +330,7 @@ async fn reconnect(
                 info!(input = %opts.input, seconds = secs, attempts, "source is back");
                 publisher
                     .report(
-                        "source_resumed",
+                        ErrorCode::SourceResumed,
                         format!(
                             "{} is back after {secs:.1} s ({attempts} attempts)",
                             opts.input
