@@ -428,13 +428,10 @@ impl Config {
                 format!("is {}, must be in (0, 1]", self.model.iou_threshold),
             ));
         }
-        if self.model.execution_provider == ExecutionProvider::Cpu
-            && self.model.precision == Precision::Bf16
+        if let Some(why) =
+            crate::model::backend::impossible(self.model.execution_provider, self.model.precision)
         {
-            return Err(invalid(
-                "model.precision",
-                "\"bf16\" needs execution_provider \"openvino\" or \"auto\": ONNX Runtime's CPU kernels compute fp32 only".into(),
-            ));
+            return Err(invalid("model.precision", why.into()));
         }
         if !self.model.path.is_file() {
             return Err(invalid(

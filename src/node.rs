@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use ractor::{Actor, ActorRef};
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminHandles};
@@ -150,7 +149,6 @@ impl Node {
                         keep_all_frames: cfg.limits.keep_all_frames,
                         max_streams: cfg.limits.max_streams,
                         max_seq_jump: cfg.limits.max_seq_jump,
-                        permits: Arc::new(Semaphore::new(cfg.limits.max_kept_frames)),
                         max_kept_frames: cfg.limits.max_kept_frames,
                         dispatcher: dispatcher.clone(),
                         sequencer: sequencer.clone(),

@@ -50,8 +50,7 @@ pub struct SourceArgs {
     /// A sequence number further than this ahead of its stream's last is refused until it is
     /// confirmed by consecutive frames (`limits.max_seq_jump`).
     pub max_seq_jump: u64,
-    /// Bounds the kept frames inside the node: `max_kept_frames` permits.
-    pub permits: Arc<Semaphore>,
+    /// Kept frames the node holds at most (`limits.max_kept_frames`).
     pub max_kept_frames: usize,
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
@@ -64,6 +63,9 @@ pub struct SourceState {
     last_seq: HashMap<Arc<str>, StreamSeen>,
     /// Reused for every header check.
     jpeg: JpegDecoder,
+    /// One per kept frame inside the node (`max_kept_frames` in all); a frame's job holds its
+    /// permit until the frame is done.
+    permits: Arc<Semaphore>,
     pump: Option<JoinHandle<()>>,
 }
 
@@ -101,9 +103,11 @@ impl Actor for Source {
         // Return once subscribed (or standing by), so frames published after start-up are seen.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
         Ok(SourceState {
+            permits: Arc::new(Semaphore::new(args.max_kept_frames)),
             args,
             last_seq: HashMap::new(),
             jpeg: JpegDecoder::new()?,
+
             pump: Some(pump),
         })
     }
@@ -380,7 +384,7 @@ impl SourceState {
             // Waiting for room would not stop Redis's client from reading on into its own
             // unbounded buffer: memory grew without limit under KEEP overload. So a kept frame
             // that finds the node full is shed, and says why.
-            match args.permits.clone().try_acquire_owned() {
+            match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
                     let _ = args.sequencer.cast(SequencerMsg::Completed {

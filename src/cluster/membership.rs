@@ -339,8 +339,9 @@ impl MembershipState {
         let elapsed = since.elapsed().as_secs_f64();
         if elapsed >= 0.5 {
             let fps = self.me.inferences.saturating_sub(before) as f64 / elapsed;
-            self.me.detect_fps = (fps * 10.0).round() / 10.0;
-            s.detect_fps_tenths.set((fps * 10.0).round() as u64);
+            let tenths = (fps * 10.0).round() as u64;
+            s.detect_fps_tenths.set(tenths);
+            self.me.detect_fps = tenths as f64 / 10.0;
             self.last_rate_sample = (self.me.inferences, Instant::now());
         }
         self.me.peers = self

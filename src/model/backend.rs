@@ -143,6 +143,14 @@ pub struct Plan {
     pub reason: String,
 }
 
+/// A combination refused whatever the machine: `bf16` on ONNX Runtime's CPU kernels, which
+/// compute fp32 only. Config validation and [`plan`] both ask here.
+pub fn impossible(provider: ExecutionProvider, precision: Precision) -> Option<&'static str> {
+    (provider == ExecutionProvider::Cpu && precision == Precision::Bf16).then_some(
+        "precision \"bf16\" needs execution_provider \"openvino\" or \"auto\": ONNX Runtime's CPU kernels compute fp32 only",
+    )
+}
+
 /// Choose a backend. `openvino_library` is the onnxruntime-openvino library if installed
 /// (`.deps/onnxruntime-openvino/`); `explicit_library` is `model.onnxruntime_library`.
 pub fn plan(
@@ -170,34 +178,53 @@ pub fn plan(
         reason,
     };
     let no_openvino = "the onnxruntime-openvino library is not installed (scripts/setup.sh puts it in .deps/onnxruntime-openvino/; or set model.onnxruntime_library)";
+    if let Some(why) = impossible(provider, precision) {
+        return Err(why.into());
+    }
     Ok(match (provider, precision) {
-        (Ep::Cpu, Precision::Bf16) => {
-            return Err("precision \"bf16\" needs execution_provider \"openvino\" or \"auto\": ONNX Runtime's CPU kernels compute fp32 only".into())
-        }
         (Ep::Cpu, _) => cpu_fp32("execution_provider = \"cpu\"".into()),
-        (Ep::Auto, Precision::Fp32) => cpu_fp32("precision = \"fp32\": the reference-exact path".into()),
+        (Ep::Auto, Precision::Fp32) => {
+            cpu_fp32("precision = \"fp32\": the reference-exact path".into())
+        }
         (Ep::Openvino | Ep::Auto, Precision::Bf16) => {
             if openvino_lib.is_none() {
-                return Err(format!("precision \"bf16\" needs OpenVINO, and {no_openvino}"));
+                return Err(format!(
+                    "precision \"bf16\" needs OpenVINO, and {no_openvino}"
+                ));
             }
             openvino(Arithmetic::Bf16, false, "precision = \"bf16\"".into())
         }
         (Ep::Openvino, _) if openvino_lib.is_none() => {
-            return Err(format!("execution_provider \"openvino\" needs {no_openvino}"))
+            return Err(format!(
+                "execution_provider \"openvino\" needs {no_openvino}"
+            ))
         }
-        (Ep::Openvino, Precision::Fp32) => {
-            openvino(Arithmetic::Fp32, false, "execution_provider = \"openvino\", precision = \"fp32\"".into())
-        }
+        (Ep::Openvino, Precision::Fp32) => openvino(
+            Arithmetic::Fp32,
+            false,
+            "execution_provider = \"openvino\", precision = \"fp32\"".into(),
+        ),
         (Ep::Openvino, Precision::Auto) => {
             if cpu.has_bf16() {
-                openvino(Arithmetic::Bf16, false, format!("the CPU has {}", cpu.bf16_name()))
+                openvino(
+                    Arithmetic::Bf16,
+                    false,
+                    format!("the CPU has {}", cpu.bf16_name()),
+                )
             } else {
-                openvino(Arithmetic::Fp32, false, "the CPU has no bf16 (AMX or AVX512-BF16)".into())
+                openvino(
+                    Arithmetic::Fp32,
+                    false,
+                    "the CPU has no bf16 (AMX or AVX512-BF16)".into(),
+                )
             }
         }
         (Ep::Auto, Precision::Auto) => {
             if !cpu.has_bf16() {
-                cpu_fp32("the CPU has no bf16 (AMX or AVX512-BF16): fp32 on ONNX Runtime's CPU kernels".into())
+                cpu_fp32(
+                    "the CPU has no bf16 (AMX or AVX512-BF16): fp32 on ONNX Runtime's CPU kernels"
+                        .into(),
+                )
             } else if openvino_lib.is_none() {
                 cpu_fp32(format!("the CPU has {} but {no_openvino}", cpu.bf16_name()))
             } else {
@@ -244,14 +271,7 @@ mod tests {
     const OV: &str = "/x/.deps/onnxruntime-openvino";
 
     fn auto(cpu: &CpuInfo, ov: Option<&str>) -> Plan {
-        plan(
-            ExecutionProvider::Auto,
-            Precision::Auto,
-            cpu,
-            None,
-            ov.map(Path::new),
-        )
-        .unwrap()
+        plan_on(ExecutionProvider::Auto, Precision::Auto, cpu, ov).unwrap()
     }
 
     #[test]
@@ -286,24 +306,32 @@ mod tests {
         assert!(p.reason.contains("not installed"), "{}", p.reason);
     }
 
+    /// `plan` with no explicit library.
+    fn plan_on(
+        provider: ExecutionProvider,
+        precision: Precision,
+        cpu: &CpuInfo,
+        openvino: Option<&str>,
+    ) -> Result<Plan, String> {
+        plan(provider, precision, cpu, None, openvino.map(Path::new))
+    }
+
     #[test]
     fn explicit_choices_are_kept_or_refused() {
         let no_bf16 = cpu("avx2");
-        let p = plan(
+        let p = plan_on(
             ExecutionProvider::Auto,
             Precision::Fp32,
             &cpu("amx_bf16"),
-            None,
-            Some(Path::new(OV)),
+            Some(OV),
         )
         .unwrap();
         assert_eq!((p.provider, p.precision), (Provider::Cpu, Arithmetic::Fp32));
-        let p = plan(
+        let p = plan_on(
             ExecutionProvider::Openvino,
             Precision::Auto,
             &no_bf16,
-            None,
-            Some(Path::new(OV)),
+            Some(OV),
         )
         .unwrap();
         assert_eq!(
@@ -312,42 +340,14 @@ mod tests {
         );
         assert!(!p.fallback_to_cpu);
         // bf16 asked for on a CPU without it still runs (OpenVINO emulates it, slowly): asked is asked.
-        let p = plan(
-            ExecutionProvider::Auto,
-            Precision::Bf16,
-            &no_bf16,
-            None,
-            Some(Path::new(OV)),
-        )
-        .unwrap();
+        let p = plan_on(ExecutionProvider::Auto, Precision::Bf16, &no_bf16, Some(OV)).unwrap();
         assert_eq!(
             (p.provider, p.precision),
             (Provider::Openvino, Arithmetic::Bf16)
         );
-        assert!(plan(
-            ExecutionProvider::Cpu,
-            Precision::Bf16,
-            &no_bf16,
-            None,
-            Some(Path::new(OV))
-        )
-        .is_err());
-        assert!(plan(
-            ExecutionProvider::Openvino,
-            Precision::Fp32,
-            &no_bf16,
-            None,
-            None
-        )
-        .is_err());
-        let err = plan(
-            ExecutionProvider::Auto,
-            Precision::Bf16,
-            &no_bf16,
-            None,
-            None,
-        )
-        .unwrap_err();
+        assert!(plan_on(ExecutionProvider::Cpu, Precision::Bf16, &no_bf16, Some(OV)).is_err());
+        assert!(plan_on(ExecutionProvider::Openvino, Precision::Fp32, &no_bf16, None).is_err());
+        let err = plan_on(ExecutionProvider::Auto, Precision::Bf16, &no_bf16, None).unwrap_err();
         assert!(err.contains("not installed"), "{err}");
         // An explicit library is used for whichever provider is chosen.
         let lib = Path::new("/opt/ort/libonnxruntime.so");
