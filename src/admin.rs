@@ -11,15 +11,18 @@
 //!
 //! It binds to `admin.listen` (loopback by default). Mutations need
 //! `Authorization: Bearer <admin.token>`, compared in constant time; with no token configured
-//! they are refused.
+//! they are refused. Requests naming a host that is neither an IP address, `localhost` nor in
+//! `admin.allowed_hosts` are refused, so a web page cannot reach a loopback server through a
+//! DNS name it rebinds to 127.0.0.1.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service as _, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
+use futures_util::future::{Either, FutureExt as _};
 use ractor::ActorRef;
 use serde::Deserialize;
 use serde_json::json;
@@ -60,8 +63,19 @@ pub struct Server {
 const MAX_BODY: usize = 4096;
 const CALL_TIMEOUT_MS: u64 = 2000;
 
+/// Bind `admin.listen`, so a node fails on a taken port before it takes any work (the source
+/// lease among it); [`Server::start`] serves on it.
+pub fn bind(cfg: &Config) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(cfg.admin.listen)
+        .with_context(|| format!("admin.listen {} cannot be used", cfg.admin.listen))
+}
+
 impl Server {
-    pub async fn start(cfg: &Config, handles: AdminHandles) -> anyhow::Result<Server> {
+    pub async fn start(
+        listener: std::net::TcpListener,
+        cfg: &Config,
+        handles: AdminHandles,
+    ) -> anyhow::Result<Server> {
         let viewer = web::Data::new(crate::viewer::ViewerState::new(
             cfg,
             handles.sequencer.clone(),
@@ -71,8 +85,34 @@ impl Server {
             token: cfg.admin.token.clone(),
             roles: cfg.node.roles.clone(),
         });
+        let allowed_hosts: Arc<[String]> = cfg.admin.allowed_hosts.clone().into();
         let server = HttpServer::new(move || {
+            let allowed_hosts = allowed_hosts.clone();
             App::new()
+                .wrap_fn(move |request, service| {
+                    let host = request.headers().get("host").map(|h| h.to_str());
+                    let allowed = match host {
+                        None => true, // HTTP/1.0 clients; browsers always send one
+                        Some(Ok(host)) => host_allowed(host, &allowed_hosts),
+                        Some(Err(_)) => false,
+                    };
+                    if allowed {
+                        Either::Left(
+                            service
+                                .call(request)
+                                .map(|r| r.map(ServiceResponse::map_into_left_body)),
+                        )
+                    } else {
+                        let refusal = error(
+                            StatusCode::FORBIDDEN,
+                            "this Host is not served: use an IP address or localhost, or add \
+                             the name to admin.allowed_hosts",
+                        );
+                        Either::Right(std::future::ready(Ok(request
+                            .into_response(refusal)
+                            .map_into_right_body())))
+                    }
+                })
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().limit(MAX_BODY))
                 .app_data(web::PayloadConfig::new(MAX_BODY))
@@ -80,13 +120,17 @@ impl Server {
                 .route("/cluster", web::get().to(cluster))
                 .route("/streams", web::get().to(streams))
                 .route("/metrics", web::get().to(metrics))
-                .route("/pool", web::post().to(resize_pool))
+                .service(
+                    web::resource("/pool")
+                        .post(resize_pool)
+                        .default_service(web::to(method_not_allowed)),
+                )
                 .app_data(viewer.clone())
                 .configure(crate::viewer::routes)
         })
         .workers(1)
         .disable_signals()
-        .bind(cfg.admin.listen)
+        .listen(listener)
         .with_context(|| format!("admin.listen {} cannot be used", cfg.admin.listen))?
         .run();
         let handle = server.handle();
@@ -98,6 +142,30 @@ impl Server {
     pub async fn stop(&self) {
         self.handle.stop(true).await;
     }
+}
+
+/// A `Host` a browser may have reached this server by: an IP address (DNS rebinding needs a
+/// name), `localhost`, or a name the operator allowed (`"*"` allows any).
+pub fn host_allowed(host: &str, allowed_hosts: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed_hosts
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(name))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", "POST"))
+        .json(json!({ "error": "this path takes POST" }))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
@@ -219,8 +287,10 @@ fn refuse_unauthorized(token: &Secret, request: &HttpRequest) -> Option<HttpResp
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        // The scheme is case-insensitive (RFC 9110).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     if bool::from(presented.as_bytes().ct_eq(token.expose().as_bytes())) {
         None
     } else {
@@ -235,7 +305,7 @@ fn refuse_unauthorized(token: &Secret, request: &HttpRequest) -> Option<HttpResp
 /// The Prometheus text exposition format.
 pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 19] = [
+    let counters: [(&str, &str, u64); 22] = [
         (
             "kadr_frames_received_total",
             "Messages received on frame channels.",
@@ -325,6 +395,21 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
             "kadr_malformed_messages_total",
             "Messages from peers that could not be decoded.",
             stats.malformed.get(),
+        ),
+        (
+            "kadr_cluster_handshake_timeouts_total",
+            "Connections to the cluster port closed for not authenticating in time.",
+            stats.cluster_handshake_timeouts.get(),
+        ),
+        (
+            "kadr_cluster_connections_refused_total",
+            "Connections to the cluster port closed at accept: too many waiting to authenticate.",
+            stats.cluster_connections_refused.get(),
+        ),
+        (
+            "kadr_cluster_accept_errors_total",
+            "Errors accepting on the cluster port (out of file descriptors).",
+            stats.cluster_accept_errors.get(),
         ),
         (
             "kadr_frames_in_flight",
@@ -420,6 +505,35 @@ fn escape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_addresses_localhost_and_allowed_names_are_served() {
+        let none: &[String] = &[];
+        for host in [
+            "127.0.0.1:7500",
+            "127.0.0.1",
+            "10.1.2.3:80",
+            "[::1]:7500",
+            "localhost:7500",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(host, none), "{host}");
+        }
+        for host in [
+            "evil.example:7500",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[::1",
+            "",
+            "localhost.evil:7500",
+        ] {
+            assert!(!host_allowed(host, none), "{host}");
+        }
+        let allowed = ["kadr.example.net".to_string()];
+        assert!(host_allowed("Kadr.Example.Net:7500", &allowed));
+        assert!(!host_allowed("evil.example", &allowed));
+        assert!(host_allowed("anything.example", &["*".to_string()]));
+    }
 
     #[test]
     fn metrics_are_prometheus_text() {

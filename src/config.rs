@@ -133,6 +133,11 @@ pub struct ClusterConfig {
     pub source_lease_ms: u64,
     /// TLS between nodes; plaintext when absent.
     pub tls: Option<TlsConfig>,
+    /// A connection to `listen` that has not authenticated (TLS and cookie) within this is
+    /// closed.
+    pub handshake_timeout_ms: u64,
+    /// Connections to `listen` waiting to authenticate at once; one more is closed at accept.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -146,6 +151,8 @@ impl Default for ClusterConfig {
             heartbeat_ms: 1_000,
             source_lease_ms: 3_000,
             tls: None,
+            handshake_timeout_ms: 5_000,
+            max_pending_handshakes: 64,
         }
     }
 }
@@ -197,6 +204,9 @@ pub struct AdminConfig {
     pub token: Secret,
     /// Live viewer pages open at once (each reads its stream's frames from Redis).
     pub max_viewers: usize,
+    /// Host names (beside IP addresses and `localhost`) that requests may name in `Host`;
+    /// `"*"` allows any. Others are refused, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Most viewers a config may allow: each costs a Redis connection and a stream's bandwidth.
@@ -208,6 +218,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7500)),
             token: Secret::default(),
             max_viewers: 8,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -312,6 +323,9 @@ pub struct LimitsConfig {
     /// `KEEP` frames a source node holds at once (waiting and at detectors); one more is shed as
     /// a `dropped` gap. With `max_payload_bytes`, the bound on memory under KEEP overload.
     pub max_kept_frames: usize,
+    /// Largest frame, width x height as its JPEG header declares; a larger one is refused
+    /// (`image_too_large`) before any pixel is decoded. Bounds each detector's decode buffer.
+    pub max_pixels: u64,
 }
 
 impl Default for LimitsConfig {
@@ -326,6 +340,7 @@ impl Default for LimitsConfig {
             max_streams: 1024,
             max_seq_jump: 300,
             max_kept_frames: 288,
+            max_pixels: crate::model::DEFAULT_MAX_PIXELS,
         }
     }
 }
@@ -452,7 +467,10 @@ impl Config {
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("unix://") {
             return Err(invalid(
                 "redis.url",
-                format!("{:?} is not a redis:// URL", self.redis.url),
+                format!(
+                    "{:?} is not a redis:// URL",
+                    crate::redis_conn::redact(&self.redis.url)
+                ),
             ));
         }
         let prefix_ok = !self.redis.channel_prefix.is_empty()
@@ -467,7 +485,25 @@ impl Config {
             ));
         }
         // (field, value, least, most): the upper bounds catch typos that would exhaust memory.
-        let ranges: [(&'static str, u64, u64, u64); 11] = [
+        let ranges: [(&'static str, u64, u64, u64); 14] = [
+            (
+                "cluster.handshake_timeout_ms",
+                self.cluster.handshake_timeout_ms,
+                100,
+                600_000,
+            ),
+            (
+                "cluster.max_pending_handshakes",
+                self.cluster.max_pending_handshakes as u64,
+                1,
+                10_000,
+            ),
+            (
+                "limits.max_pixels",
+                self.limits.max_pixels,
+                1,
+                crate::model::MAX_IMAGE_PIXELS,
+            ),
             (
                 "limits.max_kept_frames",
                 self.limits.max_kept_frames as u64,
@@ -666,6 +702,7 @@ impl Config {
             dct_scaling: self.model.dct_scaling,
             execution_provider: self.model.execution_provider,
             precision: self.model.precision,
+            max_pixels: self.limits.max_pixels,
             postprocess: PostprocessConfig {
                 conf_threshold: self.model.conf_threshold,
                 iou_threshold: self.model.iou_threshold,

@@ -23,11 +23,11 @@ use ractor::{
     SupervisionEvent,
 };
 use serde::Serialize;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
 use crate::cluster::{self, wire};
 use crate::detector::{DetectRequest, DetectResult, DetectorMsg, Finished};
+use crate::kept::KeptPlace;
 use crate::protocol::{ErrorCode, ErrorMessage, Frame, GapReason};
 use crate::sequencer::{Outcome, SequencerMsg};
 use crate::stats::Stats;
@@ -40,7 +40,7 @@ pub struct Job {
     /// Never dropped for lateness.
     pub keep: bool,
     /// Held while the frame is inside the node; bounds kept frames (`limits.max_kept_frames`).
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<KeptPlace>,
 }
 
 /// Times a frame is sent to a detector before it is given up as failed.

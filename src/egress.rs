@@ -46,10 +46,12 @@ impl Egress {
         let key = self.channels.last_seq_key(stream);
         let got: redis::RedisResult<Option<u64>> =
             redis::cmd("GET").arg(key).query_async(&mut self.conn).await;
-        got.unwrap_or_else(|e| {
+        let last = got.unwrap_or_else(|e| {
             warn!(error = %e, "could not read the last published sequence number");
             None
-        })
+        });
+        // Written by a node, but anyone with the key could set it: only a valid number counts.
+        last.filter(|&seq| seq <= crate::protocol::MAX_SEQ)
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on.

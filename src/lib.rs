@@ -26,6 +26,7 @@ pub mod config;
 pub mod detector;
 pub mod dispatch;
 pub mod egress;
+pub mod kept;
 pub mod lease;
 pub mod model;
 pub mod node;

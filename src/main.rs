@@ -217,6 +217,8 @@ async fn main() -> std::process::ExitCode {
                     dct_scaling,
                     execution_provider,
                     precision,
+                    // Local files, not video: any size up to the hard ceiling.
+                    max_pixels: kadr::model::MAX_IMAGE_PIXELS,
                     postprocess: PostprocessConfig {
                         conf_threshold: conf,
                         iou_threshold: iou,
@@ -262,6 +264,7 @@ async fn run_node(
         overrides.insert(0, format!("redis.url=\"{url}\""));
     }
     let cfg = Config::load_with(&config, &overrides)?;
+    raise_fd_limit();
     let node = Node::start(&cfg).await?;
     let stats = node.stats.clone();
     let report = tokio::spawn(async move {
@@ -277,6 +280,32 @@ async fn run_node(
     report.abort();
     node.shutdown(Duration::from_secs(10)).await;
     Ok(())
+}
+
+/// Raise the soft limit on open files to the hard limit: a node holds a socket per peer, viewer,
+/// Redis connection and connection being authenticated, and the usual soft limit (1024) is the
+/// first thing a connection flood exhausts.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            before == limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(open_files = limit.rlim_cur, "file descriptor limit");
+    } else {
+        tracing::warn!(
+            open_files = limit.rlim_cur,
+            "could not raise the file descriptor limit"
+        );
+    }
 }
 
 async fn bench_model(
@@ -460,10 +489,12 @@ struct Summary {
 async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let channels = Channels::new(args.redis.prefix.clone());
     let client = redis::Client::open(args.redis.redis_url.as_str())?;
-    let mut pubsub = client
-        .get_async_pubsub()
-        .await
-        .with_context(|| format!("Redis at {} is unreachable", args.redis.redis_url))?;
+    let mut pubsub = client.get_async_pubsub().await.with_context(|| {
+        format!(
+            "Redis at {} cannot be used",
+            kadr::redis_conn::redact(&args.redis.redis_url)
+        )
+    })?;
     let detections_channel = channels.detections(&args.stream);
     pubsub.subscribe(&detections_channel).await?;
     pubsub.subscribe(channels.errors(&args.stream)).await?;

@@ -55,6 +55,9 @@ impl Node {
 
     /// As [`Node::start`]; `with_admin: false` skips the HTTP API (in-process tests).
     pub async fn start_with(cfg: &Config, with_admin: bool) -> anyhow::Result<Node> {
+        // Every port first: a node that cannot serve must fail before it takes any work (the
+        // source lease among it), not hold it for its whole term.
+        let admin_listener = with_admin.then(|| admin::bind(cfg)).transpose()?;
         let stats = Arc::new(Stats::default());
         let scope = cluster::scope(&cfg.redis.channel_prefix);
         let name: Arc<str> = Arc::from(cfg.node.name.as_str());
@@ -150,6 +153,7 @@ impl Node {
                         max_streams: cfg.limits.max_streams,
                         max_seq_jump: cfg.limits.max_seq_jump,
                         max_kept_frames: cfg.limits.max_kept_frames,
+                        max_pixels: cfg.limits.max_pixels,
                         dispatcher: dispatcher.clone(),
                         sequencer: sequencer.clone(),
                         stats: stats.clone(),
@@ -177,8 +181,8 @@ impl Node {
             admin: None,
             handles,
         };
-        if with_admin {
-            node.admin = Some(admin::Server::start(cfg, node.admin_handles()).await?);
+        if let Some(listener) = admin_listener {
+            node.admin = Some(admin::Server::start(listener, cfg, node.admin_handles()).await?);
         }
         info!(
             node = %cfg.node.name,
@@ -267,8 +271,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn unreachable_redis(cfg: &Config) -> String {
     format!(
-        "Redis at {} is unreachable; start redis-server or set redis.url",
-        cfg.redis.url
+        "Redis at {} cannot be used; start redis-server or set redis.url",
+        crate::redis_conn::redact(&cfg.redis.url)
     )
 }
 
@@ -278,12 +282,30 @@ async fn connect_redis(
     crate::redis_conn::connect(&cfg.redis.url, || unreachable_redis(cfg)).await
 }
 
-/// ractor wraps start-up errors in its own words; keep the sentence that says what to do.
+/// ractor wraps start-up errors in its own words, once per actor level; keep the sentence that
+/// says what to do.
 fn root_cause(message: &str) -> String {
-    message
-        .rsplit("Actor panicked during pre_start: ")
-        .next()
-        .unwrap_or(message)
-        .trim()
-        .to_string()
+    let mut m = message.trim();
+    loop {
+        if let Some(inner) = m
+            .strip_prefix("Actor panicked during startup '")
+            .and_then(|r| r.strip_suffix('\''))
+        {
+            m = inner.trim();
+        } else if let Some(inner) = m.strip_prefix("Actor panicked during pre_start: ") {
+            m = inner.trim();
+        } else {
+            return m.to_string();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_up_errors_are_said_once() {
+        let nested = "Actor panicked during startup 'Actor panicked during startup 'model x could not be loaded''";
+        assert_eq!(super::root_cause(nested), "model x could not be loaded");
+        assert_eq!(super::root_cause("plain"), "plain");
+    }
 }

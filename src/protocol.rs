@@ -22,6 +22,10 @@ use thiserror::Error;
 pub const MAGIC: [u8; 4] = *b"KADR";
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 24;
+/// Largest sequence number accepted: 2^53 - 1, the largest integer every JSON client (a
+/// JavaScript viewer included) reads exactly. It also leaves the sequencer's `seq + count`
+/// arithmetic far from overflow.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
 /// Flag bit: the publisher asks that this frame is never dropped (files, not live cameras).
 pub const FLAG_KEEP: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_KEEP;
@@ -55,6 +59,7 @@ pub enum ErrorCode {
     BadStreamId,
     StreamMismatch,
     EmptyPayload,
+    BadSeq,
     StaleSeq,
     SeqJump,
     TooManyStreams,
@@ -69,7 +74,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::Truncated,
         Self::BadMagic,
         Self::BadVersion,
@@ -78,6 +83,7 @@ impl ErrorCode {
         Self::BadStreamId,
         Self::StreamMismatch,
         Self::EmptyPayload,
+        Self::BadSeq,
         Self::StaleSeq,
         Self::SeqJump,
         Self::TooManyStreams,
@@ -100,6 +106,7 @@ impl ErrorCode {
             Self::BadStreamId => "bad_stream_id",
             Self::StreamMismatch => "stream_mismatch",
             Self::EmptyPayload => "empty_payload",
+            Self::BadSeq => "bad_seq",
             Self::StaleSeq => "stale_seq",
             Self::SeqJump => "seq_jump",
             Self::TooManyStreams => "too_many_streams",
@@ -141,6 +148,8 @@ pub enum FrameError {
     StreamMismatch { header: String, channel: String },
     #[error("message has no JPEG payload")]
     EmptyPayload,
+    #[error("sequence number {seq} is over the largest accepted, 2^53 - 1")]
+    SeqTooLarge { seq: u64 },
 }
 
 impl FrameError {
@@ -155,6 +164,7 @@ impl FrameError {
             FrameError::StreamIdNotUtf8 => ErrorCode::BadStreamId,
             FrameError::StreamMismatch { .. } => ErrorCode::StreamMismatch,
             FrameError::EmptyPayload => ErrorCode::EmptyPayload,
+            FrameError::SeqTooLarge { .. } => ErrorCode::BadSeq,
         }
     }
 }
@@ -205,6 +215,9 @@ pub fn parse_frame(
         });
     }
     let seq = u64::from_be_bytes(h[8..16].try_into().expect("8 bytes"));
+    if seq > MAX_SEQ {
+        return Err(FrameError::SeqTooLarge { seq });
+    }
     let capture_ts_us = u64::from_be_bytes(h[16..24].try_into().expect("8 bytes"));
     if len < HEADER_LEN + id_len {
         return Err(FrameError::Truncated { len });
@@ -415,6 +428,21 @@ mod tests {
         let mut out = Vec::new();
         encode_frame(&mut out, stream, 42, 1_700_000_000_000_000, FLAG_KEEP, jpeg);
         out
+    }
+
+    #[test]
+    fn sequence_numbers_past_json_safe_integers_are_refused() {
+        let frame = |seq| {
+            let mut out = Vec::new();
+            encode_frame(&mut out, "cam1", seq, 0, 0, b"\xff\xd8jpeg");
+            parse_frame(Bytes::from(out), "cam1", LIMITS)
+        };
+        assert_eq!(frame(MAX_SEQ).unwrap().seq, MAX_SEQ);
+        for seq in [MAX_SEQ + 1, u64::MAX - 10, u64::MAX] {
+            let err = frame(seq).unwrap_err();
+            assert_eq!(err, FrameError::SeqTooLarge { seq });
+            assert_eq!(err.code(), ErrorCode::BadSeq);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 
 /// Longest wait for a TCP connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,21 +31,103 @@ pub fn manager_config() -> ConnectionManagerConfig {
         .set_response_timeout(RESPONSE_TIMEOUT)
 }
 
-/// Open `url` and a reconnecting connection to it; fails within a few seconds if Redis is not
-/// there, with `unreachable` as the message.
+/// Open `url` and a reconnecting connection to it. Fails within a few seconds if Redis cannot
+/// be used, with `unavailable` and then the cause: refused, not found (DNS), timed out, or
+/// credentials refused. The URL is never shown with its password.
 pub async fn connect(
     url: &str,
-    unreachable: impl FnOnce() -> String,
+    unavailable: impl FnOnce() -> String,
 ) -> anyhow::Result<(redis::Client, ConnectionManager)> {
-    let client =
-        redis::Client::open(url).with_context(|| format!("{url:?} is not a valid Redis URL"))?;
+    let client = redis::Client::open(url)
+        .map_err(|_| anyhow!("{} is not a valid Redis URL", redact(url)))?;
+    // One plain connection first: the manager retries quietly and would turn every cause
+    // into "timed out".
+    let probe = AsyncConnectionConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    let first = tokio::time::timeout(
+        CONNECT_TIMEOUT * 2,
+        client.get_multiplexed_async_connection_with_config(&probe),
+    )
+    .await;
+    match first {
+        Err(_) => {
+            return Err(anyhow!("timed out after {:?}", CONNECT_TIMEOUT * 2))
+                .with_context(unavailable)
+        }
+        Ok(Err(e)) => return Err(anyhow!(describe(&e))).with_context(unavailable),
+        Ok(Ok(_)) => {}
+    }
     let conn = tokio::time::timeout(
         CONNECT_TIMEOUT * 3,
         client.get_connection_manager_with_config(manager_config()),
     )
     .await
     .map_err(|_| anyhow!("timed out"))
-    .and_then(|r| r.map_err(anyhow::Error::from))
-    .with_context(unreachable)?;
+    .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
+    .with_context(unavailable)?;
     Ok((client, conn))
+}
+
+/// Why a connection failed, in the operator's words.
+pub fn describe(e: &RedisError) -> String {
+    let detail = e.to_string();
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || detail.contains("WRONGPASS")
+        || detail.contains("NOAUTH")
+        || detail.contains("NOPERM")
+    {
+        format!(
+            "Redis refused the credentials (check the user and password in redis.url): {detail}"
+        )
+    } else if e.is_connection_refusal() {
+        format!("connection refused (is redis-server running on that port?): {detail}")
+    } else if e.is_timeout() {
+        format!("timed out: {detail}")
+    } else if detail.contains("lookup")
+        || detail.contains("resolve")
+        || detail.contains("Name or service")
+    {
+        format!("host name not found (DNS): {detail}")
+    } else {
+        detail
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // Userinfo ends at the last '@' before the path; a password may itself contain '@'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+    let shown = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        "***".to_string()
+    };
+    format!("{scheme}://{shown}@{}", &rest[at + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact("redis://:s3cret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(
+            redact("redis://kadr:p@ss@h:6379"),
+            "redis://kadr:***@h:6379"
+        );
+        assert_eq!(redact("redis://s3cret@h"), "redis://***@h");
+        assert_eq!(redact("not a url"), "not a url");
+    }
 }

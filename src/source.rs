@@ -2,10 +2,10 @@
 //! the sequencer, and submits them to the dispatcher.
 //!
 //! A pump task owns the pub/sub connection (reconnecting with backoff) and hands each message to
-//! the actor with a `call`, one at a time. Kept frames take a permit; one that finds none (the
-//! node holds `limits.max_kept_frames` already) is shed as a `dropped` gap with the reason, since
-//! Redis's client reads on into a buffer of its own whether we read or not. Nothing here is
-//! unbounded.
+//! the actor with a `call`, one at a time. Kept frames take a place ([`crate::kept`]); one that
+//! finds none (the node holds `limits.max_kept_frames` already, or its stream its fair share of
+//! them) is shed as a `dropped` gap with the reason, since Redis's client reads on into a buffer
+//! of its own whether we read or not. Nothing here is unbounded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::dispatch::{DispatchMsg, Job};
+use crate::kept::KeptFrames;
 use crate::lease::Lease;
 use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
 use crate::protocol::{
@@ -52,6 +52,8 @@ pub struct SourceArgs {
     pub max_seq_jump: u64,
     /// Kept frames the node holds at most (`limits.max_kept_frames`).
     pub max_kept_frames: usize,
+    /// Largest frame accepted, width x height, read from the JPEG header (`limits.max_pixels`).
+    pub max_pixels: u64,
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
@@ -63,9 +65,9 @@ pub struct SourceState {
     last_seq: HashMap<Arc<str>, StreamSeen>,
     /// Reused for every header check.
     jpeg: JpegDecoder,
-    /// One per kept frame inside the node (`max_kept_frames` in all); a frame's job holds its
-    /// permit until the frame is done.
-    permits: Arc<Semaphore>,
+    /// One per kept frame inside the node (`max_kept_frames` in all, shared fairly by
+    /// stream); a frame's job holds its place until the frame is done.
+    kept: Arc<KeptFrames>,
     pump: Option<JoinHandle<()>>,
 }
 
@@ -103,11 +105,10 @@ impl Actor for Source {
         // Return once subscribed (or standing by), so frames published after start-up are seen.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
         Ok(SourceState {
-            permits: Arc::new(Semaphore::new(args.max_kept_frames)),
+            kept: KeptFrames::new(args.max_kept_frames),
+            jpeg: JpegDecoder::with_max_pixels(args.max_pixels)?,
             args,
             last_seq: HashMap::new(),
-            jpeg: JpegDecoder::new()?,
-
             pump: Some(pump),
         })
     }
@@ -384,18 +385,16 @@ impl SourceState {
             // Waiting for room would not stop Redis's client from reading on into its own
             // unbounded buffer: memory grew without limit under KEEP overload. So a kept frame
             // that finds the node full is shed, and says why.
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
+            // A stream past its fair share sheds its own frames, not other streams'.
+            match self.kept.take(&stream, Instant::now()) {
+                Ok(place) => Some(place),
+                Err(no_place) => {
                     let _ = args.sequencer.cast(SequencerMsg::Completed {
                         stream,
                         seq,
                         outcome: Outcome::Gap {
                             reason: GapReason::Dropped,
-                            detail: Some(format!(
-                                "the node holds limits.max_kept_frames = {} kept frames already",
-                                args.max_kept_frames
-                            )),
+                            detail: Some(no_place.to_string()),
                         },
                     });
                     return;
@@ -519,7 +518,7 @@ fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (Erro
         ErrorCode::BadImage,
         "not a JPEG: no frame header".to_string(),
     ))?;
-    check_size(w, h).map_err(|e| (e.code(), e.to_string()))?;
+    check_size(w, h, decoder.max_pixels()).map_err(|e| (e.code(), e.to_string()))?;
     // Decoders paint a truncated scan grey without complaint; truncation in transit is the
     // corruption that happens, so insist on the end-of-image marker (a little padding after it
     // is tolerated, as some cameras add it).

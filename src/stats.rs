@@ -13,13 +13,23 @@ impl Counter {
         self.add(1);
     }
     pub fn sub(&self, n: u64) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            });
     }
     pub fn set(&self, n: u64) {
         self.0.store(n, Ordering::Relaxed);
     }
+    /// Saturates rather than wraps: a counter pinned at the top is visibly wrong, a wrapped
+    /// one looks plausible.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(n))
+            });
     }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -54,6 +64,11 @@ pub struct Stats {
     pub late_results: Counter,
     /// Messages from peers that could not be decoded.
     pub malformed: Counter,
+    /// Cluster port: connections closed unauthenticated at the handshake deadline, closed at
+    /// accept because too many were waiting, and accept errors (out of descriptors).
+    pub cluster_handshake_timeouts: Counter,
+    pub cluster_connections_refused: Counter,
+    pub cluster_accept_errors: Counter,
     /// Frames this node's detectors finished.
     pub inferences: Counter,
     /// Gauge: frames its detectors finished per second over the last heartbeat, in tenths.

@@ -68,10 +68,10 @@ impl StreamStats {
 
     pub fn gap(&mut self, reason: GapReason, count: u64) {
         match reason {
-            GapReason::Dropped => self.dropped += count,
-            GapReason::Failed => self.failed += count,
-            GapReason::Lost => self.lost += count,
-            GapReason::Missing => self.missing += count,
+            GapReason::Dropped => self.dropped = self.dropped.saturating_add(count),
+            GapReason::Failed => self.failed = self.failed.saturating_add(count),
+            GapReason::Lost => self.lost = self.lost.saturating_add(count),
+            GapReason::Missing => self.missing = self.missing.saturating_add(count),
         }
     }
 

@@ -31,6 +31,18 @@ impl NodeProcess {
         overrides: &[String],
         cookie: &str,
     ) -> NodeProcess {
+        Self::start_with_open_files(config, name, cluster_port, overrides, cookie, None)
+    }
+
+    /// As `start`; `open_files` sets the node's limit on open files (soft and hard).
+    fn start_with_open_files(
+        config: &Path,
+        name: &str,
+        cluster_port: u16,
+        overrides: &[String],
+        cookie: &str,
+        open_files: Option<u64>,
+    ) -> NodeProcess {
         let admin = format!("127.0.0.1:{}", common::free_port());
         let log = config.with_file_name(format!("{name}.log"));
         let mut cmd = common::kadr();
@@ -45,6 +57,23 @@ impl NodeProcess {
             .args(["--set", &format!("admin.listen=\"{admin}\"")]);
         for o in overrides {
             cmd.args(["--set", o]);
+        }
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only this child's limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let child = cmd
             .env("KADR_CLUSTER_COOKIE", cookie)
@@ -147,10 +176,6 @@ fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -159,7 +184,16 @@ fn http(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
+    http_raw(addr, &req)
+}
+
+/// Send `request` as it is: (status, body).
+fn http_raw(addr: &str, request: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out
@@ -435,7 +469,18 @@ fn three_nodes_share_a_stream_survive_a_kill_and_refuse_a_wrong_cookie() {
         http(&n2.admin, "POST", "/pool", Some(TOKEN), Some("nonsense")).0,
         400
     );
-    let (status, resized) = http(&n2.admin, "POST", "/pool", Some(TOKEN), body);
+    assert_eq!(http(&n2.admin, "GET", "/pool", Some(TOKEN), None).0, 405);
+    // DNS rebinding: a page of evil.example that resolves to 127.0.0.1 names its own host.
+    let rebound = "GET /health HTTP/1.1\r\nHost: evil.example:7500\r\nConnection: close\r\n\r\n";
+    assert_eq!(http_raw(&n2.admin, rebound).0, 403);
+    let local = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    assert_eq!(http_raw(&n2.admin, local).0, 200);
+    // The scheme is case-insensitive: `bearer` as some clients write it.
+    let lower = format!(
+        "POST /pool HTTP/1.1\r\nHost: {}\r\nAuthorization: bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{{\"size\": 2}}",
+        n2.admin
+    );
+    let (status, resized) = http_raw(&n2.admin, &lower);
     assert_eq!(status, 200, "{resized}");
     let resized: Value = serde_json::from_str(&resized).unwrap();
     assert_eq!(resized["size"], 2);
@@ -650,4 +695,172 @@ fn a_node_reports_redis_down_and_still_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(n1.log().contains("Redis unreachable"), "{}", n1.log());
+}
+
+/// A node that cannot start says which thing failed and why, never shows the Redis password,
+/// and, when its admin port is taken, fails before taking the source lease (it used to hold the
+/// lease for its whole term, so no other node could take the stream).
+#[test]
+fn a_node_that_cannot_start_says_why_without_secrets_or_the_lease() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let redis = common::Redis::start();
+    if !redis.owned() {
+        eprintln!("SKIP: REDIS_URL is set; this test sets a password on its own server");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url);
+    let roles = "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string();
+    let fails = |name: &str, extra: &[String]| -> String {
+        let mut overrides = vec![roles.clone()];
+        overrides.extend_from_slice(extra);
+        let mut n = NodeProcess::start(&config, name, common::free_port(), &overrides, COOKIE);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = n.child.try_wait().unwrap() {
+                assert!(!status.success(), "{name} started:\n{}", n.log());
+                return n.log();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} still running:\n{}",
+                n.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let log = fails("busy", &[format!("admin.listen=\"127.0.0.1:{port}\"")]);
+    assert!(log.contains("admin.listen"), "{log}");
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let lease: Option<String> = redis::cmd("GET")
+        .arg("kc:source-lease")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        lease, None,
+        "the lease was taken by a node that could not start"
+    );
+
+    let nobody = common::free_port();
+    let log = fails(
+        "refused",
+        &[format!(
+            "redis.url=\"redis://:hunter2x@127.0.0.1:{nobody}\""
+        )],
+    );
+    assert!(log.contains("connection refused"), "{log}");
+    assert!(!log.contains("hunter2x"), "password in the log:\n{log}");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("right-one")
+        .query(&mut conn)
+        .unwrap();
+    let wrong_password = redis.url.replace("redis://", "redis://:hunter2x@");
+    let log = fails("wrongpass", &[format!("redis.url=\"{wrong_password}\"")]);
+    let _: () = redis::cmd("AUTH")
+        .arg("right-one")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("")
+        .query(&mut conn)
+        .unwrap();
+    assert!(log.contains("refused the credentials"), "{log}");
+    assert!(!log.contains("hunter2x"), "password in the log:\n{log}");
+
+    let log = fails(
+        "nohost",
+        &["redis.url=\"redis://:hunter2x@no-such-host.invalid:6379\"".to_string()],
+    );
+    assert!(log.contains("DNS"), "{log}");
+    assert!(!log.contains("hunter2x"), "password in the log:\n{log}");
+
+    let not_a_model = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let log = fails(
+        "badmodel",
+        &[format!("model.path=\"{}\"", not_a_model.display())],
+    );
+    assert!(log.contains("could not be loaded by ONNX Runtime"), "{log}");
+    // One error, said once: not ractor's panic text around it.
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Idle connections to the cluster port used to be kept for good: 1,100 of them exhausted a
+/// node's 1024 file descriptors, it logged "Too many open files" 280,000 times a second and no
+/// node could join. Now each must authenticate within the handshake deadline, only a few may
+/// wait at once, and a node limited to 1024 descriptors serves through 3,000 of them.
+#[test]
+fn three_thousand_idle_connections_leave_the_node_serving() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    // This test process holds the 3,000 sockets itself.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if !ok || limit.rlim_cur < 3_500 {
+        eprintln!("SKIP: this process may open only {} files", limit.rlim_cur);
+        return;
+    }
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url);
+    let port = common::free_port();
+    let mut n1 = NodeProcess::start_with_open_files(
+        &config,
+        "n1",
+        port,
+        &["cluster.handshake_timeout_ms=1000".into()],
+        COOKIE,
+        Some(1024),
+    );
+    n1.wait_members(&["n1"], Duration::from_secs(60));
+
+    let mut idle = Vec::new();
+    for _ in 0..3_000 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            idle.push(s);
+        }
+    }
+    eprintln!("{} idle connections open", idle.len());
+    assert!(idle.len() >= 2_900, "only {} connected", idle.len());
+
+    // Still serving: the admin API answers and a new node joins.
+    assert_eq!(n1.get_json("/health")["status"], "ok");
+    let seed = format!("cluster.seeds=[\"127.0.0.1:{port}\"]");
+    let mut n2 = NodeProcess::start(&config, "n2", common::free_port(), &[seed], COOKIE);
+    n2.wait_members(&["n1", "n2"], Duration::from_secs(60));
+    n1.wait_members(&["n1", "n2"], Duration::from_secs(60));
+
+    // The flood was refused at accept or closed at the deadline, and said so in /metrics.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let metrics = n1.get("/metrics").1;
+    let refused = metric(&metrics, "kadr_cluster_connections_refused_total");
+    let timed_out = metric(&metrics, "kadr_cluster_handshake_timeouts_total");
+    eprintln!("refused at accept {refused}, closed at the deadline {timed_out}");
+    assert!(refused + timed_out >= 2_900, "{refused} + {timed_out}");
+    assert!(timed_out >= 1, "{timed_out}");
+    // And the log stayed small.
+    let log = n1.log();
+    assert!(log.len() < 1_000_000, "log grew to {} bytes", log.len());
+    assert_eq!(n1.get_json("/health")["status"], "ok");
+    drop(idle);
 }

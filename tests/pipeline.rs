@@ -521,7 +521,7 @@ fn node_start_up_errors_say_what_to_do() {
                 ),
             ),
             None,
-            "unreachable",
+            "connection refused",
         ),
         (
             write(
@@ -765,6 +765,49 @@ async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
     t.stop().await;
 }
 
+/// Forged numbers and sizes: a frame numbered near 2^64 is refused `bad_seq` (the sequencer's
+/// arithmetic used to wrap, and a `missing` counter read 18446744073709551605), and a frame
+/// whose header declares 16000x2500 is refused `image_too_large` by the default limit (each
+/// detector used to keep a 120 MB buffer for good). The genuine frames around them carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carries_on() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let (w, h) = kadr::model::jpeg_dimensions(&jpeg).unwrap();
+    let mut huge = jpeg.clone();
+    let at = (2..huge.len() - 9)
+        .find(|&i| huge[i] == 0xFF && huge[i + 1] == 0xC0)
+        .expect("a baseline frame header");
+    huge[at + 5..at + 7].copy_from_slice(&2500u16.to_be_bytes());
+    huge[at + 7..at + 9].copy_from_slice(&16000u16.to_be_bytes());
+    assert_eq!(kadr::model::jpeg_dimensions(&huge), Some((16000, 2500)));
+    assert_eq!((w, h), (1280, 720));
+
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "forged").await;
+    t.publish(0, FLAG_KEEP, &jpeg).await;
+    for seq in [u64::MAX - 10, u64::MAX, kadr::protocol::MAX_SEQ + 1] {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    t.publish(1, FLAG_KEEP, &huge).await;
+    for seq in 2..4 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(4, 4, Duration::from_secs(60)).await;
+    let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(
+        codes.iter().filter(|&&c| c == "bad_seq").count(),
+        3,
+        "{codes:?}"
+    );
+    assert!(codes.contains(&"image_too_large"), "{codes:?}");
+    // Seq 1 took its place in the stream and is accounted for as a failed frame.
+    let (detected, gaps) = check_order(&out.messages, 0);
+    assert_eq!(detected, 3, "{gaps:?}");
+    assert_eq!(gaps, vec![(GapReason::Failed, 1)]);
+    t.stop().await;
+}
+
 /// One message bigger than Redis's output buffer limit for subscribers makes Redis close the
 /// node's subscription. The node subscribes again at once, keeping its own source lease (it used
 /// to stand by behind its own lease until it expired), counts it and says why.
@@ -846,10 +889,36 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
 /// its frames detected while the flood is shed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
-    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
-        return;
-    };
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\ngap_wait_ms = 3000\n";
+    if let Some((detected, gaps)) = flood_beside_a_camera(extra, 0).await {
+        assert_eq!(
+            detected, 10,
+            "every camera frame detected despite the flood: {gaps:?}"
+        );
+    }
+}
+
+/// The same with every frame marked KEEP, flood and camera alike: the flood may not hold more
+/// than its share of `limits.max_kept_frames` once the camera keeps frames too (it used to take
+/// every place, and the camera's kept frames were shed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_kept_frames_sheds_its_own_not_another_cameras() {
+    let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\nmax_kept_frames = 8\ngap_wait_ms = 3000\n";
+    if let Some((detected, gaps)) = flood_beside_a_camera(extra, FLAG_KEEP).await {
+        // The camera's first kept frame may find the node full; from then on it has its share.
+        assert!(
+            detected >= 9,
+            "camera frames detected despite the flood: {detected}, gaps {gaps:?}"
+        );
+    }
+}
+
+/// A 200 fps flood on one stream and a 5 fps camera on another, both with `flags`; the
+/// camera's (detected, gaps), after checking that the flood was shed.
+async fn flood_beside_a_camera(extra: &str, flags: u8) -> Option<(u64, Vec<(GapReason, u64)>)> {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return None;
+    };
     let mut t = TestNode::start(&model, extra, "cam").await;
     // The flood: 200 fps for 3 s on a stream of its own, from its own connection.
     let flood = {
@@ -864,7 +933,14 @@ async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
             let mut msg = Vec::new();
             for seq in 0..600u64 {
                 msg.clear();
-                encode_frame(&mut msg, "flood", seq, kadr::protocol::now_us(), 0, &jpeg);
+                encode_frame(
+                    &mut msg,
+                    "flood",
+                    seq,
+                    kadr::protocol::now_us(),
+                    flags,
+                    &jpeg,
+                );
                 let _: i64 = redis::cmd("PUBLISH")
                     .arg(&channel)
                     .arg(&msg[..])
@@ -875,25 +951,22 @@ async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
             }
         })
     };
-    // The camera: 5 fps, droppable like any live camera, during the flood.
+    // The camera: 5 fps, during the flood.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for seq in 0..10 {
-        t.publish(seq, 0, &jpeg).await;
+        t.publish(seq, flags, &jpeg).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let out = t.collect(10, 0, Duration::from_secs(60)).await;
     flood.await.unwrap();
     let (detected, gaps) = check_order(&out.messages, 0);
-    assert_eq!(
-        detected, 10,
-        "every camera frame detected despite the flood: {gaps:?}"
-    );
     assert!(
         t.node.stats.dropped.get() > 100,
         "the flood was shed: {} dropped",
         t.node.stats.dropped.get()
     );
     t.stop().await;
+    Some((detected, gaps))
 }
 
 /// KEEP overload: a publisher far faster than the pool, every frame marked KEEP. The node holds

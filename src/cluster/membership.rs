@@ -381,6 +381,7 @@ impl MembershipState {
                 });
             if *address == info.address {
                 a.seen = now;
+                a.backoff = Duration::from_millis(250);
             }
         }
         if !self.peers.contains_key(&info.name) {

@@ -9,6 +9,7 @@
 //! - `dispatcher.{node}`: the dispatcher of the node a frame came from; results go back to it.
 //! - `members`: every node's membership actor; heartbeats go to them.
 
+pub mod acceptor;
 pub mod membership;
 pub mod tls;
 pub mod wire;
@@ -50,6 +51,7 @@ pub fn dispatcher_of(scope: &str, node: &str) -> Option<ActorRef<DispatchMsg>> {
 pub struct Cluster {
     pub server: ActorRef<NodeServerMessage>,
     pub membership: ActorRef<MembershipMsg>,
+    acceptor: tokio::task::JoinHandle<()>,
     handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -69,22 +71,42 @@ impl Cluster {
         };
         // Peers may send frames of up to max_payload_bytes plus our own few header bytes.
         let max_frame = cfg.limits.max_payload_bytes as u64 + 64 * 1024;
-        // Bind once ourselves first: ractor_cluster's listener would only log a taken port.
-        std::net::TcpListener::bind(c.listen)
+        // Our own acceptor holds the cluster port (see [`acceptor`]); ractor_cluster's own
+        // listener, which every NodeServer starts, goes to an ephemeral loopback port with the
+        // same authentication that no peer is told of.
+        let listener = std::net::TcpListener::bind(c.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
             .with_context(|| format!("cluster.listen {} cannot be used", c.listen))?;
         let server = NodeServer::new(
-            c.listen.port(),
+            0,
             c.cookie.expose().to_string(),
             cfg.node.name.clone(),
             c.advertised_host(),
             tls.as_ref().map(|t| t.incoming()),
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(c.listen.ip())
+        .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
         .with_max_inbound_frame_size(max_frame);
         let (server, server_handle) = Actor::spawn(None, server, ())
             .await
-            .map_err(|e| anyhow!("cluster.listen {} cannot be used: {e}", c.listen))?;
+            .map_err(|e| anyhow!("the cluster's node server did not start: {e}"))?;
+        let pending = Arc::new(acceptor::Pending::default());
+        server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "kadr-acceptor".into(),
+            subscription: Box::new(acceptor::HandshakeWatch(pending.clone())),
+        })?;
+        let acceptor = tokio::spawn(acceptor::run(
+            listener,
+            server.clone(),
+            tls.as_ref().map(|t| t.acceptor()),
+            pending,
+            acceptor::AcceptorLimits {
+                handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+                max_pending: c.max_pending_handshakes,
+            },
+            stats.clone(),
+        ));
 
         let (membership, membership_handle) = Actor::spawn(
             None,
@@ -110,6 +132,7 @@ impl Cluster {
         let cluster = Cluster {
             server,
             membership,
+            acceptor,
             handles: vec![server_handle, membership_handle],
         };
         if !c.seeds.is_empty() {
@@ -151,6 +174,7 @@ impl Cluster {
     }
 
     pub async fn shutdown(self) {
+        self.acceptor.abort();
         self.membership.stop(None);
         self.server.stop(None);
         for h in self.handles {

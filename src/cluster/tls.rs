@@ -65,6 +65,10 @@ impl Tls {
         ractor_cluster::IncomingEncryptionMode::Tls(self.acceptor.clone())
     }
 
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+
     pub fn connector(&self) -> TlsConnector {
         self.connector.clone()
     }

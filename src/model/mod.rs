@@ -28,8 +28,15 @@ use postprocess::{PostprocessConfig, Postprocessor, RawDetection};
 
 /// Largest image side accepted; a larger one is refused before any pixel is decoded.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
-/// Largest image area accepted (a 8K frame is 33 M pixels).
+/// Largest image area ever accepted (a 8K frame is 33 M pixels): the ceiling for
+/// `limits.max_pixels`, and the limit for local files given to `kadr detect`.
 pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+/// Default largest video frame (4K UHD). Each detector's decode buffer can grow to 3 bytes a
+/// pixel of this, so it bounds what one hostile frame header can make a node allocate.
+pub const DEFAULT_MAX_PIXELS: u64 = 3840 * 2160;
+/// A decode buffer more than twice the current frame's need, and over this, is released rather
+/// than kept, so one oversized frame does not pin its memory for good (1080p RGB).
+const RETAINED_RGB_BYTES: usize = 1920 * 1080 * 3;
 
 #[derive(Debug, Error)]
 pub enum ModelError {
@@ -54,8 +61,12 @@ pub enum DetectError {
     Decode(String),
     #[error("image has zero size ({width}x{height})")]
     ZeroSize { width: u32, height: u32 },
-    #[error("image of {width}x{height} is over the limit ({MAX_IMAGE_SIDE} a side, {MAX_IMAGE_PIXELS} pixels)")]
-    TooLarge { width: u32, height: u32 },
+    #[error("image of {width}x{height} is over the limit ({MAX_IMAGE_SIDE} a side, {max_pixels} pixels)")]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     #[error("inference failed: {0}")]
     Inference(String),
 }
@@ -87,6 +98,8 @@ pub struct ModelOptions {
     pub dct_scaling: Option<bool>,
     pub execution_provider: ExecutionProvider,
     pub precision: Precision,
+    /// Largest frame (width x height) decoded; a larger one is refused before decoding.
+    pub max_pixels: u64,
 }
 
 impl ModelOptions {
@@ -100,6 +113,7 @@ impl ModelOptions {
             dct_scaling: Some(false),
             execution_provider: ExecutionProvider::Cpu,
             precision: Precision::Fp32,
+            max_pixels: DEFAULT_MAX_PIXELS,
         }
     }
 
@@ -326,7 +340,7 @@ impl Yolo {
             info,
             backend,
             postprocess: opts.postprocess,
-            jpeg: JpegDecoder::new().map_err(|e| load(e.to_string()))?,
+            jpeg: JpegDecoder::with_max_pixels(opts.max_pixels).map_err(|e| load(e.to_string()))?,
             rgb: Vec::new(),
             input,
             letterbox: Letterboxer::new(),
@@ -390,7 +404,7 @@ impl Yolo {
         width: u32,
         height: u32,
     ) -> Result<ImageDetections, DetectError> {
-        check_size(width, height)?;
+        check_size(width, height, self.jpeg.max_pixels)?;
         let started = Instant::now();
         let placement = self.letterbox.run(
             rgb,
@@ -470,15 +484,20 @@ impl Yolo {
     }
 }
 
-pub fn check_size(width: u32, height: u32) -> Result<(), DetectError> {
+/// Refuse an empty image, or one over `max_pixels` (or [`MAX_IMAGE_SIDE`] a side).
+pub fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), DetectError> {
     if width == 0 || height == 0 {
         return Err(DetectError::ZeroSize { width, height });
     }
     if width > MAX_IMAGE_SIDE
         || height > MAX_IMAGE_SIDE
-        || width as u64 * height as u64 > MAX_IMAGE_PIXELS
+        || width as u64 * height as u64 > max_pixels
     {
-        return Err(DetectError::TooLarge { width, height });
+        return Err(DetectError::TooLarge {
+            width,
+            height,
+            max_pixels,
+        });
     }
     Ok(())
 }
@@ -544,12 +563,24 @@ fn check_contract(session: &Session, path: &Path) -> Result<ModelInfo, ModelErro
 /// OpenCV), so our input tensors match its own.
 pub struct JpegDecoder {
     tj: turbojpeg::Decompressor,
+    max_pixels: u64,
 }
 
 impl JpegDecoder {
+    /// A decoder refusing frames over [`DEFAULT_MAX_PIXELS`].
     pub fn new() -> Result<Self, DetectError> {
+        Self::with_max_pixels(DEFAULT_MAX_PIXELS)
+    }
+
+    /// A decoder refusing frames over `max_pixels` before decoding any pixel.
+    pub fn with_max_pixels(max_pixels: u64) -> Result<Self, DetectError> {
         let tj = turbojpeg::Decompressor::new().map_err(|e| DetectError::Decode(e.to_string()))?;
-        Ok(Self { tj })
+        Ok(Self { tj, max_pixels })
+    }
+
+    /// The largest frame, in pixels, this decoder accepts.
+    pub fn max_pixels(&self) -> u64 {
+        self.max_pixels
     }
 
     /// Decode into `rgb` (packed RGB8, resized to fit and reused between frames). Checks the
@@ -576,7 +607,7 @@ impl JpegDecoder {
         if result.is_err() {
             // A TurboJPEG handle keeps state from a failed image and can fail the next good
             // one; start the next image with a fresh handle.
-            *self = Self::new()?;
+            *self = Self::with_max_pixels(self.max_pixels)?;
         }
         result
     }
@@ -590,14 +621,19 @@ impl JpegDecoder {
         let decode_err = |e: turbojpeg::Error| DetectError::Decode(e.to_string());
         let header = self.tj.read_header(jpeg).map_err(decode_err)?;
         let (w, h) = (header.width as u32, header.height as u32);
-        check_size(w, h)?;
+        check_size(w, h, self.max_pixels)?;
         let factor = match fit {
             Some((model_w, model_h)) => dct_factor(w, h, model_w, model_h),
             None => turbojpeg::ScalingFactor::ONE,
         };
         self.tj.set_scaling_factor(factor).map_err(decode_err)?;
         let scaled = header.scaled(factor);
-        rgb.resize(scaled.width * scaled.height * 3, 0);
+        let needed = scaled.width * scaled.height * 3;
+        if rgb.capacity() > RETAINED_RGB_BYTES.max(2 * needed) {
+            // Left by an oversized frame: give it back rather than hold it for good.
+            *rgb = Vec::new();
+        }
+        rgb.resize(needed, 0);
         let image = turbojpeg::Image {
             pixels: &mut rgb[..],
             width: scaled.width,
@@ -622,7 +658,7 @@ impl JpegDecoder {
             .map(|_| ())
             .map_err(|e| DetectError::Decode(e.to_string()));
         if result.is_err() {
-            *self = Self::new()?;
+            *self = Self::with_max_pixels(self.max_pixels)?;
         }
         result
     }
@@ -655,7 +691,7 @@ pub fn dct_factor(w: u32, h: u32, model_w: u32, model_h: u32) -> turbojpeg::Scal
 
 /// Decode one JPEG (a convenience over [`JpegDecoder`] for one-off use).
 pub fn decode_jpeg_into(jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(u32, u32), DetectError> {
-    JpegDecoder::new()?.decode_into(jpeg, rgb)
+    JpegDecoder::with_max_pixels(MAX_IMAGE_PIXELS)?.decode_into(jpeg, rgb)
 }
 
 /// The width and height a JPEG declares in its frame header (SOFn), read without decoding.
@@ -703,7 +739,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), DetectError> {
     let (w, h) = reader
         .into_dimensions()
         .map_err(|e| DetectError::Decode(e.to_string()))?;
-    check_size(w, h)?;
+    check_size(w, h, MAX_IMAGE_PIXELS)?;
     let img = image::load_from_memory(bytes).map_err(|e| DetectError::Decode(e.to_string()))?;
     Ok((img.to_rgb8().into_raw(), w, h))
 }
@@ -732,6 +768,48 @@ mod tests {
         assert_eq!(decode_jpeg_into(&jpeg, &mut rgb).unwrap(), (8, 4));
         assert_eq!(rgb.len(), 8 * 4 * 3);
         assert!(rgb.iter().all(|&v| v.abs_diff(77) <= 1));
+    }
+
+    fn gray_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::GrayImage::from_pixel(w, h, image::Luma([77]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode_image(&img)
+            .unwrap();
+        jpeg
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_any_buffer_grows() {
+        let mut decoder = JpegDecoder::with_max_pixels(640 * 480).unwrap();
+        let mut rgb = Vec::new();
+        let err = decoder.decode_into(&gray_jpeg(1280, 720), &mut rgb);
+        assert!(matches!(err, Err(DetectError::TooLarge { .. })), "{err:?}");
+        assert_eq!(rgb.capacity(), 0);
+        // The decoder keeps its limit after the failure resets its handle.
+        assert_eq!(decoder.max_pixels(), 640 * 480);
+        assert!(decoder.decode_into(&gray_jpeg(640, 480), &mut rgb).is_ok());
+    }
+
+    #[test]
+    fn the_buffer_an_oversized_frame_left_is_given_back() {
+        let mut decoder = JpegDecoder::with_max_pixels(MAX_IMAGE_PIXELS).unwrap();
+        let mut rgb = Vec::new();
+        decoder
+            .decode_into(&gray_jpeg(3000, 2000), &mut rgb)
+            .unwrap();
+        assert!(rgb.capacity() >= 3000 * 2000 * 3);
+        decoder
+            .decode_into(&gray_jpeg(1280, 720), &mut rgb)
+            .unwrap();
+        assert_eq!(rgb.len(), 1280 * 720 * 3);
+        assert!(rgb.capacity() < 3000 * 2000 * 3, "{}", rgb.capacity());
+        // An ordinary frame's buffer is kept and reused: no allocation per frame.
+        let kept = rgb.as_ptr();
+        decoder
+            .decode_into(&gray_jpeg(1280, 720), &mut rgb)
+            .unwrap();
+        assert_eq!(rgb.as_ptr(), kept);
     }
 
     #[test]
@@ -763,13 +841,19 @@ mod tests {
     #[test]
     fn size_limits() {
         assert!(matches!(
-            check_size(0, 10),
+            check_size(0, 10, DEFAULT_MAX_PIXELS),
             Err(DetectError::ZeroSize { .. })
         ));
         assert!(matches!(
-            check_size(20_000, 10),
+            check_size(20_000, 10, MAX_IMAGE_PIXELS),
             Err(DetectError::TooLarge { .. })
         ));
-        assert!(check_size(1280, 720).is_ok());
+        // The hostile header of issue 12: 40 M pixels, under the ceiling, over a video's limit.
+        assert!(check_size(16_000, 2_500, MAX_IMAGE_PIXELS).is_ok());
+        assert!(matches!(
+            check_size(16_000, 2_500, DEFAULT_MAX_PIXELS),
+            Err(DetectError::TooLarge { .. })
+        ));
+        assert!(check_size(3840, 2160, DEFAULT_MAX_PIXELS).is_ok());
     }
 }

@@ -184,7 +184,10 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
     let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, || {
-        format!("Redis at {} is unreachable", opts.redis_url)
+        format!(
+            "Redis at {} cannot be used",
+            crate::redis_conn::redact(&opts.redis_url)
+        )
     })
     .await?;
     let channels = Channels::new(opts.prefix.clone());
