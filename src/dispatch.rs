@@ -125,6 +125,27 @@ pub struct DispatchState {
     next: usize,
     /// Droppable frames waiting per stream, counted when the queue is full (reused).
     counts: HashMap<Arc<str>, usize>,
+    /// When each stream last had a frame dispatched (a count of dispatches): frames go out
+    /// round robin between streams, not first come first served.
+    served: HashMap<Arc<str>, u64>,
+    dispatches: u64,
+}
+
+/// Round robin between streams: the first waiting frame of the stream served least recently
+/// (a stream never served, or not lately, first). A flood cannot make a camera's frames wait
+/// behind its own, and each stream's frames still leave in order.
+fn fair_next(queue: &VecDeque<Waiting>, served: &HashMap<Arc<str>, u64>) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (i, w) in queue.iter().enumerate() {
+        let at = served.get(&w.job.stream).copied().unwrap_or(0);
+        if best.is_none_or(|(_, b)| at < b) {
+            best = Some((i, at));
+            if at == 0 {
+                break;
+            }
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 /// Which frame goes when the queue is full and `incoming` arrives.
@@ -189,6 +210,8 @@ impl Actor for Dispatcher {
         myself.send_interval(period, || DispatchMsg::Tick);
         let mut state = DispatchState {
             queue: VecDeque::with_capacity(args.queue_capacity),
+            served: HashMap::new(),
+            dispatches: 0,
             args,
             targets: Vec::new(),
             in_flight: HashMap::new(),
@@ -406,9 +429,14 @@ impl DispatchState {
     }
 
     /// Queue a frame; when full, drop a droppable frame of the stream with the most waiting
-    /// (its oldest, or this one).
+    /// (its oldest, or this one). Only droppable frames count against `queue_capacity`: kept
+    /// ones are bounded by the source's places (`limits.max_kept_frames`), and a kept flood
+    /// filling the queue must not make every live camera's frame the one dropped.
     fn enqueue(&mut self, waiting: Waiting) {
-        if self.queue.len() >= self.args.queue_capacity {
+        let full = !waiting.job.keep
+            && self.queue.len() >= self.args.queue_capacity
+            && self.queue.iter().filter(|w| !w.job.keep).count() >= self.args.queue_capacity;
+        if full {
             match fair_victim(&self.queue, &waiting.job, &mut self.counts) {
                 Victim::Queued(i) => {
                     let old = self.queue.remove(i).expect("index from fair_victim");
@@ -428,8 +456,7 @@ impl DispatchState {
                     );
                     return;
                 }
-                // Only kept frames are waiting and this one is kept too: the source's
-                // semaphore bounds how many there can be, so queue it.
+                // Not reached: the incoming frame is droppable itself.
                 Victim::None => {}
             }
         }
@@ -454,7 +481,16 @@ impl DispatchState {
                 .min_by_key(|&i| self.targets[i].held);
             let Some(i) = free else { return };
             self.next = (i + 1) % n;
-            let Waiting { job, attempts } = self.queue.pop_front().expect("queue not empty");
+            let at = fair_next(&self.queue, &self.served).expect("queue not empty");
+            let Waiting { job, attempts } = self.queue.remove(at).expect("index from fair_next");
+            self.dispatches += 1;
+            if self.served.len() > 4 * self.queue.len() + 64 {
+                // Forget streams with nothing waiting: they come first again, as new ones do.
+                let waiting: std::collections::HashSet<&Arc<str>> =
+                    self.queue.iter().map(|w| &w.job.stream).collect();
+                self.served.retain(|s, _| waiting.contains(s));
+            }
+            self.served.insert(job.stream.clone(), self.dispatches);
             let request = DetectRequest {
                 origin: self.args.node.clone(),
                 stream: job.stream.clone(),
@@ -534,6 +570,32 @@ mod tests {
         jobs.into_iter()
             .map(|job| Waiting { job, attempts: 0 })
             .collect()
+    }
+
+    #[test]
+    fn frames_go_out_round_robin_between_streams_in_order_within_each() {
+        let q = queue(vec![
+            job("flood", 1, true),
+            job("flood", 2, true),
+            job("flood", 3, true),
+            job("cam", 7, false),
+            job("cam", 8, false),
+        ]);
+        let mut served = HashMap::new();
+        assert_eq!(
+            fair_next(&q, &served),
+            Some(0),
+            "nobody served yet: the oldest"
+        );
+        served.insert(Arc::from("flood"), 1);
+        assert_eq!(
+            fair_next(&q, &served),
+            Some(3),
+            "cam's first frame, not flood's second"
+        );
+        served.insert(Arc::from("cam"), 2);
+        assert_eq!(fair_next(&q, &served), Some(0));
+        assert_eq!(fair_next(&VecDeque::new(), &served), None);
     }
 
     #[test]

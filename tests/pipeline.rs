@@ -890,7 +890,7 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\ngap_wait_ms = 3000\n";
-    if let Some((detected, gaps)) = flood_beside_a_camera(extra, 0).await {
+    if let Some((detected, gaps)) = flood_beside_a_camera(extra, 0, 0).await {
         assert_eq!(
             detected, 10,
             "every camera frame detected despite the flood: {gaps:?}"
@@ -904,7 +904,7 @@ async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_kept_frames_sheds_its_own_not_another_cameras() {
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\nmax_kept_frames = 8\ngap_wait_ms = 3000\n";
-    if let Some((detected, gaps)) = flood_beside_a_camera(extra, FLAG_KEEP).await {
+    if let Some((detected, gaps)) = flood_beside_a_camera(extra, FLAG_KEEP, FLAG_KEEP).await {
         // The camera's first kept frame may find the node full; from then on it has its share.
         assert!(
             detected >= 9,
@@ -913,9 +913,28 @@ async fn a_flood_of_kept_frames_sheds_its_own_not_another_cameras() {
     }
 }
 
-/// A 200 fps flood on one stream and a 5 fps camera on another, both with `flags`; the
-/// camera's (detected, gaps), after checking that the flood was shed.
-async fn flood_beside_a_camera(extra: &str, flags: u8) -> Option<(u64, Vec<(GapReason, u64)>)> {
+/// A live camera (droppable frames) beside a flood of kept frames: kept frames fill the queue
+/// past `queue_capacity` (they are bounded by `max_kept_frames` instead), and every camera frame
+/// used to be the one dropped; frames now also leave round robin between streams, so the
+/// camera's do not wait behind the flood's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_kept_frames_does_not_starve_a_live_camera() {
+    let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\nmax_kept_frames = 64\ngap_wait_ms = 3000\n";
+    if let Some((detected, gaps)) = flood_beside_a_camera(extra, FLAG_KEEP, 0).await {
+        assert!(
+            detected >= 9,
+            "live camera frames detected beside a kept flood: {detected}, gaps {gaps:?}"
+        );
+    }
+}
+
+/// A 200 fps flood on one stream (`flood_flags`) and a 5 fps camera on another
+/// (`camera_flags`); the camera's (detected, gaps), after checking that the flood was shed.
+async fn flood_beside_a_camera(
+    extra: &str,
+    flood_flags: u8,
+    camera_flags: u8,
+) -> Option<(u64, Vec<(GapReason, u64)>)> {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return None;
     };
@@ -938,7 +957,7 @@ async fn flood_beside_a_camera(extra: &str, flags: u8) -> Option<(u64, Vec<(GapR
                     "flood",
                     seq,
                     kadr::protocol::now_us(),
-                    flags,
+                    flood_flags,
                     &jpeg,
                 );
                 let _: i64 = redis::cmd("PUBLISH")
@@ -954,7 +973,7 @@ async fn flood_beside_a_camera(extra: &str, flags: u8) -> Option<(u64, Vec<(GapR
     // The camera: 5 fps, during the flood.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for seq in 0..10 {
-        t.publish(seq, flags, &jpeg).await;
+        t.publish(seq, camera_flags, &jpeg).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let out = t.collect(10, 0, Duration::from_secs(60)).await;
