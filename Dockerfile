@@ -17,6 +17,8 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --workspace --bins \
     && mkdir -p /out && cp target/release/kadr target/release/kadr-loadtest /out/
+# Line tables serve backtraces in development; the image keeps symbols only (about a fifth).
+RUN strip --strip-debug /out/kadr /out/kadr-loadtest
 
 # --- The run-time files from PyPI: ONNX Runtime's libraries, the demo model and demo clip.
 FROM debian:bookworm-slim AS deps
