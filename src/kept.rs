@@ -80,13 +80,14 @@ impl KeptFrames {
         if asked.len() > 2 * by_stream.len() + 16 {
             asked.retain(|_, at| now.duration_since(*at) < ACTIVE_WINDOW);
         }
-        let streams = asked
-            .iter()
-            .filter(|(s, at)| {
-                now.duration_since(**at) < ACTIVE_WINDOW || by_stream.contains_key(*s)
-            })
-            .count()
-            + by_stream.keys().filter(|s| !asked.contains_key(*s)).count();
+        // Streams holding places, and those that asked lately without holding any.
+        let streams = by_stream.len()
+            + asked
+                .iter()
+                .filter(|(s, at)| {
+                    now.duration_since(**at) < ACTIVE_WINDOW && !by_stream.contains_key(*s)
+                })
+                .count();
         if held.total >= self.max {
             return Err(NoPlace::Full { max: self.max });
         }

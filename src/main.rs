@@ -264,7 +264,10 @@ async fn run_node(
         overrides.insert(0, format!("redis.url=\"{url}\""));
     }
     let cfg = Config::load_with(&config, &overrides)?;
-    raise_fd_limit();
+    match kadr::node::raise_open_files_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
+    }
     let node = Node::start(&cfg).await?;
     let stats = node.stats.clone();
     let report = tokio::spawn(async move {
@@ -280,32 +283,6 @@ async fn run_node(
     report.abort();
     node.shutdown(Duration::from_secs(10)).await;
     Ok(())
-}
-
-/// Raise the soft limit on open files to the hard limit: a node holds a socket per peer, viewer,
-/// Redis connection and connection being authenticated, and the usual soft limit (1024) is the
-/// first thing a connection flood exhausts.
-fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            let before = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            before == limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if raised {
-        tracing::debug!(open_files = limit.rlim_cur, "file descriptor limit");
-    } else {
-        tracing::warn!(
-            open_files = limit.rlim_cur,
-            "could not raise the file descriptor limit"
-        );
-    }
 }
 
 async fn bench_model(

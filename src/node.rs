@@ -282,6 +282,30 @@ async fn connect_redis(
     crate::redis_conn::connect(&cfg.redis.url, || unreachable_redis(cfg)).await
 }
 
+/// Raise this process's soft limit on open files to its hard limit, and return the limit now in
+/// force. A node holds a socket per peer, viewer, Redis connection and connection being
+/// authenticated, and the usual soft limit (1024) is the first thing a connection flood
+/// exhausts.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// ractor wraps start-up errors in its own words, once per actor level; keep the sentence that
 /// says what to do.
 fn root_cause(message: &str) -> String {

@@ -99,13 +99,12 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    // Userinfo ends at the last '@' before the path; a password may itself contain '@'.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    // Userinfo ends at the last '@': a password may itself hold '@' or '/', and what follows
+    // (host, port, database number) never holds '@'.
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     let user = userinfo.split_once(':').map_or("", |(user, _)| user);
     let shown = if userinfo.contains(':') {
         format!("{user}:***")
@@ -128,6 +127,10 @@ mod tests {
             "redis://kadr:***@h:6379"
         );
         assert_eq!(redact("redis://s3cret@h"), "redis://***@h");
+        assert_eq!(
+            redact("redis://kadr:p/ss@h:6379/0"),
+            "redis://kadr:***@h:6379/0"
+        );
         assert_eq!(redact("not a url"), "not a url");
     }
 }

@@ -805,19 +805,9 @@ fn three_thousand_idle_connections_leave_the_node_serving() {
         return;
     };
     // This test process holds the 3,000 sockets itself.
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write only the struct passed.
-    let ok = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if !ok || limit.rlim_cur < 3_500 {
-        eprintln!("SKIP: this process may open only {} files", limit.rlim_cur);
+    let open_files = kadr::node::raise_open_files_limit().unwrap_or(0);
+    if open_files < 3_500 {
+        eprintln!("SKIP: this process may open only {open_files} files");
         return;
     }
     let redis = common::Redis::start();

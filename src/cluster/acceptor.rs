@@ -1,5 +1,5 @@
 //! The cluster port's front door: accepts peers on `cluster.listen` and hands each connection to
-//! ractor_cluster's `NodeServer`, which authenticates it (cookie, then TLS where configured).
+//! ractor_cluster's `NodeServer`, which authenticates it (TLS where configured, then the cookie).
 //!
 //! ractor_cluster's own listener keeps every connection until the peer closes it and logs an
 //! accept error as fast as the loop spins: 1,100 idle connections exhausted a node's file
@@ -55,7 +55,7 @@ impl Pending {
         }
     }
 
-    /// Forget a connection (authenticated or gone); true if it was waiting.
+    /// Forget a connection (authenticated or gone); its watching handle if it was waiting.
     fn remove(&self, peer: &str) -> Option<std::net::TcpStream> {
         self.0.lock().ok().and_then(|mut m| m.remove(peer))
     }

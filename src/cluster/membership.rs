@@ -98,7 +98,6 @@ pub enum MembershipMsg {
     },
     SessionReady {
         name: String,
-        address: String,
     },
     SessionClosed {
         name: Option<String>,
@@ -264,14 +263,13 @@ impl Actor for Membership {
                     }
                 }
             }
-            MembershipMsg::SessionReady { name, address } => {
-                info!(peer = %name, %address, "peer connected");
+            MembershipMsg::SessionReady { name } => {
+                // The peer's address (and its dial backoff) is learned from its heartbeat: the
+                // session's own address names ractor_cluster's inner listener, not the peer's
+                // cluster port.
+                info!(peer = %name, "peer connected");
                 if state.join.joined.is_none() {
                     state.join.joined = Some(name.clone());
-                }
-                if let Some(a) = state.addresses.get_mut(&address) {
-                    a.backoff = Duration::from_millis(250);
-                    a.seen = now;
                 }
                 // Tell it about us at once rather than at the next tick.
                 state.refresh_me();
@@ -495,10 +493,7 @@ impl NodeEventSubscription for Events {
 
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
         if let Some(peer) = ses.peer_name {
-            let _ = self.0.cast(MembershipMsg::SessionReady {
-                name: peer.name,
-                address: peer.connection_string,
-            });
+            let _ = self.0.cast(MembershipMsg::SessionReady { name: peer.name });
         }
     }
 
