@@ -15,29 +15,24 @@
 //! ```
 //!
 //! Pure parts (wire format, letterbox, post-processing, ordering) are in [`protocol`],
-//! [`model`] and [`sequencer::StreamOrder`], tested without a runtime; the actors are in
-//! [`source`], [`dispatch`], [`pool`], [`detector`] and [`sequencer`]; membership and the
-//! node-to-node wire are in [`cluster`]; the HTTP API is [`admin`].
+//! [`model`] and [`pipeline::sequencer::StreamOrder`], tested without a runtime; the actors are
+//! in [`pipeline`], under the [`supervisor`] tree a [`node`] starts; membership and the
+//! node-to-node wire are in [`cluster`]; the admin API and viewer in [`http`]; publishers
+//! (camera, file, folder, video) in [`publish`]; the client-side [`tally`] of a stream's output
+//! serves `kadr subscribe` and the load generator.
 
-pub mod admin;
 pub mod bench;
 pub mod cluster;
 pub mod config;
-pub mod detector;
-pub mod dispatch;
-pub mod egress;
-pub mod kept;
-pub mod lease;
+pub mod http;
 pub mod model;
 pub mod node;
-pub mod pool;
+pub mod pipeline;
 pub mod protocol;
 pub mod publish;
 pub mod redis_conn;
 pub mod runtime;
-pub mod sequencer;
-pub mod source;
 pub mod stats;
 pub mod stream_stats;
-pub mod video;
-pub mod viewer;
+pub mod supervisor;
+pub mod tally;

@@ -14,8 +14,9 @@ use kadr::model::postprocess::PostprocessConfig;
 use kadr::model::{decode_image, ModelOptions, Yolo};
 use kadr::node::Node;
 use kadr::protocol::{self, Channels, Detection, OutputMessage};
+use kadr::publish::video;
 use kadr::publish::{Input, Pace, PublishOptions};
-use kadr::video;
+use kadr::tally::StreamTally;
 
 #[derive(Parser)]
 #[command(
@@ -278,11 +279,19 @@ async fn run_node(
             tracing::info!(%stats, "stats");
         }
     });
-    wait_for_shutdown_signal().await;
+    // A node that gave up (a part failing past its restart budget) exits non-zero, so that
+    // systemd, Docker or Kubernetes starts it afresh.
+    let gave_up = tokio::select! {
+        _ = wait_for_shutdown_signal() => None,
+        why = node.failed() => Some(why),
+    };
     tracing::info!("shutting down");
     report.abort();
     node.shutdown(Duration::from_secs(10)).await;
-    Ok(())
+    match gave_up {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
 async fn bench_model(
@@ -446,23 +455,6 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Default, Serialize)]
-struct Summary {
-    frames: u64,
-    detected: u64,
-    gap_frames: u64,
-    gaps_by_reason: std::collections::BTreeMap<String, u64>,
-    errors: u64,
-    order_violations: u64,
-    detections: u64,
-    fps: f64,
-    latency_ms_p50: f64,
-    latency_ms_p95: f64,
-    latency_ms_p99: f64,
-    first_seq: Option<u64>,
-    last_seq: Option<u64>,
-}
-
 async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let channels = Channels::new(args.redis.prefix.clone());
     let client = redis::Client::open(args.redis.redis_url.as_str())?;
@@ -479,9 +471,7 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         std::fs::write(path, b"ready\n")?;
     }
     let mut messages = pubsub.on_message();
-    let mut s = Summary::default();
-    let mut latencies: Vec<f64> = Vec::new();
-    let mut next_seq: Option<u64> = None;
+    let mut tally = StreamTally::default();
     let mut first_at: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let idle = args.idle_timeout.map(Duration::from_secs_f64);
@@ -495,12 +485,12 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
             Ok(None) => bail!("Redis connection closed"),
             Err(_) => break,
         };
-        let now_us = protocol::now_us();
-        first_at.get_or_insert_with(Instant::now);
+        let (now_us, received) = (protocol::now_us(), Instant::now());
+        first_at.get_or_insert(received);
         let payload = msg.get_payload_bytes();
         let text = String::from_utf8_lossy(payload);
         if msg.get_channel_name() != detections_channel {
-            s.errors += 1;
+            tally.record_error();
             if args.errors && !args.quiet {
                 println!("{text}");
             }
@@ -509,66 +499,29 @@ async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
         if !args.quiet {
             println!("{text}");
         }
-        let (seq, count) = match serde_json::from_slice::<OutputMessage>(payload) {
-            Ok(OutputMessage::Detections(d)) => {
-                s.detected += 1;
-                s.detections += d.detections.len() as u64;
-                latencies.push(now_us.saturating_sub(d.capture_ts_us) as f64 / 1000.0);
-                (d.seq, 1)
-            }
-            Ok(OutputMessage::Gap(g)) => {
-                s.gap_frames += g.count;
-                *s.gaps_by_reason
-                    .entry(format!("{:?}", g.reason).to_lowercase())
-                    .or_default() += g.count;
-                (g.seq, g.count)
-            }
+        match serde_json::from_slice::<OutputMessage>(payload) {
+            Ok(out) => tally.record(&out, now_us, received),
             Err(e) => {
                 eprintln!("kadr: unreadable message: {e}");
                 continue;
             }
-        };
-        if next_seq.is_some_and(|n| seq != n) {
-            s.order_violations += 1;
         }
-        s.first_seq.get_or_insert(seq);
-        s.last_seq = Some(seq + count - 1);
-        next_seq = Some(seq + count);
-        s.frames += count;
+        let s = tally.summary();
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            let secs = first_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
             eprintln!(
                 "[{}] frames {}  detected {}  gaps {}  errors {}  {:.1} fps",
-                args.stream,
-                s.frames,
-                s.detected,
-                s.gap_frames,
-                s.errors,
-                s.detected as f64 / secs.max(1e-9)
+                args.stream, s.frames, s.detected, s.gap_frames, s.errors, s.fps
             );
         }
         if args.count.is_some_and(|c| s.frames >= c) {
             break;
         }
     }
-    let secs = first_at.map_or(0.0, |t| t.elapsed().as_secs_f64());
-    s.fps = if secs > 0.0 {
-        s.detected as f64 / secs
-    } else {
-        0.0
-    };
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    (s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99) = (pct(0.5), pct(0.95), pct(0.99));
+    let s = tally.summary();
     eprintln!(
-        "[{}] done: {} frames ({} detected, {} in gaps {:?}), {} errors, {} order violations, {:.1} fps, latency p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms",
-        args.stream, s.frames, s.detected, s.gap_frames, s.gaps_by_reason, s.errors, s.order_violations, s.fps,
+        "[{}] done: {} frames ({} detected, {} in gaps {:?}), {} errors, {} order violations, {} duplicates, {:.1} fps, latency p50 {:.0} ms p95 {:.0} ms p99 {:.0} ms",
+        args.stream, s.frames, s.detected, s.gap_frames, s.gaps_by_reason, s.errors, s.order_violations, s.duplicates, s.fps,
         s.latency_ms_p50, s.latency_ms_p95, s.latency_ms_p99
     );
     if let Some(path) = &args.summary_json {

@@ -1,37 +1,32 @@
 //! One kadr node: joins the cluster and starts the actors of its roles.
 //!
-//! - `detector`: the local [`Pool`] of detectors, which serve every source in the cluster.
-//! - `source` + `sequencer`: the [`Source`] reading Redis, the [`Dispatcher`] sending its frames
-//!   to detectors anywhere, and the [`Sequencer`] publishing results in order.
+//! - `detector`: the local [`Pool`](crate::pipeline::pool::Pool) of detectors, which serve every source in the cluster.
+//! - `source` + `sequencer`: the [`Source`](crate::pipeline::source::Source) reading Redis, the
+//!   [`Dispatcher`](crate::pipeline::dispatch::Dispatcher) sending its frames to detectors anywhere, and
+//!   the [`Sequencer`](crate::pipeline::sequencer::Sequencer) publishing results in order.
 //!
-//! Every node runs the cluster membership and the admin API.
+//! They run under one supervision tree ([`crate::supervisor`]). Every node also runs the
+//! cluster membership and the admin API.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, Context};
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminHandles};
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, Role};
-use crate::dispatch::{DispatchArgs, DispatchMsg, DispatchStatus, Dispatcher};
-use crate::egress::Egress;
-use crate::lease::Lease;
+use crate::http::admin::{self, AdminHandles};
 use crate::model::Backend;
-use crate::pool::{Pool, PoolArgs, PoolMsg, PoolStatus};
+use crate::pipeline::dispatch::DispatchMsg;
+use crate::pipeline::lease::Lease;
+use crate::pipeline::pool::{PoolArgs, PoolMsg, PoolStatus};
+use crate::pipeline::sequencer::SequencerMsg;
 use crate::protocol::Channels;
-use crate::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
-use crate::source::{Source, SourceArgs, SourceMsg};
 use crate::stats::Stats;
-
-/// The actors of the `source` and `sequencer` roles.
-pub struct Ingress {
-    pub source: ActorRef<SourceMsg>,
-    pub dispatcher: ActorRef<DispatchMsg>,
-    pub sequencer: ActorRef<SequencerMsg>,
-}
+use crate::supervisor::{self, IngressArgs, NodeArgs, NodeMsg, Parts};
 
 /// A running node and handles to its actors.
 pub struct Node {
@@ -40,10 +35,15 @@ pub struct Node {
     pub backend: Option<Backend>,
     pub stats: Arc<Stats>,
     pub cluster: Cluster,
-    pub pool: Option<ActorRef<PoolMsg>>,
-    pub ingress: Option<Ingress>,
+    /// The node's actors as they are now (a restart replaces them).
+    pub parts: Parts,
+    supervisor: ActorRef<NodeMsg>,
+    supervisor_done: tokio::task::JoinHandle<()>,
+    stopping: Arc<AtomicBool>,
+    failed: watch::Receiver<Option<String>>,
+    /// The source lease (source role), released once a shutdown has published everything.
+    lease: Option<Lease>,
     admin: Option<admin::Server>,
-    handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Node {
@@ -76,110 +76,61 @@ impl Node {
         } else {
             None
         };
-        let redis = if cfg.node.has(Role::Source) {
-            Some(connect_redis(cfg).await?)
+        let ingress = if cfg.node.has(Role::Source) {
+            let (client, conn) = connect_redis(cfg).await?;
+            let lease = Lease::new(
+                conn.clone(),
+                Channels::new(cfg.redis.channel_prefix.clone()).source_lease_key(),
+                &cfg.node.name,
+                cfg.source_lease(),
+            );
+            Some(IngressArgs {
+                cfg: Arc::new(cfg.clone()),
+                node: name.clone(),
+                scope: scope.clone(),
+                client,
+                conn,
+                lease,
+                stats: stats.clone(),
+            })
         } else {
             None
         };
+        let lease = ingress.as_ref().map(|i| i.lease.clone());
         let cluster = Cluster::start(cfg, stats.clone(), backend.clone()).await?;
-        let mut handles = Vec::new();
+        let pool = cfg.node.has(Role::Detector).then(|| PoolArgs {
+            node: name.clone(),
+            scope: scope.clone(),
+            size: cfg.pool_size(),
+            model: Arc::new(cfg.model_options()),
+            stats: stats.clone(),
+        });
 
-        let pool = if cfg.node.has(Role::Detector) {
-            let (pool, handle) = Actor::spawn(
-                None,
-                Pool,
-                PoolArgs {
-                    node: name.clone(),
-                    scope: scope.clone(),
-                    size: cfg.pool_size(),
-                    model: Arc::new(cfg.model_options()),
-                    stats: stats.clone(),
-                },
-            )
-            .await
-            .map_err(|e| anyhow!("{}", root_cause(&e.to_string())))?;
-            handles.push(handle);
-            Some(pool)
-        } else {
-            None
-        };
-
-        let ingress = match redis {
-            Some((client, conn)) => {
-                let channels = Channels::new(cfg.redis.channel_prefix.clone());
-                let lease_conn = conn.clone();
-                let (sequencer, h) = Actor::spawn(
-                    None,
-                    Sequencer,
-                    SequencerArgs {
-                        egress: Egress::new(conn, channels.clone(), stats.clone()),
-                        stats: stats.clone(),
-                        gap_wait: cfg.gap_wait(),
-                        frame_timeout: cfg.frame_timeout(),
-                    },
-                )
-                .await?;
-                handles.push(h);
-                let (dispatcher, h) = Actor::spawn(
-                    None,
-                    Dispatcher,
-                    DispatchArgs {
-                        node: name.clone(),
-                        scope: scope.clone(),
-                        max_in_flight: cfg.detector.max_in_flight,
-                        queue_capacity: cfg.limits.queue_capacity,
-                        frame_timeout: cfg.frame_timeout(),
-                        sequencer: sequencer.clone(),
-                        stats: stats.clone(),
-                    },
-                )
-                .await?;
-                handles.push(h);
-                let lease = Lease::new(
-                    lease_conn,
-                    channels.source_lease_key(),
-                    &cfg.node.name,
-                    cfg.source_lease(),
-                );
-                let (source, h) = Actor::spawn(
-                    None,
-                    Source,
-                    SourceArgs {
-                        redis: client,
-                        lease,
-                        channels,
-                        limits: cfg.frame_limits(),
-                        keep_all_frames: cfg.limits.keep_all_frames,
-                        max_streams: cfg.limits.max_streams,
-                        max_seq_jump: cfg.limits.max_seq_jump,
-                        max_kept_frames: cfg.limits.max_kept_frames,
-                        max_pixels: cfg.limits.max_pixels,
-                        dispatcher: dispatcher.clone(),
-                        sequencer: sequencer.clone(),
-                        stats: stats.clone(),
-                    },
-                )
-                .await
-                .with_context(|| unreachable_redis(cfg))?;
-                handles.push(h);
-                Some(Ingress {
-                    source,
-                    dispatcher,
-                    sequencer,
-                })
-            }
-            None => None,
-        };
+        let (running, parts) = supervisor::running_channel();
+        let (failed_tx, failed) = watch::channel(None);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (supervisor, supervisor_done) = supervisor::start(NodeArgs {
+            pool,
+            ingress,
+            running,
+            stopping: stopping.clone(),
+            failed: failed_tx,
+            stats: stats.clone(),
+        })
+        .await?;
 
         let mut node = Node {
             backend,
             name: cfg.node.name.clone(),
             stats,
             cluster,
-            pool,
-            ingress,
+            parts,
+            supervisor,
+            supervisor_done,
+            stopping,
+            failed,
+            lease,
             admin: None,
-            handles,
         };
         if let Some(listener) = admin_listener {
             node.admin = Some(admin::Server::start(listener, cfg, node.admin_handles()).await?);
@@ -187,7 +138,7 @@ impl Node {
         info!(
             node = %cfg.node.name,
             roles = ?cfg.node.roles,
-            detectors = node.pool.as_ref().map_or(0, |_| cfg.pool_size()),
+            detectors = if cfg.node.has(Role::Detector) { cfg.pool_size() } else { 0 },
             "node started"
         );
         Ok(node)
@@ -199,24 +150,33 @@ impl Node {
             backend: self.backend.clone(),
             stats: self.stats.clone(),
             membership: self.cluster.membership.clone(),
-            pool: self.pool.clone(),
-            dispatcher: self.ingress.as_ref().map(|i| i.dispatcher.clone()),
-            sequencer: self.ingress.as_ref().map(|i| i.sequencer.clone()),
+            parts: self.parts.clone(),
         }
     }
 
     pub async fn pool_status(&self) -> anyhow::Result<Option<PoolStatus>> {
-        match &self.pool {
+        match self.parts.pool() {
             Some(pool) => Ok(Some(ractor::call!(pool, PoolMsg::Status)?)),
             None => Ok(None),
         }
     }
 
-    pub async fn dispatch_status(&self) -> anyhow::Result<Option<DispatchStatus>> {
-        match &self.ingress {
-            Some(i) => Ok(Some(ractor::call!(i.dispatcher, DispatchMsg::Status)?)),
-            None => Ok(None),
-        }
+    /// Resolves when the node has given up: a part kept failing past its restart budget. The
+    /// process should exit non-zero so that its own supervisor starts it afresh.
+    pub async fn failed(&self) -> String {
+        let mut failed = self.failed.clone();
+        let why = match failed.wait_for(|f| f.is_some()).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            // The supervisor is gone without saying why: that is a failure too.
+            Err(_) => "the node's supervisor stopped".into(),
+        };
+        why
+    }
+
+    /// Test hook: kill one of the node's actors as a crash would (`"source"`, `"dispatcher"`,
+    /// `"sequencer"` or `"pool"`); the supervision tree restarts it.
+    pub fn inject_crash(&self, part: &'static str) {
+        let _ = self.supervisor.cast(NodeMsg::Kill(part));
     }
 
     /// Stop taking frames in, let the detectors finish what they hold (up to `drain`), publish
@@ -236,50 +196,58 @@ impl Node {
     }
 
     async fn stop_everything(self, drain: Duration) {
+        // From here a stopping part is not restarted.
+        self.stopping.store(true, Ordering::SeqCst);
         if let Some(admin) = &self.admin {
             admin.stop().await;
         }
-        if let Some(ingress) = &self.ingress {
-            ingress.source.stop(None);
-            let deadline = Instant::now() + drain;
-            while Instant::now() < deadline {
-                match ractor::call!(ingress.dispatcher, DispatchMsg::Status) {
-                    Ok(s) if s.in_flight + s.queued > 0 => {
-                        tokio::time::sleep(Duration::from_millis(20)).await
-                    }
-                    _ => break,
-                }
-            }
+        let running = self.parts.now();
+        if let Some(ingress) = &running.ingress {
+            // Hold the lease while the frames inside are finished and published, then give it
+            // up so that a standby takes over at once, after the last of them.
+            let renewing = self.lease.clone().map(|l| tokio::spawn(keep_renewing(l)));
+            let _ = ingress.source.stop_and_wait(None, Some(drain)).await;
+            let drain_ms = drain.as_millis() as u64;
+            let _ = ractor::call_t!(ingress.dispatcher, DispatchMsg::Drained, drain_ms);
             let _ = ractor::call!(ingress.sequencer, SequencerMsg::Flush);
             ingress.dispatcher.stop(None);
             ingress.sequencer.stop(None);
+            if let Some(task) = renewing {
+                task.abort();
+            }
+            if let Some(mut lease) = self.lease.clone() {
+                lease.release().await;
+            }
         }
-        if let Some(pool) = &self.pool {
+        if let Some(pool) = &running.pool {
             // Detectors leave their group as they stop; other nodes' dispatchers send what
             // they held elsewhere.
-            pool.stop(None);
+            let _ = pool.stop_and_wait(None, Some(drain)).await;
         }
-        for h in self.handles {
-            let _ = h.await;
-        }
+        self.supervisor.stop(None);
+        let _ = self.supervisor_done.await;
         self.cluster.shutdown().await;
+    }
+}
+
+/// Renew the lease every third of its lifetime (while a shutdown drains).
+async fn keep_renewing(mut lease: Lease) {
+    loop {
+        let _ = lease.renew().await;
+        tokio::time::sleep(lease.ttl() / 3).await;
     }
 }
 
 /// Time a shutdown may take beyond its drain: flushing results and leaving the cluster.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-fn unreachable_redis(cfg: &Config) -> String {
-    format!(
-        "Redis at {} cannot be used; start redis-server or set redis.url",
-        crate::redis_conn::redact(&cfg.redis.url)
-    )
-}
-
 async fn connect_redis(
     cfg: &Config,
 ) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
-    crate::redis_conn::connect(&cfg.redis.url, || unreachable_redis(cfg)).await
+    crate::redis_conn::connect(&cfg.redis.url, || {
+        crate::redis_conn::unusable(&cfg.redis.url)
+    })
+    .await
 }
 
 /// Raise this process's soft limit on open files to its hard limit, and return the limit now in
@@ -304,32 +272,4 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
-}
-
-/// ractor wraps start-up errors in its own words, once per actor level; keep the sentence that
-/// says what to do.
-fn root_cause(message: &str) -> String {
-    let mut m = message.trim();
-    loop {
-        if let Some(inner) = m
-            .strip_prefix("Actor panicked during startup '")
-            .and_then(|r| r.strip_suffix('\''))
-        {
-            m = inner.trim();
-        } else if let Some(inner) = m.strip_prefix("Actor panicked during pre_start: ") {
-            m = inner.trim();
-        } else {
-            return m.to_string();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn start_up_errors_are_said_once() {
-        let nested = "Actor panicked during startup 'Actor panicked during startup 'model x could not be loaded''";
-        assert_eq!(super::root_cause(nested), "model x could not be loaded");
-        assert_eq!(super::root_cause("plain"), "plain");
-    }
 }

@@ -307,6 +307,23 @@ impl Channels {
             .strip_prefix(self.prefix.as_bytes())?
             .strip_prefix(b":frames:")
     }
+    /// Which kind of output channel `channel` is, and its stream (for clients that subscribe
+    /// to a pattern).
+    pub fn output_stream_of<'a>(&self, channel: &'a [u8]) -> Option<(OutputChannel, &'a [u8])> {
+        let rest = channel.strip_prefix(self.prefix.as_bytes())?;
+        if let Some(stream) = rest.strip_prefix(b":detections:") {
+            Some((OutputChannel::Detections, stream))
+        } else {
+            Some((OutputChannel::Errors, rest.strip_prefix(b":errors:")?))
+        }
+    }
+}
+
+/// The two channels a node publishes on for each stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputChannel {
+    Detections,
+    Errors,
 }
 
 /// One detected object, in source-frame pixels.

@@ -95,6 +95,14 @@ pub fn describe(e: &RedisError) -> String {
 }
 
 /// `url` with any password replaced by `***`, for logs and errors.
+/// What a node that cannot use the Redis at `url` says (the password redacted).
+pub fn unusable(url: &str) -> String {
+    format!(
+        "Redis at {} cannot be used; start redis-server or set redis.url",
+        redact(url)
+    )
+}
+
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();

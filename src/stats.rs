@@ -52,7 +52,15 @@ pub struct Stats {
     pub lost: Counter,
     pub missing: Counter,
     pub detector_restarts: Counter,
+    /// Times the source, dispatcher and sequencer were restarted together, and the pool.
+    pub ingress_restarts: Counter,
+    pub pool_restarts: Counter,
+    /// Gauge: parts of the node down and being restarted now (`/health` is 503 while > 0).
+    pub parts_down: Counter,
     pub publish_errors: Counter,
+    /// Results not published because another node held the source lease by then (covered by
+    /// that node's `missing` gap).
+    pub fenced: Counter,
     /// Times the source found Redis unreachable (one per outage), and whether it is now (0/1).
     pub redis_outages: Counter,
     pub redis_down: Counter,

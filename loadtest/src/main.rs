@@ -7,19 +7,22 @@
 //! kadr-loadtest --streams 1 --fps 30 --seconds 60 --node-pid $(pgrep -f 'kadr node') --json run.json
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use futures_util::StreamExt;
+use redis::aio::PubSub;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use kadr::protocol::{encode_frame, now_us, OutputMessage, FLAG_KEEP};
+use kadr::protocol::{encode_frame, now_us, Channels, OutputChannel, OutputMessage, FLAG_KEEP};
 use kadr::stream_stats::percentiles;
+use kadr::tally::{StreamTally, TallySummary};
 
 #[derive(Parser)]
 #[command(name = "kadr-loadtest", about = "Load generator for kadr")]
@@ -57,17 +60,9 @@ struct Args {
     /// like the Python peer in loadtest/peer.py, is measured on the very same frames).
     #[arg(long)]
     write_frames: Option<PathBuf>,
-}
-
-#[derive(Default)]
-struct StreamState {
-    next: u64,
-    detected: u64,
-    gaps: BTreeMap<String, u64>,
-    order_violations: u64,
-    latencies_ms: Vec<f64>,
-    first: Option<Instant>,
-    last: Option<Instant>,
+    /// Create this file when publishing starts (a script injecting faults waits for it).
+    #[arg(long)]
+    started_file: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +83,16 @@ struct Report {
     gaps: BTreeMap<String, u64>,
     errors: u64,
     order_violations: u64,
+    /// Sequence numbers that came back more than once.
+    duplicates: u64,
+    /// Every published frame came back once, in order (detected or in a gap).
+    complete: bool,
+    /// Longest time between two output messages of one stream, ms.
+    longest_stall_ms: f64,
+    /// PUBLISH attempts that failed (Redis away) and were tried again.
+    publish_retries: u64,
+    /// Frames Redis took but no subscriber (no source node) heard.
+    unheard: u64,
     /// Share of the machine's CPU in use during the run (all cores = 100).
     machine_cpu_percent: f64,
     /// CPU of the node processes, in cores (1.0 = one core busy).
@@ -96,10 +101,19 @@ struct Report {
     nodes_rss_mib: Option<[f64; 4]>,
 }
 
+/// What the publishers met on the way.
+#[derive(Default)]
+struct PublishCounts {
+    retries: AtomicU64,
+    unheard: AtomicU64,
+}
+
+type Tallies = Arc<Mutex<BTreeMap<String, StreamTally>>>;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let frames = kadr::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
+    let frames = kadr::publish::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
         .await
         .context("loading frames")?;
     if let Some(dir) = &args.write_frames {
@@ -125,99 +139,57 @@ async fn main() -> anyhow::Result<()> {
     );
     let run = now_us() % 1_000_000;
     let names: Vec<String> = (0..args.streams).map(|s| format!("lt{run}-{s}")).collect();
+    let channels = Channels::new(args.prefix.clone());
     let client = redis::Client::open(args.redis_url.as_str())?;
-    let state: Arc<Mutex<BTreeMap<String, StreamState>>> = Arc::new(Mutex::new(
+    let tallies: Tallies = Arc::new(Mutex::new(
         names
             .iter()
-            .map(|n| (n.clone(), StreamState::default()))
+            .map(|n| (n.clone(), StreamTally::default()))
             .collect(),
     ));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
     // Subscribe first: pub/sub keeps nothing for late subscribers.
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub
-        .psubscribe(format!("{}:detections:lt{run}-*", args.prefix))
-        .await?;
-    pubsub
-        .psubscribe(format!("{}:errors:lt{run}-*", args.prefix))
-        .await?;
-    let reader = {
-        let state = state.clone();
-        let errors = errors.clone();
-        tokio::spawn(async move {
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                let received = Instant::now();
-                let channel: String = msg.get_channel().unwrap_or_default();
-                if channel.contains(":errors:") {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                let Ok(out) = serde_json::from_slice::<OutputMessage>(msg.get_payload_bytes())
-                else {
-                    continue;
-                };
-                let mut state = state.lock().await;
-                let (stream, seq, count) = match &out {
-                    OutputMessage::Detections(d) => (d.stream.clone(), d.seq, 1),
-                    OutputMessage::Gap(g) => (g.stream.clone(), g.seq, g.count),
-                };
-                let Some(s) = state.get_mut(&stream) else {
-                    continue;
-                };
-                if seq != s.next {
-                    s.order_violations += 1;
-                }
-                s.next = seq + count;
-                match out {
-                    OutputMessage::Detections(d) => {
-                        s.detected += 1;
-                        s.latencies_ms
-                            .push(now_us().saturating_sub(d.capture_ts_us) as f64 / 1000.0);
-                        s.first.get_or_insert(received);
-                        s.last = Some(received);
-                    }
-                    OutputMessage::Gap(g) => {
-                        *s.gaps
-                            .entry(format!("{:?}", g.reason).to_lowercase())
-                            .or_default() += g.count;
-                    }
-                }
-            }
-        })
-    };
+    let patterns = [
+        channels.detections(&format!("lt{run}-*")),
+        channels.errors(&format!("lt{run}-*")),
+    ];
+    let pubsub = subscribe(&client, &patterns).await?;
+    let reader = tokio::spawn(read_results(
+        client.clone(),
+        pubsub,
+        patterns,
+        channels.clone(),
+        tallies.clone(),
+    ));
 
     let cpu_start = CpuSample::take(&args.node_pids);
     let mut rss: Vec<f64> = Vec::new();
     let frames = Arc::new(frames);
+    let counts = Arc::new(PublishCounts::default());
     let total_per_stream = (args.fps * args.seconds).round() as u64;
     let publishers: Vec<_> = names
         .iter()
         .enumerate()
         .map(|(k, name)| {
-            let (client, frames, prefix, name) = (
+            let stream = PublishedStream {
+                channel: channels.frames(name),
+                name: name.clone(),
+                offset: k,
+                fps: args.fps,
+                total: total_per_stream,
+                keep: args.keep,
+            };
+            tokio::spawn(publish_stream(
                 client.clone(),
+                stream,
                 frames.clone(),
-                args.prefix.clone(),
-                name.clone(),
-            );
-            let (fps, keep) = (args.fps, args.keep);
-            tokio::spawn(async move {
-                publish_stream(
-                    client,
-                    &prefix,
-                    &name,
-                    frames,
-                    k,
-                    fps,
-                    total_per_stream,
-                    keep,
-                )
-                .await
-            })
+                counts.clone(),
+            ))
         })
         .collect();
+    if let Some(path) = &args.started_file {
+        std::fs::write(path, b"publishing\n")?;
+    }
 
     // Progress once a second while publishing, then drain.
     let start = Instant::now();
@@ -228,20 +200,18 @@ async fn main() -> anyhow::Result<()> {
         if let Some(r) = rss_mib(&args.node_pids) {
             rss.push(r);
         }
-        let st = state.lock().await;
-        let accounted: u64 = st.values().map(|s| s.next).sum();
-        let detected: u64 = st.values().map(|s| s.detected).sum();
-        let gaps: u64 = st.values().flat_map(|s| s.gaps.values()).sum();
-        let recent: Vec<f64> = st
-            .values()
-            .flat_map(|s| s.latencies_ms.iter().rev().take(60).copied())
-            .collect();
-        let p99 = percentiles(&recent.into_iter().collect()).map_or(0.0, |p| p.p99);
+        let st = tallies.lock().await;
+        let total = total_of(&st);
+        let recent: VecDeque<f64> = st.values().flat_map(|t| t.recent_latencies(60)).collect();
+        let p99 = percentiles(&recent).map_or(0.0, |p| p.p99);
         eprint!(
-            "\r[{:>5.1} s] accounted {accounted}/{published_total}  detected {detected}  gaps {gaps}  p99 (recent) {p99:.0} ms   ",
-            start.elapsed().as_secs_f64()
+            "\r[{:>5.1} s] accounted {}/{published_total}  detected {}  gaps {}  p99 (recent) {p99:.0} ms   ",
+            start.elapsed().as_secs_f64(),
+            total.frames,
+            total.detected,
+            total.gap_frames,
         );
-        if accounted >= published_total || Instant::now() >= deadline {
+        if total.frames >= published_total || Instant::now() >= deadline {
             break;
         }
     }
@@ -252,39 +222,42 @@ async fn main() -> anyhow::Result<()> {
     let cpu = CpuSample::take(&args.node_pids).since(&cpu_start);
     reader.abort();
 
-    let st = state.lock().await;
-    let mut latencies: Vec<f64> = st.values().flat_map(|s| s.latencies_ms.clone()).collect();
-    latencies.sort_by(f64::total_cmp);
-    let p = percentiles(&latencies.into_iter().collect());
-    let detected: u64 = st.values().map(|s| s.detected).sum();
-    let first = st.values().filter_map(|s| s.first).min();
-    let last = st.values().filter_map(|s| s.last).max();
-    let delivered_fps = match (first, last) {
-        (Some(a), Some(b)) if b > a => (detected.saturating_sub(1)) as f64 / (b - a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let mut gaps: BTreeMap<String, u64> = BTreeMap::new();
-    for s in st.values() {
-        for (k, v) in &s.gaps {
-            *gaps.entry(k.clone()).or_default() += v;
-        }
+    let st = tallies.lock().await;
+    let total = total_of(&st);
+    let mut latencies = VecDeque::new();
+    for t in st.values() {
+        latencies.extend(t.recent_latencies(usize::MAX));
     }
+    let p = percentiles(&latencies);
+    let delivered_fps = st.values().map(|t| t.summary().fps).sum::<f64>();
+    let complete = st.values().all(|t| {
+        let s = t.summary();
+        s.first_seq == Some(0)
+            && s.frames == total_per_stream
+            && s.order_violations == 0
+            && s.duplicates == 0
+    });
     let report = Report {
         label: args.label.clone(),
         streams: args.streams,
         fps_per_stream: args.fps,
         seconds: args.seconds,
         published: published_total,
-        accounted: st.values().map(|s| s.next).sum(),
-        detected,
+        accounted: total.frames,
+        detected: total.detected,
         delivered_fps: round1(delivered_fps),
         latency_ms_p50: p.as_ref().map_or(0.0, |p| p.p50),
         latency_ms_p95: p.as_ref().map_or(0.0, |p| p.p95),
         latency_ms_p99: p.as_ref().map_or(0.0, |p| p.p99),
-        dropped: gaps.get("dropped").copied().unwrap_or(0),
-        gaps,
-        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        order_violations: st.values().map(|s| s.order_violations).sum(),
+        dropped: total.gaps_by_reason.get("dropped").copied().unwrap_or(0),
+        gaps: total.gaps_by_reason.clone(),
+        errors: total.errors,
+        order_violations: total.order_violations,
+        duplicates: total.duplicates,
+        complete,
+        longest_stall_ms: total.longest_stall_ms,
+        publish_retries: counts.retries.load(Ordering::Relaxed),
+        unheard: counts.unheard.load(Ordering::Relaxed),
         machine_cpu_percent: round1(cpu.0),
         nodes_cpu_cores: (cpu.1 * 100.0).round() / 100.0,
         nodes_rss_mib: (!rss.is_empty()).then(|| {
@@ -300,40 +273,120 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publish `total` frames of one stream at `fps`, on a fixed schedule (a late frame does not
-/// push the later ones back).
-#[allow(clippy::too_many_arguments)]
-async fn publish_stream(
+fn total_of(tallies: &BTreeMap<String, StreamTally>) -> TallySummary {
+    let mut total = TallySummary::default();
+    for t in tallies.values() {
+        total.add(&t.summary());
+    }
+    total
+}
+
+async fn subscribe(client: &redis::Client, patterns: &[String]) -> redis::RedisResult<PubSub> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    for p in patterns {
+        pubsub.psubscribe(p).await?;
+    }
+    Ok(pubsub)
+}
+
+/// Tally every result and error of the run's streams; when Redis goes away (a restart, in the
+/// container fault suite), subscribe again as soon as it is back.
+async fn read_results(
     client: redis::Client,
-    prefix: &str,
-    stream: &str,
-    frames: Arc<Vec<Vec<u8>>>,
+    mut pubsub: PubSub,
+    patterns: [String; 2],
+    channels: Channels,
+    tallies: Tallies,
+) {
+    loop {
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let received = Instant::now();
+            let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
+            let Some((kind, stream)) = channels.output_stream_of(&channel) else {
+                continue;
+            };
+            let stream = String::from_utf8_lossy(stream);
+            let mut tallies = tallies.lock().await;
+            let Some(tally) = tallies.get_mut(stream.as_ref()) else {
+                continue;
+            };
+            match kind {
+                OutputChannel::Errors => tally.record_error(),
+                OutputChannel::Detections => {
+                    let payload = msg.get_payload_bytes();
+                    if let Ok(out) = serde_json::from_slice::<OutputMessage>(payload) {
+                        tally.record(&out, now_us(), received);
+                    }
+                }
+            }
+        }
+        drop(messages);
+        eprintln!("\nloadtest: lost the subscription; subscribing again");
+        pubsub = loop {
+            match subscribe(&client, &patterns).await {
+                Ok(p) => break p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+    }
+}
+
+struct PublishedStream {
+    name: String,
+    channel: String,
+    /// Where in the frames this stream starts (streams do not all show the same picture).
     offset: usize,
     fps: f64,
     total: u64,
     keep: bool,
+}
+
+/// Publish `total` frames of one stream at `fps`, on a fixed schedule (a late frame does not
+/// push the later ones back). A frame Redis refuses (it is away) is tried again until it is
+/// taken: the run's figures count every frame as published.
+async fn publish_stream(
+    client: redis::Client,
+    stream: PublishedStream,
+    frames: Arc<Vec<Vec<u8>>>,
+    counts: Arc<PublishCounts>,
 ) -> anyhow::Result<()> {
     let mut conn = client.get_multiplexed_async_connection().await?;
-    let channel = format!("{prefix}:frames:{stream}");
     let start = tokio::time::Instant::now();
     let mut msg = Vec::with_capacity(256 * 1024);
-    for seq in 0..total {
-        tokio::time::sleep_until(start + Duration::from_secs_f64(seq as f64 / fps)).await;
-        let jpeg = &frames[(offset * 37 + seq as usize) % frames.len()];
+    for seq in 0..stream.total {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(seq as f64 / stream.fps)).await;
+        let jpeg = &frames[(stream.offset * 37 + seq as usize) % frames.len()];
         msg.clear();
         encode_frame(
             &mut msg,
-            stream,
+            &stream.name,
             seq,
             now_us(),
-            if keep { FLAG_KEEP } else { 0 },
+            if stream.keep { FLAG_KEEP } else { 0 },
             jpeg,
         );
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(&msg[..])
-            .query_async(&mut conn)
-            .await?;
+        loop {
+            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&stream.channel)
+                .arg(&msg[..])
+                .query_async(&mut conn)
+                .await;
+            match sent {
+                Ok(0) => {
+                    counts.unheard.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Ok(_) => break,
+                Err(_) => {
+                    counts.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Ok(c) = client.get_multiplexed_async_connection().await {
+                        conn = c;
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -403,8 +456,8 @@ fn rss_mib(pids: &[u32]) -> Option<f64> {
 }
 
 fn print_table(r: &Report) {
-    println!("| label | streams x fps | published | detected | delivered fps | latency p50 / p95 / p99 ms | dropped | other gaps | order violations | errors | machine CPU | node CPU (cores) | node RSS MiB (start/end/min/max) |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| label | streams x fps | published | detected | delivered fps | latency p50 / p95 / p99 ms | dropped | other gaps | order violations | duplicates | longest stall ms | errors | machine CPU | node CPU (cores) | node RSS MiB (start/end/min/max) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let other: u64 = r
         .gaps
         .iter()
@@ -415,7 +468,7 @@ fn print_table(r: &Report) {
         .nodes_rss_mib
         .map_or("-".into(), |[a, b, c, d]| format!("{a}/{b}/{c}/{d}"));
     println!(
-        "| {} | {} x {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {}% | {} | {} |",
+        "| {} | {} x {} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {}% | {} | {} |",
         r.label,
         r.streams,
         r.fps_per_stream,
@@ -428,6 +481,8 @@ fn print_table(r: &Report) {
         r.dropped,
         other,
         r.order_violations,
+        r.duplicates,
+        r.longest_stall_ms,
         r.errors,
         r.machine_cpu_percent,
         r.nodes_cpu_cores,

@@ -2,12 +2,10 @@
 //!
 //! Each node runs a `NodeServer` (cookie-authenticated, optionally mutual TLS) and a
 //! [`membership`] actor that dials the seeds, learns the rest of the cluster from heartbeats,
-//! and keeps the view the admin API shows. Work is found through process groups, scoped by the
-//! channel prefix so two clusters (or two test nodes in one process) never see each other:
-//!
-//! - `detectors`: every detector actor on every node; dispatchers send frames to them.
-//! - `dispatcher.{node}`: the dispatcher of the node a frame came from; results go back to it.
-//! - `members`: every node's membership actor; heartbeats go to them.
+//! and keeps the view the admin API shows. Actors find each other through process groups,
+//! scoped by the channel prefix ([`scope`]) so two clusters (or two test nodes in one process)
+//! never see each other: `members` holds every node's membership actor (heartbeats go to them);
+//! the pipeline's groups are in [`crate::pipeline`].
 
 pub mod acceptor;
 pub mod membership;
@@ -23,28 +21,14 @@ use ractor_cluster::{NodeServer, NodeServerMessage};
 use tracing::info;
 
 use crate::config::Config;
-use crate::dispatch::DispatchMsg;
 use crate::stats::Stats;
 use membership::{Membership, MembershipArgs, MembershipMsg};
 
-pub const DETECTORS: &str = "detectors";
 pub const MEMBERS: &str = "members";
 
 /// The process-group scope of a cluster: its channel prefix.
 pub fn scope(channel_prefix: &str) -> String {
     format!("kadr:{channel_prefix}")
-}
-
-pub fn dispatcher_group(node: &str) -> String {
-    format!("dispatcher.{node}")
-}
-
-/// The dispatcher of `node`, local or remote, if it is in the cluster.
-pub fn dispatcher_of(scope: &str, node: &str) -> Option<ActorRef<DispatchMsg>> {
-    ractor::pg::get_scoped_members(&scope.to_string(), &dispatcher_group(node))
-        .into_iter()
-        .next()
-        .map(ActorRef::from)
 }
 
 /// This node's place in the cluster.

@@ -9,6 +9,7 @@
 
 pub mod folder;
 pub mod input;
+pub mod video;
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,9 @@ use anyhow::{bail, Context};
 use tracing::{info, warn};
 
 use crate::protocol::{self, encode_frame, Channels, ErrorCode, ErrorMessage, FLAG_KEEP};
-use crate::video::{self, JpegFrames};
 use folder::ImageFolder;
 pub use input::{Input, InputError};
+use video::JpegFrames;
 
 /// How fast frames go out.
 #[derive(Debug, Clone, Copy, PartialEq)]

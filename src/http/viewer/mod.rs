@@ -30,8 +30,8 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::pipeline::sequencer::SequencerMsg;
 use crate::protocol::{self, parse_frame, Channels, DetectionsMessage, FrameLimits, OutputMessage};
-use crate::sequencer::SequencerMsg;
 pub use join::{Counters, Joiner, Pacer};
 
 const VIEWER_PAGE: &str = include_str!("viewer.html");
@@ -50,14 +50,11 @@ pub struct ViewerState {
     limits: FrameLimits,
     max_viewers: usize,
     open: Arc<AtomicUsize>,
-    sequencer: Option<ractor::ActorRef<SequencerMsg>>,
+    parts: crate::supervisor::Parts,
 }
 
 impl ViewerState {
-    pub fn new(
-        cfg: &Config,
-        sequencer: Option<ractor::ActorRef<SequencerMsg>>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(cfg: &Config, parts: crate::supervisor::Parts) -> anyhow::Result<Self> {
         Ok(Self {
             redis: redis::Client::open(cfg.redis.url.as_str())?,
             channels: Channels::new(cfg.redis.channel_prefix.clone()),
@@ -67,7 +64,7 @@ impl ViewerState {
             },
             max_viewers: cfg.admin.max_viewers,
             open: Arc::new(AtomicUsize::new(0)),
-            sequencer,
+            parts,
         })
     }
 }
@@ -125,7 +122,7 @@ async fn page(state: web::Data<ViewerState>, stream: web::Path<String>) -> HttpR
 /// (`{prefix}:last-seq:{stream}` keys, written by whichever node publishes them).
 async fn known_streams(state: &ViewerState) -> Vec<String> {
     let mut names = std::collections::BTreeSet::new();
-    if let Some(seq) = &state.sequencer {
+    if let Some(seq) = &state.parts.sequencer() {
         if let Ok(reports) = ractor::call_t!(seq, SequencerMsg::Streams, 2000) {
             names.extend(reports.into_iter().map(|r| r.stream));
         }

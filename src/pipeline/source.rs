@@ -2,7 +2,7 @@
 //! the sequencer, and submits them to the dispatcher.
 //!
 //! A pump task owns the pub/sub connection (reconnecting with backoff) and hands each message to
-//! the actor with a `call`, one at a time. Kept frames take a place ([`crate::kept`]); one that
+//! the actor with a `call`, one at a time. Kept frames take a place ([`crate::pipeline::kept`]); one that
 //! finds none (the node holds `limits.max_kept_frames` already, or its stream its fair share of
 //! them) is shed as a `dropped` gap with the reason, since Redis's client reads on into a buffer
 //! of its own whether we read or not. Nothing here is unbounded.
@@ -17,15 +17,16 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::dispatch::{DispatchMsg, Job};
-use crate::kept::KeptFrames;
-use crate::lease::Lease;
 use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
+use crate::pipeline::dispatch::{DispatchMsg, Job};
+use crate::pipeline::egress::STREAM_IDLE_FORGET;
+use crate::pipeline::kept::KeptFrames;
+use crate::pipeline::lease::Lease;
+use crate::pipeline::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW};
 use crate::protocol::{
     parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason,
 };
 use crate::redis_conn;
-use crate::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW, STREAM_IDLE_FORGET};
 use crate::stats::Stats;
 
 pub enum SourceMsg {
@@ -69,6 +70,16 @@ pub struct SourceState {
     /// stream); a frame's job holds its place until the frame is done.
     kept: Arc<KeptFrames>,
     pump: Option<JoinHandle<()>>,
+}
+
+/// A source killed by its supervisor runs no `post_stop`: its pump must not outlive it,
+/// holding the subscription and renewing the lease its successor is about to take.
+impl Drop for SourceState {
+    fn drop(&mut self) {
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
+    }
 }
 
 /// Aborts a task when dropped (the pump's lease renewer dies with the pump).
@@ -139,8 +150,8 @@ impl Actor for Source {
             pump.abort();
             let _ = pump.await;
         }
-        // Let a standby take over now rather than when the lease runs out.
-        state.args.lease.release().await;
+        // The lease is kept: the node releases it once the frames inside are published (a
+        // standby taking over sooner would report them as missing, and they would be fenced).
         Ok(())
     }
 }
@@ -165,15 +176,29 @@ async fn pump(
     let mut backoff = FIRST_BACKOFF;
     let mut outage = Outage::default();
     let mut standing_by = false;
+    // Whether this node held the lease when it last looked, whether this is its first look,
+    // and whether (standing by) it found the lease free last time: see `lease`'s module doc.
+    let (mut held_last, mut first_look, mut seen_free) = (false, true, false);
     loop {
-        // Still ours (the pub/sub connection dropped, not the lease), or free to take.
-        let held = match lease.renew().await {
-            Ok(true) => Ok(true),
-            _ => lease.try_acquire().await,
+        let held = if held_last || first_look || seen_free {
+            // Still ours (the pub/sub connection dropped, not the lease), taken back after a
+            // Redis restart, or free to take.
+            lease.renew().await
+        } else {
+            lease.is_free().await.map(|free| {
+                seen_free = free;
+                false
+            })
         };
+        if held.is_ok() {
+            first_look = false;
+        }
         match held {
-            Ok(true) => standing_by = false,
+            Ok(true) => {
+                (standing_by, held_last, seen_free) = (false, true, false);
+            }
             Ok(false) => {
+                held_last = false;
                 outage.over(&stats);
                 if !standing_by {
                     let holder = lease.holder().await.unwrap_or_default();

@@ -7,7 +7,7 @@
 //! | GET    | `/streams` | per stream (source nodes): frames in/out, fps, latency, drops, gaps, errors |
 //! | GET    | `/metrics` | Prometheus text format |
 //! | POST   | `/pool`    | `{"size": N}`: resize this node's detector pool (bearer token) |
-//! | GET    | `/`, `/view/{stream}` | the live viewer ([`crate::viewer`]) |
+//! | GET    | `/`, `/view/{stream}` | the live viewer ([`crate::http::viewer`]) |
 //!
 //! It binds to `admin.listen` (loopback by default). Mutations need
 //! `Authorization: Bearer <admin.token>`, compared in constant time; with no token configured
@@ -31,9 +31,9 @@ use tracing::info;
 
 use crate::cluster::membership::MembershipMsg;
 use crate::config::{Config, Secret};
-use crate::dispatch::DispatchMsg;
-use crate::pool::{PoolMsg, MAX_POOL_SIZE};
-use crate::sequencer::SequencerMsg;
+use crate::pipeline::dispatch::DispatchMsg;
+use crate::pipeline::pool::{PoolMsg, MAX_POOL_SIZE};
+use crate::pipeline::sequencer::SequencerMsg;
 use crate::stats::Stats;
 use crate::stream_stats::StreamReport;
 
@@ -44,9 +44,8 @@ pub struct AdminHandles {
     pub backend: Option<crate::model::Backend>,
     pub stats: Arc<Stats>,
     pub membership: ActorRef<MembershipMsg>,
-    pub pool: Option<ActorRef<PoolMsg>>,
-    pub dispatcher: Option<ActorRef<DispatchMsg>>,
-    pub sequencer: Option<ActorRef<SequencerMsg>>,
+    /// The node's actors as they are now.
+    pub parts: crate::supervisor::Parts,
 }
 
 struct AppState {
@@ -76,9 +75,9 @@ impl Server {
         cfg: &Config,
         handles: AdminHandles,
     ) -> anyhow::Result<Server> {
-        let viewer = web::Data::new(crate::viewer::ViewerState::new(
+        let viewer = web::Data::new(crate::http::viewer::ViewerState::new(
             cfg,
-            handles.sequencer.clone(),
+            handles.parts.clone(),
         )?);
         let state = web::Data::new(AppState {
             handles,
@@ -126,7 +125,7 @@ impl Server {
                         .default_service(web::to(method_not_allowed)),
                 )
                 .app_data(viewer.clone())
-                .configure(crate::viewer::routes)
+                .configure(crate::http::viewer::routes)
         })
         .workers(1)
         .disable_signals()
@@ -176,7 +175,11 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     // A source node that cannot reach Redis takes no frames in and publishes nothing: not
     // healthy, though restarting it would not help (it reconnects by itself every second).
     let redis_down = state.handles.stats.redis_down.get() > 0;
-    let (code, status) = if redis_down {
+    // A part being restarted (the ingress, the pool) takes no frames until it is back.
+    let restarting = state.handles.stats.parts_down.get() > 0;
+    let (code, status) = if restarting {
+        (StatusCode::SERVICE_UNAVAILABLE, "restarting")
+    } else if redis_down {
         (StatusCode::SERVICE_UNAVAILABLE, "redis_down")
     } else {
         (StatusCode::OK, "ok")
@@ -197,7 +200,7 @@ async fn cluster(state: web::Data<AppState>) -> HttpResponse {
         MembershipMsg::Snapshot,
         CALL_TIMEOUT_MS
     );
-    let dispatch = match &state.handles.dispatcher {
+    let dispatch = match &state.handles.parts.dispatcher() {
         Some(d) => ractor::call_t!(d, DispatchMsg::Status, CALL_TIMEOUT_MS).ok(),
         None => None,
     };
@@ -212,7 +215,7 @@ async fn cluster(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn stream_reports(state: &AppState) -> Result<Vec<StreamReport>, String> {
-    match &state.handles.sequencer {
+    match &state.handles.parts.sequencer() {
         Some(s) => ractor::call_t!(s, SequencerMsg::Streams, CALL_TIMEOUT_MS)
             .map_err(|e| format!("sequencer: {e}")),
         None => Ok(Vec::new()),
@@ -266,7 +269,7 @@ async fn resize_pool(
             format!("size must be 0..={MAX_POOL_SIZE}"),
         );
     }
-    let Some(pool) = &state.handles.pool else {
+    let Some(pool) = &state.handles.parts.pool() else {
         return error(StatusCode::CONFLICT, "this node has no detector role");
     };
     match ractor::call_t!(pool, PoolMsg::Resize, CALL_TIMEOUT_MS, resize.size) {
@@ -305,7 +308,7 @@ fn refuse_unauthorized(token: &Secret, request: &HttpRequest) -> Option<HttpResp
 /// The Prometheus text exposition format.
 pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
     let mut out = String::with_capacity(4096);
-    let counters: [(&str, &str, u64); 22] = [
+    let counters = [
         (
             "kadr_frames_received_total",
             "Messages received on frame channels.",
@@ -365,6 +368,26 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
             "kadr_detector_restarts_total",
             "Detectors restarted after a failure.",
             stats.detector_restarts.get(),
+        ),
+        (
+            "kadr_ingress_restarts_total",
+            "Times the source, dispatcher and sequencer were restarted after one failed.",
+            stats.ingress_restarts.get(),
+        ),
+        (
+            "kadr_pool_restarts_total",
+            "Times the detector pool was restarted after it failed.",
+            stats.pool_restarts.get(),
+        ),
+        (
+            "kadr_parts_down",
+            "Parts of the node down and being restarted now.",
+            stats.parts_down.get(),
+        ),
+        (
+            "kadr_results_fenced_total",
+            "Results not published: another node held the source lease by then.",
+            stats.fenced.get(),
         ),
         (
             "kadr_publish_errors_total",

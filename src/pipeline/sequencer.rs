@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
-use crate::egress::Egress;
+use crate::pipeline::egress::{Egress, STREAM_IDLE_FORGET};
 use crate::protocol::{DetectionsMessage, ErrorMessage, GapMessage, GapReason, OutputMessage};
 use crate::stats::Stats;
 use crate::stream_stats::{StreamReport, StreamStats};
@@ -41,10 +41,6 @@ enum Slot {
         done_at: Instant,
     },
 }
-
-/// A stream with nothing outstanding and no new frame for this long is forgotten (by the source
-/// too), so streams that come and go do not use memory for ever.
-pub const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 
 /// A sequence jump backwards larger than this is a publisher restart, not a late frame.
 pub const RESTART_WINDOW: u64 = 1024;

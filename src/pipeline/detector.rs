@@ -9,110 +9,19 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use ractor::message::{BoxedDowncastErr, SerializedMessage};
-use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
-use serde::{Deserialize, Serialize};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
-use crate::cluster::{self, wire};
-use crate::dispatch::DispatchMsg;
+use super::messages::DispatchMsg;
 use crate::model::{ModelOptions, Yolo};
-use crate::pool::PoolMsg;
+pub use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
 use crate::protocol::{now_us, DetectionsMessage};
 use crate::stats::Stats;
-
-/// One frame to detect, as it crosses nodes.
-#[derive(Debug, Clone)]
-pub struct DetectRequest {
-    /// The node whose dispatcher sent it (and wants the result).
-    pub origin: Arc<str>,
-    pub stream: Arc<str>,
-    pub seq: u64,
-    pub capture_ts_us: u64,
-    pub jpeg: Bytes,
-}
-
-impl DetectRequest {
-    fn encode(&self) -> Vec<u8> {
-        let mut w = wire::Writer::with_capacity(self.jpeg.len() + 64);
-        w.short_str(&self.origin)
-            .short_str(&self.stream)
-            .u64(self.seq)
-            .u64(self.capture_ts_us)
-            .tail(&self.jpeg);
-        w.finish()
-    }
-
-    fn decode(args: Vec<u8>) -> Result<Self, String> {
-        let mut r = wire::Reader::new(args);
-        Ok(Self {
-            origin: r.short_str("origin")?.into(),
-            stream: r.short_str("stream")?.into(),
-            seq: r.u64("seq")?,
-            capture_ts_us: r.u64("capture timestamp")?,
-            jpeg: r.tail(),
-        })
-    }
-}
-
-/// What a detector made of a frame, sent back to the frame's dispatcher.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finished {
-    pub stream: String,
-    pub seq: u64,
-    /// The node whose detector did it, for the logs and the admin API.
-    pub node: String,
-    pub result: DetectResult,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DetectResult {
-    Detected(DetectionsMessage),
-    /// The frame could not be detected (a JPEG that does not decode, say); `code` is one of
-    /// the error codes in docs/protocol.md.
-    Failed {
-        code: String,
-        message: String,
-    },
-}
-
-pub enum DetectorMsg {
-    Detect(DetectRequest),
-    /// Test hook for supervision: panic while holding the next frame, as a crashing
-    /// inference would. Local only: it cannot be sent over the network.
-    PanicOnNextFrame,
-    /// A message from a peer that could not be decoded.
-    Malformed(String),
-}
-
-impl Message for DetectorMsg {
-    fn serializable() -> bool {
-        true
-    }
-
-    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        match self {
-            Self::Detect(request) => Ok(wire::cast("detect", request.encode())),
-            Self::PanicOnNextFrame | Self::Malformed(_) => Err(BoxedDowncastErr),
-        }
-    }
-
-    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
-        let decoded = wire::open_cast(msg).and_then(|(variant, args)| match variant.as_str() {
-            "detect" => DetectRequest::decode(args).map(Self::Detect),
-            other => Err(format!("unknown detector message {other:?}")),
-        });
-        Ok(decoded.unwrap_or_else(Self::Malformed))
-    }
-}
 
 pub struct DetectorArgs {
     pub node: Arc<str>,
     pub scope: String,
     pub model: Arc<ModelOptions>,
-    pub pool: ActorRef<PoolMsg>,
     pub stats: Arc<Stats>,
 }
 
@@ -140,7 +49,7 @@ impl Actor for Detector {
         // Only now, with a model loaded, may dispatchers see it.
         ractor::pg::join_scoped(
             args.scope.clone(),
-            cluster::DETECTORS.to_string(),
+            super::DETECTORS.to_string(),
             vec![myself.get_cell()],
         );
         Ok(DetectorState {
@@ -209,7 +118,7 @@ impl Actor for Detector {
             node: state.args.node.to_string(),
             result,
         };
-        match cluster::dispatcher_of(&state.args.scope, &request.origin) {
+        match super::dispatcher_of(&state.args.scope, &request.origin) {
             Some(dispatcher) => {
                 let _ = dispatcher.cast(DispatchMsg::Finished(finished));
             }

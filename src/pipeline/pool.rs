@@ -13,8 +13,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::detector::{Detector, DetectorArgs, DetectorMsg};
 use crate::model::ModelOptions;
+use crate::pipeline::detector::{Detector, DetectorArgs, DetectorMsg};
 use crate::stats::Stats;
 
 /// Most detectors one node may run (also the bound `POST /pool` enforces).
@@ -78,7 +78,6 @@ impl Pool {
             node: args.node.clone(),
             scope: args.scope.clone(),
             model: args.model.clone(),
-            pool: myself.clone(),
             stats: args.stats.clone(),
         };
         Actor::spawn_linked(None, Detector, detector_args, myself.get_cell())

@@ -16,76 +16,20 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::pg::GroupChangeMessage;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort,
-    SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::cluster::{self, wire};
-use crate::detector::{DetectRequest, DetectResult, DetectorMsg, Finished};
-use crate::kept::KeptPlace;
-use crate::protocol::{ErrorCode, ErrorMessage, Frame, GapReason};
-use crate::sequencer::{Outcome, SequencerMsg};
+use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
+pub use crate::pipeline::messages::{DispatchMsg, DispatchStatus, Job};
+use crate::pipeline::sequencer::{Outcome, SequencerMsg};
+use crate::protocol::{ErrorCode, ErrorMessage, GapReason};
 use crate::stats::Stats;
-
-/// A frame this node's source accepted, on its way to a detector.
-#[derive(Debug)]
-pub struct Job {
-    pub stream: Arc<str>,
-    pub frame: Frame,
-    /// Never dropped for lateness.
-    pub keep: bool,
-    /// Held while the frame is inside the node; bounds kept frames (`limits.max_kept_frames`).
-    pub permit: Option<KeptPlace>,
-}
 
 /// Times a frame is sent to a detector before it is given up as failed.
 const MAX_ATTEMPTS: u8 = 2;
-
-pub enum DispatchMsg {
-    /// From the local source.
-    Submit(Job),
-    /// From a detector, local or remote.
-    Finished(Finished),
-    /// Periodic: give up frames a silent detector has held past the frame timeout.
-    Tick,
-    Status(RpcReplyPort<DispatchStatus>),
-    /// A message from a peer that could not be decoded.
-    Malformed(String),
-}
-
-impl Message for DispatchMsg {
-    fn serializable() -> bool {
-        true
-    }
-
-    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        match self {
-            Self::Finished(finished) => wire::cast_json("finished", &finished),
-            _ => Err(BoxedDowncastErr),
-        }
-    }
-
-    fn deserialize(msg: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
-        let decoded = wire::open_cast(msg).and_then(|(variant, args)| match variant.as_str() {
-            "finished" => wire::from_json(&variant, &args).map(Self::Finished),
-            other => Err(format!("unknown dispatcher message {other:?}")),
-        });
-        Ok(decoded.unwrap_or_else(Self::Malformed))
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DispatchStatus {
-    /// Detectors in the cluster this dispatcher can send to.
-    pub detectors: usize,
-    pub in_flight: usize,
-    pub queued: usize,
-}
 
 pub struct DispatchArgs {
     pub node: Arc<str>,
@@ -129,6 +73,8 @@ pub struct DispatchState {
     /// round robin between streams, not first come first served.
     served: HashMap<Arc<str>, u64>,
     dispatches: u64,
+    /// Waiting for the dispatcher to hold no frame.
+    drained: Vec<RpcReplyPort<()>>,
 }
 
 /// Round robin between streams: the first waiting frame of the stream served least recently
@@ -201,7 +147,7 @@ impl Actor for Dispatcher {
         // Detectors reply to the dispatcher their frame names; this group is how they find it.
         ractor::pg::join_scoped(
             args.scope.clone(),
-            cluster::dispatcher_group(&args.node),
+            super::dispatcher_group(&args.node),
             vec![myself.get_cell()],
         );
         ractor::pg::monitor_scope(args.scope.clone(), myself.get_cell());
@@ -212,6 +158,7 @@ impl Actor for Dispatcher {
             queue: VecDeque::with_capacity(args.queue_capacity),
             served: HashMap::new(),
             dispatches: 0,
+            drained: Vec::new(),
             args,
             targets: Vec::new(),
             in_flight: HashMap::new(),
@@ -219,7 +166,7 @@ impl Actor for Dispatcher {
             counts: HashMap::new(),
         };
         let members =
-            ractor::pg::get_scoped_members(&state.args.scope, &cluster::DETECTORS.to_string());
+            ractor::pg::get_scoped_members(&state.args.scope, &super::DETECTORS.to_string());
         state.join(members);
         Ok(state)
     }
@@ -246,9 +193,15 @@ impl Actor for Dispatcher {
             DispatchMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
+            DispatchMsg::Drained(reply) => state.drained.push(reply),
             DispatchMsg::Malformed(why) => {
                 warn!(%why, "malformed message from a peer ignored");
                 state.args.stats.malformed.inc();
+            }
+        }
+        if state.queue.is_empty() && state.in_flight.is_empty() {
+            for reply in state.drained.drain(..) {
+                let _ = reply.send(());
             }
         }
         Ok(())
@@ -261,7 +214,7 @@ impl Actor for Dispatcher {
         state: &mut DispatchState,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ProcessGroupChanged(change) = event {
-            if change.get_group() != cluster::DETECTORS {
+            if change.get_group() != super::DETECTORS {
                 return Ok(());
             }
             match change {
@@ -549,6 +502,7 @@ impl DispatchState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Frame;
     use bytes::Bytes;
 
     fn job(stream: &str, seq: u64, keep: bool) -> Job {

@@ -5,14 +5,30 @@
 //! (`{prefix}:source-lease`, `SET NX PX`); the holder renews it every third of its lifetime and
 //! reads the channels, the others wait as standbys. If the holder dies, its lease runs out and
 //! a standby takes over within `cluster.source_lease_ms`; a holder that leaves releases it at
-//! once.
+//! once, after publishing what it holds.
+//!
+//! A Redis restart forgets the key (and every stream's last published sequence number). The
+//! holder takes it back at its next renewal; a standby takes a free lease only when it has
+//! found it free twice in a row, a third of its lifetime apart (or at its very first look), so
+//! the holder, which still knows where each stream stands, keeps the stream. A standby taking
+//! over then could not tell which frames were lost.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-/// Renew only if we still hold it: compare and extend in one step.
-const RENEW: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
+/// Renew if we still hold it, or take it back if nobody does (Redis restarted): compare and
+/// extend in one step.
+const RENEW: &str = r#"
+local holder = redis.call("GET", KEYS[1])
+if holder == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+elseif holder == false then
+  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+  return 1
+end
+return 0
+"#;
 const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 #[derive(Clone)]
@@ -40,20 +56,17 @@ impl Lease {
         self.ttl
     }
 
-    /// Take the lease if it is free. Errors are Redis being unreachable.
-    pub async fn try_acquire(&mut self) -> redis::RedisResult<bool> {
-        let set: Option<String> = redis::cmd("SET")
+    /// Whether no node holds the lease.
+    pub async fn is_free(&mut self) -> redis::RedisResult<bool> {
+        let exists: i64 = redis::cmd("EXISTS")
             .arg(&self.key)
-            .arg(&self.token)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.ttl.as_millis() as u64)
             .query_async(&mut self.conn)
             .await?;
-        Ok(set.is_some())
+        Ok(exists == 0)
     }
 
-    /// Extend the lease; false if it is no longer ours.
+    /// Extend the lease, or take it if it is free; false if another node holds it. Errors are
+    /// Redis being unreachable.
     pub async fn renew(&mut self) -> redis::RedisResult<bool> {
         let renewed: i64 = redis::Script::new(RENEW)
             .key(&self.key)
@@ -72,6 +85,15 @@ impl Lease {
             .await;
     }
 
+    /// What the egress needs to publish only while this lease is held.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            key: self.key.clone(),
+            token: self.token.clone(),
+            ttl_ms: self.ttl.as_millis() as u64,
+        }
+    }
+
     /// Who holds it now (for the standby's log line).
     pub async fn holder(&mut self) -> Option<String> {
         redis::cmd("GET")
@@ -81,6 +103,18 @@ impl Lease {
             .ok()
             .flatten()
     }
+}
+
+/// A lease's key and token: results are published only by the node that holds it, checked by
+/// Redis in the same step as the publish. A node frozen past its lease (a long GC pause, a
+/// `docker pause`, a VM migration) that wakes up with results in hand cannot publish them over
+/// the stream its successor has taken on: those frames are in the successor's `missing` gap.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub key: String,
+    pub token: String,
+    /// A free lease (Redis restarted and lost it) is taken for this long.
+    pub ttl_ms: u64,
 }
 
 fn rand_tag() -> u64 {

@@ -1,0 +1,46 @@
+//! The pipeline: the actors a frame passes through, in its order.
+//!
+//! ```text
+//! Redis ─► source ─► dispatcher ─► detector (any node, in a pool) ─► dispatcher ─► sequencer ─► egress ─► Redis
+//! ```
+//!
+//! - [`source`]: holds the [`lease`] (one source node reads at a time), validates each message,
+//!   bounds kept frames ([`kept`]).
+//! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue.
+//! - [`pool`] and [`detector`]: a node's detectors, one ONNX Runtime session each.
+//! - [`sequencer`]: puts results back in order per stream; [`egress`] publishes them.
+//! - [`messages`]: what crosses nodes between dispatchers and detectors.
+//!
+//! Dispatchers and detectors find each other through process groups in the cluster's scope
+//! ([`crate::cluster::scope`]): `detectors` holds every detector on every node, and
+//! `dispatcher.{node}` the dispatcher of the node a frame came from (results go back to it).
+
+pub mod detector;
+pub mod dispatch;
+pub mod egress;
+pub mod kept;
+pub mod lease;
+pub mod messages;
+pub mod pool;
+pub mod sequencer;
+pub mod source;
+
+use ractor::ActorRef;
+
+use messages::DispatchMsg;
+
+/// The group of every detector in the cluster.
+pub const DETECTORS: &str = "detectors";
+
+/// The group of one node's dispatcher.
+pub fn dispatcher_group(node: &str) -> String {
+    format!("dispatcher.{node}")
+}
+
+/// The dispatcher of `node`, local or remote, if it is in the cluster.
+pub fn dispatcher_of(scope: &str, node: &str) -> Option<ActorRef<DispatchMsg>> {
+    ractor::pg::get_scoped_members(&scope.to_string(), &dispatcher_group(node))
+        .into_iter()
+        .next()
+        .map(ActorRef::from)
+}
