@@ -21,10 +21,12 @@
 //! (camera, file, folder, video) in [`publish`]; the client-side [`tally`] of a stream's output
 //! serves `kadr subscribe` and the load generator.
 
+pub mod backoff;
 pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod jpeg;
 pub mod model;
 pub mod node;
 pub mod pipeline;

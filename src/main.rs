@@ -364,7 +364,7 @@ fn detect(opts: ModelOptions, images: Vec<PathBuf>) -> anyhow::Result<()> {
         let result = std::fs::read(path)
             .with_context(|| format!("cannot read {}", path.display()))
             .and_then(|bytes| {
-                if bytes.starts_with(&[0xFF, 0xD8]) {
+                if kadr::jpeg::is_jpeg(&bytes) {
                     return Ok(yolo.detect_jpeg(&bytes)?);
                 }
                 let (rgb, w, h) = decode_image(&bytes)?;
@@ -458,15 +458,17 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
 async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let channels = Channels::new(args.redis.prefix.clone());
     let client = redis::Client::open(args.redis.redis_url.as_str())?;
-    let mut pubsub = client.get_async_pubsub().await.with_context(|| {
-        format!(
-            "Redis at {} cannot be used",
-            kadr::redis_conn::redact(&args.redis.redis_url)
-        )
-    })?;
     let detections_channel = channels.detections(&args.stream);
-    pubsub.subscribe(&detections_channel).await?;
-    pubsub.subscribe(channels.errors(&args.stream)).await?;
+    let errors_channel = channels.errors(&args.stream);
+    let mut pubsub =
+        kadr::redis_conn::subscribe(&client, &[&detections_channel, &errors_channel], &[])
+            .await
+            .with_context(|| {
+                format!(
+                    "Redis at {} cannot be used",
+                    kadr::redis_conn::redact(&args.redis.redis_url)
+                )
+            })?;
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")?;
     }

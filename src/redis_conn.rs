@@ -95,6 +95,30 @@ pub fn describe(e: &RedisError) -> String {
 }
 
 /// `url` with any password replaced by `***`, for logs and errors.
+/// A pub/sub connection, subscribed to `channels` and the `patterns`, within the same
+/// time-outs as every other Redis connection (a source node, a viewer, `kadr subscribe`).
+pub async fn subscribe(
+    client: &redis::Client,
+    channels: &[&str],
+    patterns: &[&str],
+) -> anyhow::Result<redis::aio::PubSub> {
+    let subscribed = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        for c in channels {
+            pubsub.subscribe(*c).await?;
+        }
+        for p in patterns {
+            pubsub.psubscribe(*p).await?;
+        }
+        Ok::<_, RedisError>(pubsub)
+    };
+    let limit = CONNECT_TIMEOUT + RESPONSE_TIMEOUT;
+    tokio::time::timeout(limit, subscribed)
+        .await
+        .map_err(|_| anyhow!("no answer in {limit:?}"))?
+        .map_err(|e| anyhow!(describe(&e)))
+}
+
 /// What a node that cannot use the Redis at `url` says (the password redacted).
 pub fn unusable(url: &str) -> String {
     format!(

@@ -862,14 +862,14 @@ async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carr
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let (w, h) = kadr::model::jpeg_dimensions(&jpeg).unwrap();
+    let (w, h) = kadr::jpeg::dimensions(&jpeg).unwrap();
     let mut huge = jpeg.clone();
     let at = (2..huge.len() - 9)
         .find(|&i| huge[i] == 0xFF && huge[i + 1] == 0xC0)
         .expect("a baseline frame header");
     huge[at + 5..at + 7].copy_from_slice(&2500u16.to_be_bytes());
     huge[at + 7..at + 9].copy_from_slice(&16000u16.to_be_bytes());
-    assert_eq!(kadr::model::jpeg_dimensions(&huge), Some((16000, 2500)));
+    assert_eq!(kadr::jpeg::dimensions(&huge), Some((16000, 2500)));
     assert_eq!((w, h), (1280, 720));
 
     let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "forged").await;

@@ -281,12 +281,9 @@ fn total_of(tallies: &BTreeMap<String, StreamTally>) -> TallySummary {
     total
 }
 
-async fn subscribe(client: &redis::Client, patterns: &[String]) -> redis::RedisResult<PubSub> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    for p in patterns {
-        pubsub.psubscribe(p).await?;
-    }
-    Ok(pubsub)
+async fn subscribe(client: &redis::Client, patterns: &[String]) -> anyhow::Result<PubSub> {
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    kadr::redis_conn::subscribe(client, &[], &patterns).await
 }
 
 /// Tally every result and error of the run's streams; when Redis goes away (a restart, in the

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::tls::Tls;
 use super::{wire, MEMBERS};
+use crate::backoff::Backoff;
 use crate::config::{Config, Role};
 use crate::model::Backend;
 use crate::protocol::now_us;
@@ -153,7 +154,7 @@ struct Address {
     seed: bool,
     dialling: bool,
     next_dial: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     /// Last time a node at this address was heard from (or when it was learned).
     seen: Instant,
 }
@@ -173,6 +174,10 @@ pub struct Membership;
 /// Forgotten after this long without a heartbeat (seeds are never forgotten).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+fn dial_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(250), MAX_BACKOFF)
+}
 
 impl Actor for Membership {
     type Msg = MembershipMsg;
@@ -220,7 +225,7 @@ impl Actor for Membership {
                     seed: true,
                     dialling: false,
                     next_dial: now,
-                    backoff: Duration::from_millis(250),
+                    backoff: dial_backoff(),
                     seen: now,
                 };
                 (s.clone(), a)
@@ -374,12 +379,12 @@ impl MembershipState {
                     seed: false,
                     dialling: false,
                     next_dial: now,
-                    backoff: Duration::from_millis(250),
+                    backoff: dial_backoff(),
                     seen: now,
                 });
             if *address == info.address {
                 a.seen = now;
-                a.backoff = Duration::from_millis(250);
+                a.backoff.reset();
             }
         }
         if !self.peers.contains_key(&info.name) {
@@ -416,8 +421,7 @@ impl MembershipState {
                 continue;
             }
             a.dialling = true;
-            a.next_dial = now + a.backoff;
-            a.backoff = (a.backoff * 2).min(MAX_BACKOFF);
+            a.next_dial = now + a.backoff.next_wait();
             let server = self.args.server.clone();
             let tls = self.args.tls.clone();
             let myself = myself.clone();

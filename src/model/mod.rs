@@ -694,41 +694,10 @@ pub fn decode_jpeg_into(jpeg: &[u8], rgb: &mut Vec<u8>) -> Result<(u32, u32), De
     JpegDecoder::with_max_pixels(MAX_IMAGE_PIXELS)?.decode_into(jpeg, rgb)
 }
 
-/// The width and height a JPEG declares in its frame header (SOFn), read without decoding.
-/// `None` when no frame header is found before the scan.
-pub fn jpeg_dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
-    if jpeg.get(..2)? != [0xFF, 0xD8] {
-        return None;
-    }
-    let mut i = 2;
-    while i + 4 <= jpeg.len() {
-        if jpeg[i] != 0xFF {
-            return None;
-        }
-        let code = jpeg[i + 1];
-        if code == 0xFF {
-            i += 1; // fill byte
-            continue;
-        }
-        let len = u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]) as usize;
-        let is_sof = matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC);
-        if is_sof {
-            let h = u16::from_be_bytes([*jpeg.get(i + 5)?, *jpeg.get(i + 6)?]);
-            let w = u16::from_be_bytes([*jpeg.get(i + 7)?, *jpeg.get(i + 8)?]);
-            return Some((w as u32, h as u32));
-        }
-        if code == 0xDA || len < 2 {
-            return None;
-        }
-        i += 2 + len;
-    }
-    None
-}
-
 /// Decode any supported still image (JPEG, PNG) to RGB8, for `kadr detect`. JPEGs go through
 /// libjpeg-turbo, as frames do on a node.
 pub fn decode_image(bytes: &[u8]) -> Result<(Vec<u8>, u32, u32), DetectError> {
-    if bytes.starts_with(&[0xFF, 0xD8]) {
+    if crate::jpeg::is_jpeg(bytes) {
         let mut rgb = Vec::new();
         let (w, h) = decode_jpeg_into(bytes, &mut rgb)?;
         return Ok((rgb, w, h));
@@ -823,19 +792,6 @@ mod tests {
         ] {
             assert!(decode_jpeg_into(bytes, &mut rgb).is_err());
         }
-    }
-
-    #[test]
-    fn jpeg_dimensions_from_the_frame_header() {
-        let img = image::RgbImage::new(48, 16);
-        let mut jpeg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
-            .encode_image(&img)
-            .unwrap();
-        assert_eq!(jpeg_dimensions(&jpeg), Some((48, 16)));
-        assert_eq!(jpeg_dimensions(&jpeg[..20]), None);
-        assert_eq!(jpeg_dimensions(b"\xff\xd8\xff"), None);
-        assert_eq!(jpeg_dimensions(b"nope"), None);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::model::{check_size, jpeg_dimensions, JpegDecoder};
+use crate::backoff::Backoff;
+use crate::jpeg;
+use crate::model::{check_size, JpegDecoder};
 use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
 use crate::pipeline::kept::KeptFrames;
@@ -173,7 +175,7 @@ async fn pump(
             let _ = r.send(());
         }
     };
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, redis_conn::RETRY_DELAY);
     let mut outage = Outage::default();
     let mut standing_by = false;
     // Whether this node held the lease when it last looked, whether this is its first look,
@@ -210,25 +212,25 @@ async fn pump(
                 continue;
             }
             Err(e) => {
-                outage.failed(&stats, &e.to_string(), backoff);
+                let wait = backoff.next_wait();
+                outage.failed(&stats, &e.to_string(), wait);
                 signal_ready();
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(redis_conn::RETRY_DELAY);
+                tokio::time::sleep(wait).await;
                 continue;
             }
         }
-        let mut conn = match connect(&redis, &pattern).await {
+        let mut conn = match redis_conn::subscribe(&redis, &[], &[&pattern]).await {
             Ok(c) => c,
             Err(e) => {
-                outage.failed(&stats, &e.to_string(), backoff);
+                let wait = backoff.next_wait();
+                outage.failed(&stats, &e.to_string(), wait);
                 lease.release().await;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(redis_conn::RETRY_DELAY);
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
         outage.over(&stats);
-        backoff = FIRST_BACKOFF;
+        backoff.reset();
         info!(%pattern, "source holds the lease and reads frames");
         signal_ready();
         // Renew from a task of its own, so no slow message can make the lease run out.
@@ -278,19 +280,6 @@ async fn renew(mut lease: Lease, lost: tokio::sync::oneshot::Sender<String>) {
         let _ = lost.send(why);
         return;
     }
-}
-
-/// Subscribe, giving up after the same time-outs as every other Redis connection.
-async fn connect(redis: &redis::Client, pattern: &str) -> anyhow::Result<redis::aio::PubSub> {
-    let subscribed = async {
-        let mut pubsub = redis.get_async_pubsub().await?;
-        pubsub.psubscribe(pattern).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    let limit = redis_conn::CONNECT_TIMEOUT + redis_conn::RESPONSE_TIMEOUT;
-    Ok(tokio::time::timeout(limit, subscribed)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer in {limit:?}"))??)
 }
 
 /// The source's view of Redis: logged once when it goes and once when it is back, counted, and
@@ -539,7 +528,7 @@ fn check_order(
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
 fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (ErrorCode, String)> {
-    let (w, h) = jpeg_dimensions(jpeg).ok_or((
+    let (w, h) = jpeg::dimensions(jpeg).ok_or((
         ErrorCode::BadImage,
         "not a JPEG: no frame header".to_string(),
     ))?;

@@ -133,7 +133,7 @@ pub fn to_frame(
     quality: u8,
 ) -> Result<Vec<u8>, ImageError> {
     let format = image::guess_format(&bytes)?;
-    if format == ImageFormat::Jpeg && crate::publish::video::jpeg_end(&bytes).is_none() {
+    if format == ImageFormat::Jpeg && crate::jpeg::end(&bytes).is_none() {
         // The decoder would fill in the missing part; a node would refuse it (`bad_image`).
         return Err(ImageError::Truncated);
     }

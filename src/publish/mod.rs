@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::protocol::{self, encode_frame, Channels, ErrorCode, ErrorMessage, FLAG_KEEP};
 use folder::ImageFolder;
 pub use input::{Input, InputError};
@@ -107,7 +108,7 @@ impl Publisher {
     /// back (files can wait); a live frame is let go (a camera cannot), and the next live frame
     /// takes its sequence number, so the outage leaves no hole for a node to wait on.
     async fn send(&mut self, jpeg: &[u8], live: bool) {
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.frame(jpeg).await {
                 Ok(()) => {
@@ -130,8 +131,7 @@ impl Publisher {
                         self.unpublished += 1;
                         return;
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
             }
         }
@@ -323,10 +323,10 @@ async fn reconnect(
         )
         .await;
     let down = Instant::now();
-    let mut wait = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), opts.reconnect_max);
     let mut attempts = 0u32;
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(backoff.next_wait()).await;
         attempts += 1;
         match open(opts).await {
             Ok(opened) => {
@@ -345,7 +345,6 @@ async fn reconnect(
             }
             Err(e) => {
                 warn!(input = %opts.input, attempt = attempts, error = %format!("{e:#}"), "still down");
-                wait = (wait * 2).min(opts.reconnect_max);
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Video input for `kadr publish`: FFmpeg decodes, scales and encodes JPEG frames onto a pipe;
-//! [`JpegSplitter`] cuts the pipe into frames by walking JPEG markers.
+//! [`JpegSplitter`] cuts the pipe into frames by walking JPEG markers ([`crate::jpeg::end`]).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -8,54 +8,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
-
-/// Find the end of the first complete JPEG in `buf` (which must start at its SOI marker).
-/// Walks the marker segments by their lengths, then the entropy-coded data, so bytes inside
-/// tables can never be mistaken for the end marker.
-pub fn jpeg_end(buf: &[u8]) -> Option<usize> {
-    if buf.len() < 4 || buf[0] != 0xFF || buf[1] != 0xD8 {
-        return None;
-    }
-    let mut i = 2;
-    loop {
-        // Marker: 0xFF (possibly padded with more 0xFF), then its code.
-        while i < buf.len() && buf[i] == 0xFF && buf.get(i + 1) == Some(&0xFF) {
-            i += 1;
-        }
-        if i + 1 >= buf.len() {
-            return None;
-        }
-        if buf[i] != 0xFF {
-            return None; // not where a marker must be: give up on this data
-        }
-        let code = buf[i + 1];
-        match code {
-            0xD9 => return Some(i + 2),
-            0xD0..=0xD7 | 0x01 => i += 2,
-            _ => {
-                let len = u16::from_be_bytes([*buf.get(i + 2)?, *buf.get(i + 3)?]) as usize;
-                i += 2 + len;
-                if code == 0xDA {
-                    // Entropy-coded data runs to the next marker that is not a stuffed 0xFF00
-                    // or a restart marker.
-                    loop {
-                        if i + 1 >= buf.len() {
-                            return None;
-                        }
-                        if buf[i] == 0xFF
-                            && buf[i + 1] != 0x00
-                            && !(0xD0..=0xD7).contains(&buf[i + 1])
-                            && buf[i + 1] != 0xFF
-                        {
-                            break;
-                        }
-                        i += 1;
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Incremental splitter over a byte stream of concatenated JPEGs.
 #[derive(Default)]
@@ -71,11 +23,11 @@ impl JpegSplitter {
     /// The next complete JPEG, if one is buffered.
     pub fn next_frame(&mut self) -> Option<Vec<u8>> {
         // Skip anything before a start marker.
-        let start = self.buf.windows(2).position(|w| w == [0xFF, 0xD8])?;
+        let start = self.buf.windows(2).position(|w| w == crate::jpeg::SOI)?;
         if start > 0 {
             self.buf.drain(..start);
         }
-        let end = jpeg_end(&self.buf)?;
+        let end = crate::jpeg::end(&self.buf)?;
         let rest = self.buf.split_off(end);
         Some(std::mem::replace(&mut self.buf, rest))
     }
@@ -324,8 +276,8 @@ mod tests {
     #[test]
     fn incomplete_or_garbage_is_not_a_frame() {
         let j = tiny_jpeg(1);
-        assert_eq!(jpeg_end(&j[..j.len() - 1]), None);
-        assert_eq!(jpeg_end(b"garbage"), None);
-        assert_eq!(jpeg_end(&j), Some(j.len()));
+        assert_eq!(crate::jpeg::end(&j[..j.len() - 1]), None);
+        assert_eq!(crate::jpeg::end(b"garbage"), None);
+        assert_eq!(crate::jpeg::end(&j), Some(j.len()));
     }
 }

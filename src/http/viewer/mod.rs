@@ -18,7 +18,6 @@ pub mod join;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -265,24 +264,19 @@ async fn run_session(
     let frames_channel = state.channels.frames(stream);
     let detections_channel = state.channels.detections(stream);
     let errors_channel = state.channels.errors(stream);
-    let mut pubsub =
-        match tokio::time::timeout(Duration::from_secs(5), state.redis.get_async_pubsub()).await {
-            Ok(Ok(p)) => p,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".into(),
-                };
-                warn!(%stream, error = %why, "viewer cannot reach Redis");
-                let _ = session
-                    .close(Some(actix_ws::CloseReason {
-                        code: actix_ws::CloseCode::Again,
-                        description: Some("Redis is unreachable".into()),
-                    }))
-                    .await;
-                return Ok(());
-            }
-        };
+    let mut pubsub = match crate::redis_conn::subscribe(&state.redis, &[], &[]).await {
+        Ok(p) => p,
+        Err(why) => {
+            warn!(%stream, error = %why, "viewer cannot reach Redis");
+            let _ = session
+                .close(Some(actix_ws::CloseReason {
+                    code: actix_ws::CloseCode::Again,
+                    description: Some("Redis is unreachable".into()),
+                }))
+                .await;
+            return Ok(());
+        }
+    };
     for channel in [&frames_channel, &detections_channel, &errors_channel] {
         pubsub.subscribe(channel).await?;
     }
