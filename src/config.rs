@@ -345,15 +345,28 @@ impl Default for LimitsConfig {
     }
 }
 
-impl Config {
-    /// Read, parse and validate a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_with(path, &[])
-    }
+/// What a config is loaded for: each command validates what it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `kadr node`: every section.
+    Node,
+    /// `kadr bench-model`: the model and detector settings only (no cookie, ports or peers).
+    BenchModel,
+}
 
-    /// Read a config file, apply `key.path=value` overrides (`kadr node --set`) and the
+impl Config {
+    /// Read a config file for `kadr node`, apply `key.path=value` overrides (`--set`) and the
     /// environment's secrets (`KADR_CLUSTER_COOKIE`, `KADR_ADMIN_TOKEN`), then validate.
     pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        Self::load_for(path, overrides, Purpose::Node)
+    }
+
+    /// As [`Config::load_with`], validating what `purpose` uses.
+    pub fn load_for(
+        path: &Path,
+        overrides: &[String],
+        purpose: Purpose,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -369,7 +382,11 @@ impl Config {
             .collect();
         if overrides.is_empty() && from_env.is_empty() {
             // Straight from the text, so errors carry line numbers.
-            return Self::parse(&text, path, base);
+            let cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            return cfg.resolve(path, base, purpose);
         }
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -390,7 +407,7 @@ impl Config {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        cfg.resolve(path, base)
+        cfg.resolve(path, base, purpose)
     }
 
     /// Parse and validate config text; relative paths are resolved against `base`.
@@ -399,11 +416,11 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        cfg.resolve(path, base)
+        cfg.resolve(path, base, Purpose::Node)
     }
 
     /// Make relative paths relative to the config's folder, then validate.
-    fn resolve(mut self, path: &Path, base: &Path) -> Result<Self, ConfigError> {
+    fn resolve(mut self, path: &Path, base: &Path, purpose: Purpose) -> Result<Self, ConfigError> {
         let cfg = &mut self;
         if let Some(tls) = cfg.cluster.tls.as_mut() {
             for p in [&mut tls.cert, &mut tls.key, &mut tls.ca] {
@@ -420,11 +437,11 @@ impl Config {
                 *lib = base.join(&*lib);
             }
         }
-        self.validate(path)?;
+        self.validate(path, purpose)?;
         Ok(self)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &Path, purpose: Purpose) -> Result<(), ConfigError> {
         let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             field,
@@ -561,7 +578,9 @@ impl Config {
                 return Err(invalid(field, format!("is {v}, must be {least}..={most}")));
             }
         }
-        self.validate_cluster(path)?;
+        if purpose == Purpose::Node {
+            self.validate_cluster(path)?;
+        }
         if !(1..=u16::MAX as usize).contains(&self.limits.max_stream_id_bytes) {
             return Err(invalid(
                 "limits.max_stream_id_bytes",
@@ -822,6 +841,22 @@ mod tests {
         assert!(!format!("{c:?}").contains("the-cookie-1"));
         let err = Config::load_with(&path, &["detector.pool_size=x".into()]).unwrap_err();
         assert!(err.to_string().contains("pool_size"), "{err}");
+    }
+
+    #[test]
+    fn bench_model_needs_no_cookie_and_a_node_does() {
+        let dir = std::env::temp_dir().join(format!("kadr-purpose-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bench.toml");
+        let model = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        std::fs::write(&path, format!("[model]\npath = {model:?}\n")).unwrap();
+        assert!(Config::load_for(&path, &[], Purpose::BenchModel).is_ok());
+        // (Unless the environment carries a cookie, as a developer's shell may.)
+        if std::env::var("KADR_CLUSTER_COOKIE").is_err() {
+            let err = Config::load_for(&path, &[], Purpose::Node).unwrap_err();
+            assert!(err.to_string().contains("cluster.cookie"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -149,14 +149,6 @@ impl Cluster {
         }
     }
 
-    pub async fn view(&self) -> anyhow::Result<membership::ClusterView> {
-        Ok(ractor::call_t!(
-            self.membership,
-            MembershipMsg::Snapshot,
-            2000
-        )?)
-    }
-
     pub async fn shutdown(self) {
         self.acceptor.abort();
         self.membership.stop(None);

@@ -1,0 +1,55 @@
+//! The `kadr` command's subcommands, one module each: its arguments and what it does.
+
+pub mod bench_model;
+pub mod detect;
+pub mod node;
+pub mod publish;
+pub mod subscribe;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "kadr",
+    version,
+    about = "YOLOv7 object detection for live video over Redis pub/sub"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a node: take frames from Redis, detect, publish results in order.
+    Node(node::NodeArgs),
+    /// Detect objects in still images (JPEG or PNG); prints one JSON line per image.
+    Detect(detect::DetectArgs),
+    /// Measure the model alone with a node's settings: inference, and whole frames (decode,
+    /// letterbox, inference, NMS), with the node's pool size of sessions in parallel.
+    BenchModel(bench_model::BenchModelArgs),
+    /// Publish a video file, image folder or camera as frame messages.
+    Publish(publish::PublishArgs),
+    /// Print a stream's results as JSON lines, with live progress on stderr.
+    Subscribe(subscribe::SubscribeArgs),
+}
+
+/// Where a client finds Redis and the channels.
+#[derive(Args)]
+pub struct RedisArgs {
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    #[arg(long, default_value = "kadr")]
+    pub prefix: String,
+}
+
+/// Run the subcommand given on the command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Detect(args) => detect::run(args),
+        Command::BenchModel(args) => bench_model::run(args).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Subscribe(args) => subscribe::run(args).await,
+    }
+}
