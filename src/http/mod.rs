@@ -1,5 +1,6 @@
-//! The HTTP side of a node: the admin API ([`admin`]: health, cluster view, streams, metrics,
-//! pool resizing) and the browser viewer ([`viewer`]) on the same port.
+//! The HTTP side of a node: the admin API ([`admin`]: health, cluster view, streams, pool
+//! resizing), its `/metrics` ([`metrics`]) and the browser viewer ([`viewer`]) on the same port.
 
 pub mod admin;
+pub mod metrics;
 pub mod viewer;

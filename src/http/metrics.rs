@@ -1,0 +1,266 @@
+//! `/metrics`: the node's counters, gauges and per-stream figures in the Prometheus text
+//! format. Every metric is one row of the table in [`prometheus_text`]: its name, its help text
+//! and where its value comes from.
+
+use std::fmt::Write;
+
+use crate::stats::Stats;
+use crate::stream_stats::StreamReport;
+
+/// The Prometheus text exposition format.
+pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
+    let mut out = String::with_capacity(4096);
+    let counters = [
+        (
+            "kadr_frames_received_total",
+            "Messages received on frame channels.",
+            stats.received.get(),
+        ),
+        (
+            "kadr_frames_accepted_total",
+            "Frames accepted.",
+            stats.accepted.get(),
+        ),
+        (
+            "kadr_frames_refused_total",
+            "Messages refused with an error.",
+            stats.errors.get(),
+        ),
+        (
+            "kadr_frames_detected_total",
+            "Frames published with detections.",
+            stats.detected.get(),
+        ),
+        (
+            "kadr_frames_dropped_total",
+            "Frames dropped for lateness.",
+            stats.dropped.get(),
+        ),
+        (
+            "kadr_frames_failed_total",
+            "Frames whose detection failed.",
+            stats.failed.get(),
+        ),
+        (
+            "kadr_frames_lost_total",
+            "Frames with no result in time.",
+            stats.lost.get(),
+        ),
+        (
+            "kadr_frames_missing_total",
+            "Sequence numbers never received.",
+            stats.missing.get(),
+        ),
+        (
+            "kadr_frames_redispatched_total",
+            "Frames sent again after their detector was lost.",
+            stats.redispatched.get(),
+        ),
+        (
+            "kadr_late_results_total",
+            "Results that came after their frame was accounted for.",
+            stats.late_results.get(),
+        ),
+        (
+            "kadr_inferences_total",
+            "Frames this node's detectors finished.",
+            stats.inferences.get(),
+        ),
+        (
+            "kadr_detector_restarts_total",
+            "Detectors restarted after a failure.",
+            stats.detector_restarts.get(),
+        ),
+        (
+            "kadr_ingress_restarts_total",
+            "Times the source, dispatcher and sequencer were restarted after one failed.",
+            stats.ingress_restarts.get(),
+        ),
+        (
+            "kadr_pool_restarts_total",
+            "Times the detector pool was restarted after it failed.",
+            stats.pool_restarts.get(),
+        ),
+        (
+            "kadr_parts_down",
+            "Parts of the node down and being restarted now.",
+            stats.parts_down.get(),
+        ),
+        (
+            "kadr_results_fenced_total",
+            "Results not published: another node held the source lease by then.",
+            stats.fenced.get(),
+        ),
+        (
+            "kadr_publish_errors_total",
+            "Redis publishes that failed.",
+            stats.publish_errors.get(),
+        ),
+        (
+            "kadr_redis_outages_total",
+            "Times the source found Redis unreachable (one per outage).",
+            stats.redis_outages.get(),
+        ),
+        (
+            "kadr_pubsub_disconnects_total",
+            "Times Redis closed the source's subscription (see client-output-buffer-limit).",
+            stats.pubsub_disconnects.get(),
+        ),
+        (
+            "kadr_redis_down",
+            "1 while the source cannot reach Redis.",
+            stats.redis_down.get(),
+        ),
+        (
+            "kadr_detect_fps",
+            "Frames this node's detectors finished per second, over the last heartbeat.",
+            stats.detect_fps_tenths.get() / 10,
+        ),
+        (
+            "kadr_malformed_messages_total",
+            "Messages from peers that could not be decoded.",
+            stats.malformed.get(),
+        ),
+        (
+            "kadr_cluster_handshake_timeouts_total",
+            "Connections to the cluster port closed for not authenticating in time.",
+            stats.cluster_handshake_timeouts.get(),
+        ),
+        (
+            "kadr_cluster_connections_refused_total",
+            "Connections to the cluster port closed at accept: too many waiting to authenticate.",
+            stats.cluster_connections_refused.get(),
+        ),
+        (
+            "kadr_cluster_accept_errors_total",
+            "Errors accepting on the cluster port (out of file descriptors).",
+            stats.cluster_accept_errors.get(),
+        ),
+        (
+            "kadr_frames_in_flight",
+            "Frames this node's dispatcher has at detectors.",
+            stats.dispatch_in_flight.get(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}"
+        );
+    }
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            "kadr_frames_queued",
+            "Frames waiting for a detector.",
+            stats.dispatch_queued.get(),
+        ),
+        (
+            "kadr_detectors",
+            "Detectors this node runs.",
+            stats.detectors.get(),
+        ),
+        (
+            "kadr_detectors_busy",
+            "Detectors of this node working now.",
+            stats.busy.get(),
+        ),
+        (
+            "kadr_cluster_detectors",
+            "Detectors in the cluster this node's dispatcher can use.",
+            stats.cluster_detectors.get(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}"
+        );
+    }
+    if !streams.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP kadr_stream_fps Detections published per second.\n# TYPE kadr_stream_fps gauge"
+        );
+        for s in streams {
+            let _ = writeln!(
+                out,
+                "kadr_stream_fps{{node=\"{node}\",stream=\"{}\"}} {}",
+                escape(&s.stream),
+                s.fps
+            );
+        }
+        let _ = writeln!(out, "# HELP kadr_stream_latency_ms Capture to publication, recent frames.\n# TYPE kadr_stream_latency_ms gauge");
+        for s in streams {
+            if let Some(l) = &s.latency_ms {
+                for (q, v) in [("0.5", l.p50), ("0.95", l.p95), ("0.99", l.p99)] {
+                    let _ = writeln!(out, "kadr_stream_latency_ms{{node=\"{node}\",stream=\"{}\",quantile=\"{q}\"}} {v}", escape(&s.stream));
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP kadr_stream_frames_total Frames per stream by outcome.\n# TYPE kadr_stream_frames_total counter");
+        for s in streams {
+            for (outcome, v) in [
+                ("in", s.frames_in),
+                ("detected", s.frames_out),
+                ("dropped", s.dropped),
+                ("failed", s.failed),
+                ("lost", s.lost),
+                ("missing", s.missing),
+                ("refused", s.errors),
+            ] {
+                let _ = writeln!(out, "kadr_stream_frames_total{{node=\"{node}\",stream=\"{}\",outcome=\"{outcome}\"}} {v}", escape(&s.stream));
+            }
+        }
+    }
+    out
+}
+
+/// Label values escape backslash, quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let stats = Stats::default();
+        stats.detected.add(5);
+        let streams = vec![StreamReport {
+            stream: "cam\"1".into(),
+            frames_in: 6,
+            frames_out: 5,
+            fps: 25.0,
+            latency_ms: Some(crate::stream_stats::Percentiles {
+                p50: 60.0,
+                p95: 70.0,
+                p99: 80.0,
+            }),
+            dropped: 1,
+            failed: 0,
+            lost: 0,
+            missing: 0,
+            errors: 0,
+            late: 0,
+        }];
+        let text = prometheus_text("n1", &stats, &streams);
+        assert!(text.contains("# TYPE kadr_frames_detected_total counter\nkadr_frames_detected_total{node=\"n1\"} 5\n"));
+        assert!(text.contains(
+            "kadr_stream_latency_ms{node=\"n1\",stream=\"cam\\\"1\",quantile=\"0.99\"} 80"
+        ));
+        // Every sample line is `name{labels} value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
