@@ -37,11 +37,6 @@ impl Backoff {
         wait
     }
 
-    /// The wait [`Backoff::next_wait`] will give, without spending it.
-    pub fn peek(&self) -> Duration {
-        self.next
-    }
-
     /// After a success: start again from the first wait.
     pub fn reset(&mut self) {
         self.next = self.first;

@@ -205,7 +205,10 @@ impl Node {
         if let Some(ingress) = &running.ingress {
             // Hold the lease while the frames inside are finished and published, then give it
             // up so that a standby takes over at once, after the last of them.
-            let renewing = self.lease.clone().map(|l| tokio::spawn(keep_renewing(l)));
+            let renewing = self
+                .lease
+                .clone()
+                .map(|l| tokio::spawn(l.renew_until_lost()));
             let _ = ingress.source.stop_and_wait(None, Some(drain)).await;
             let drain_ms = drain.as_millis() as u64;
             let _ = ractor::call_t!(ingress.dispatcher, DispatchMsg::Drained, drain_ms);
@@ -227,14 +230,6 @@ impl Node {
         self.supervisor.stop(None);
         let _ = self.supervisor_done.await;
         self.cluster.shutdown().await;
-    }
-}
-
-/// Renew the lease every third of its lifetime (while a shutdown drains).
-async fn keep_renewing(mut lease: Lease) {
-    loop {
-        let _ = lease.renew().await;
-        tokio::time::sleep(lease.ttl() / 3).await;
     }
 }
 

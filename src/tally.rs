@@ -125,10 +125,21 @@ impl StreamTally {
         self.summary.errors += 1;
     }
 
-    /// The tally so far, with rate and latency percentiles worked out.
+    /// The counts so far, without the rate and latency percentiles (cheap enough for every
+    /// message; [`StreamTally::summary`] works those out too).
+    pub fn counts(&self) -> &TallySummary {
+        &self.summary
+    }
+
+    /// When the first and the last detection arrived.
+    pub fn detection_span(&self) -> Option<(Instant, Instant)> {
+        Some((self.first_detection_at?, self.last_detection_at?))
+    }
+
+    /// The tally so far, with rate and latency percentiles worked out (sorts every latency).
     pub fn summary(&self) -> TallySummary {
         let mut s = self.summary.clone();
-        if let (Some(a), Some(b)) = (self.first_detection_at, self.last_detection_at) {
+        if let Some((a, b)) = self.detection_span() {
             let secs = (b - a).as_secs_f64();
             if secs > 0.0 {
                 s.fps = round1(s.detected.saturating_sub(1) as f64 / secs);

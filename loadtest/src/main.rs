@@ -229,9 +229,25 @@ async fn main() -> anyhow::Result<()> {
         latencies.extend(t.recent_latencies(usize::MAX));
     }
     let p = percentiles(&latencies);
-    let delivered_fps = st.values().map(|t| t.summary().fps).sum::<f64>();
+    // Detections per second over all streams, from the first to arrive to the last.
+    let first = st
+        .values()
+        .filter_map(|t| t.detection_span())
+        .map(|s| s.0)
+        .min();
+    let last = st
+        .values()
+        .filter_map(|t| t.detection_span())
+        .map(|s| s.1)
+        .max();
+    let delivered_fps = match (first, last) {
+        (Some(a), Some(b)) if b > a => {
+            total.detected.saturating_sub(1) as f64 / (b - a).as_secs_f64()
+        }
+        _ => 0.0,
+    };
     let complete = st.values().all(|t| {
-        let s = t.summary();
+        let s = t.counts();
         s.first_seq == Some(0)
             && s.frames == total_per_stream
             && s.order_violations == 0
@@ -276,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
 fn total_of(tallies: &BTreeMap<String, StreamTally>) -> TallySummary {
     let mut total = TallySummary::default();
     for t in tallies.values() {
-        total.add(&t.summary());
+        total.add(t.counts());
     }
     total
 }

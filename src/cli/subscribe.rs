@@ -91,15 +91,15 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let s = tally.summary();
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
+            let s = tally.summary();
             eprintln!(
                 "[{}] frames {}  detected {}  gaps {}  errors {}  {:.1} fps",
                 args.stream, s.frames, s.detected, s.gap_frames, s.errors, s.fps
             );
         }
-        if args.count.is_some_and(|c| s.frames >= c) {
+        if args.count.is_some_and(|c| tally.counts().frames >= c) {
             break;
         }
     }

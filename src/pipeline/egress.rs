@@ -80,12 +80,7 @@ impl Egress {
             .arg(last)
             .arg(STREAM_IDLE_FORGET.as_secs());
         let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
-        // The connection manager notices a lost connection on the first command after it and
-        // reconnects; try once more so a Redis restart costs no result.
-        if result
-            .as_ref()
-            .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
-        {
+        if connection_lost(&result) {
             result = invocation.invoke_async(&mut self.conn).await;
         }
         match result {
@@ -125,10 +120,7 @@ impl Egress {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(&self.buf[..]);
         let mut result: redis::RedisResult<()> = cmd.query_async(&mut self.conn).await;
-        if result
-            .as_ref()
-            .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
-        {
+        if connection_lost(&result) {
             result = cmd.query_async(&mut self.conn).await;
         }
         if let Err(e) = result {
@@ -148,4 +140,13 @@ impl Egress {
             }
         }
     }
+}
+
+/// The connection manager notices a lost connection on the first command after it and
+/// reconnects: a command that failed so is worth one more try, so a Redis restart costs no
+/// result.
+fn connection_lost<T>(result: &redis::RedisResult<T>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
 }

@@ -94,6 +94,21 @@ impl Lease {
         }
     }
 
+    /// Renew every third of the lease's lifetime until that fails; then say why. The source
+    /// runs this while it reads, and a leaving node while it drains.
+    pub async fn renew_until_lost(mut self) -> String {
+        let mut tick = tokio::time::interval(self.ttl / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.renew().await {
+                Ok(true) => continue,
+                Ok(false) => return "another node holds it".to_string(),
+                Err(e) => return format!("Redis: {e}"),
+            }
+        }
+    }
+
     /// Who holds it now (for the standby's log line).
     pub async fn holder(&mut self) -> Option<String> {
         redis::cmd("GET")

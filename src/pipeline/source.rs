@@ -235,7 +235,10 @@ async fn pump(
         signal_ready();
         // Renew from a task of its own, so no slow message can make the lease run out.
         let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
-        let _renewer = AbortOnDrop(tokio::spawn(renew(lease.clone(), lost_tx)));
+        let renewing = lease.clone();
+        let _renewer = AbortOnDrop(tokio::spawn(async move {
+            let _ = lost_tx.send(renewing.renew_until_lost().await);
+        }));
         let mut messages = conn.on_message();
         loop {
             tokio::select! {
@@ -263,22 +266,6 @@ async fn pump(
                 }
             }
         }
-    }
-}
-
-/// Renew the lease every third of its lifetime until that fails; then say why.
-async fn renew(mut lease: Lease, lost: tokio::sync::oneshot::Sender<String>) {
-    let mut tick = tokio::time::interval(lease.ttl() / 3);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let why = match lease.renew().await {
-            Ok(true) => continue,
-            Ok(false) => "another node holds it".to_string(),
-            Err(e) => format!("Redis: {e}"),
-        };
-        let _ = lost.send(why);
-        return;
     }
 }
 
