@@ -64,3 +64,31 @@ if one and two:
     print("| --- | --- | --- | --- |")
     print(f"| {one['label']} | {one['delivered_fps']} | {one['latency_ms_p50']} | 1.00 |")
     print(f"| {two['label']} | {two['delivered_fps']} | {two['latency_ms_p50']} | {two['delivered_fps'] / max(one['delivered_fps'], 1e-9):.2f} |")
+print()
+
+# Live: freshness when detection is slower than the cameras (issue 18's targets).
+for variant, what in (("nobf16", "a CPU acting without bf16 (KADR_CPU_FLAGS='': fp32)"), ("defaults", "the shipped defaults")):
+    b = load(f"live-{variant}.bench.json")
+    if not b:
+        continue
+    call = b["infer_ms"] + b["decode_ms"] + b["letterbox_ms"] + b["postprocess_ms"]
+    print(f"Live, {what}: bench-model {b['frame_fps']} whole frames/s, {call:.1f} ms per call "
+          f"(targets: p50 <= {2.5 * call:.0f} ms, p99 <= {4 * call:.0f} ms, delivered >= {0.9 * b['frame_fps']:.1f} fps when overloaded)")
+    print()
+    print("| scenario | rule | published | detected | dropped | other gaps | delivered fps (to bench-model) | p50 / p95 / p99 ms (p50, p99 / call) "
+          "| worst stream p50 / p99 ms | share (fewest / most detected) | detected after the stream's next frame |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for scenario in ("1x", "3x", "100x", "keepsup"):
+        for rule, name in (("new", "live.queue_depth = 1"), ("old", "old: one 32-frame queue")):
+            r = load(f"live-{variant}-{rule}-{scenario}.json")
+            if not r:
+                continue
+            other = sum(v for k, v in r["gaps"].items() if k != "dropped")
+            ps = r["per_stream"]
+            print(f"| {r['label']} | {name} | {r['published']} | {r['detected']} | {r['dropped']} | {other} "
+                  f"| {r['delivered_fps']} ({r['delivered_fps'] / b['frame_fps']:.2f}) "
+                  f"| {r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} "
+                  f"({r['latency_ms_p50'] / call:.1f}x, {r['latency_ms_p99'] / call:.1f}x) "
+                  f"| {ps['worst_latency_ms_p50']} / {ps['worst_latency_ms_p99']} "
+                  f"| {ps['fair_share']} ({ps['detected_min']} / {ps['detected_max']}) | {ps['after_next_frame']} |")
+    print()

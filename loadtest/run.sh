@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate the benchmark tables of BENCHMARKS.md on this machine, in one sitting:
 #
-#   loadtest/run.sh [SECONDS]      # SECONDS per 30 fps load run (default 60)
+#   loadtest/run.sh [SECONDS] [SECTION...]   # SECONDS per 30 fps load run (default 60)
+#
+# SECTIONs (default: all, in this order): peer configs streams scaling live
 #
 # 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
 #    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
@@ -10,10 +12,17 @@
 #    (60 fps offered: the node drops the oldest frames and its delivered fps is its capacity).
 # 3. Streams: the shipped defaults under 1..4 streams of 30 fps.
 # 4. Scaling: one node pinned to one core, then a second node pinned to the other.
+# 5. Live: freshness when detection is slower than the cameras (see below), today's rule
+#    against the old one (a 32-frame queue, no per-stream depth), on the same node settings.
+# Every step says what it does; a step that fails says which and why before the script stops.
 # Results go to loadtest/results/*.json and markdown tables on stdout.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+trap 'echo "run.sh: stopped: \"$BASH_COMMAND\" failed (line $LINENO, status $?)" >&2' ERR
 SECONDS_PER_RUN=${1:-60}
+shift $(( $# > 0 ? 1 : 0 ))
+SECTIONS=${*:-peer configs streams scaling live}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
 STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
 scripts/setup.sh >/dev/null
@@ -22,14 +31,15 @@ KADR=target/release/kadr
 LOAD=target/release/kadr-loadtest
 MODEL=models/yolov7-tiny-random-384x640.onnx
 OUT=loadtest/results
-rm -rf "$OUT" && mkdir -p "$OUT"
+mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 export KADR_CLUSTER_COOKIE=${KADR_CLUSTER_COOKIE:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
 CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
-BF16=$(grep -o -w -E 'amx_bf16|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
+# No bf16 flag is an answer, not a failure (grep's status 1 would stop the script).
+BF16=$( (grep -o -w -E 'amx_bf16|avx512_bf16' /proc/cpuinfo || true) | sort -u | tr '\n' ' ')
 echo "{\"cpu\": \"$CPU\", \"bf16\": \"${BF16:-none}\", \"cores\": $(nproc), \"date\": \"$(date -u +%F)\"}" > "$OUT/machine.json"
 echo "== machine: $CPU, $(nproc) cores, bf16: ${BF16:-none}" >&2
 
@@ -44,6 +54,7 @@ export REDIS_URL
 REDIS_PID=${PIDS[0]:-}
 
 # --- 1. The peer, on the frames kadr-loadtest publishes.
+run_peer() {
 PEER=.deps/peer-venv
 if [ ! -x "$PEER/bin/python" ] || ! "$PEER/bin/python" -c 'import openvino, cv2, onnxruntime' 2>/dev/null; then
     echo "== installing the peer's packages (openvino, opencv-python-headless, onnxruntime) into $PEER" >&2
@@ -55,6 +66,8 @@ echo "== peer" >&2
 "$PEER/bin/python" loadtest/peer.py --runtime openvino --requests 1 --model "$MODEL" --frames "$WORK/frames" --seconds 20 --json "$OUT/peer-ov-1.json" >&2
 "$PEER/bin/python" loadtest/peer.py --runtime openvino --requests 2 --model "$MODEL" --frames "$WORK/frames" --seconds 20 --json "$OUT/peer-ov-2.json" >&2
 "$PEER/bin/python" loadtest/peer.py --runtime onnxruntime --model "$MODEL" --frames "$WORK/frames" --seconds 20 --json "$OUT/peer-ort.json" >&2
+}
+want peer && run_peer
 
 # start_node NAME PIN SETS...: a node (pinned to CPU list PIN unless "-"), waits until it is up.
 # NODE_ENV, if set, is prepended to the command (e.g. KADR_CPU_FLAGS= to act as a CPU without bf16).
@@ -85,6 +98,7 @@ run_config() {
     stop_nodes
 }
 
+run_configs() {
 INT8=models/yolov7-tiny-random-384x640-int8.onnx
 [ -e "$INT8" ] || .deps/venv/bin/python models/quantize_int8.py --model "$MODEL" \
     --video .deps/video/bigbuckbunny.mp4 --frames 64 --out "$INT8"
@@ -93,8 +107,11 @@ run_config "defaults on a CPU without bf16 (KADR_CPU_FLAGS='')" defaults-nobf16 
 run_config "precision = fp32 (the exact path; the old default)" fp32-exact "" 'model.precision="fp32"'
 run_config "OpenVINO bf16, 1 x 2 threads" ov-bf16-1x2 "" 'model.precision="bf16"' detector.pool_size=1 detector.intra_threads=2
 run_config "int8 model, CPU EP, 2 x 1, DCT" int8-2x1 "" "model.path=\"$PWD/$INT8\"" 'model.execution_provider="cpu"'
+}
+want configs && run_configs
 
 # --- 3. Streams of 30 fps against the shipped defaults.
+run_streams() {
 echo "== streams" >&2
 start_node lt-1 - "${NODE_PORTS[@]}"
 pid=$LAST_PID
@@ -102,8 +119,11 @@ for n in 1 2 3 4; do
     $LOAD --streams "$n" --fps 30 --seconds "$STREAM_SECONDS" --node-pid "$pid" --label "$n x 30 fps, shipped defaults" --json "$OUT/streams-$n.json" >/dev/null
 done
 stop_nodes
+}
+want streams && run_streams
 
 # --- 4. Scaling: one node on core 0, then a second (detector only) on core 1.
+run_scaling() {
 echo "== scaling" >&2
 start_node one 0 --set detector.pool_size=1 "${NODE_PORTS[@]}"
 ONE=$LAST_PID
@@ -114,5 +134,39 @@ TWO=$LAST_PID
 sleep 2
 $LOAD --fps 60 --seconds 30 --node-pid "$ONE" "$TWO" --label "2 nodes, cores 0 and 1" --json "$OUT/scale-2.json" >/dev/null
 stop_nodes
+}
+want scaling && run_scaling
+
+# --- 5. Live: cameras faster than the detectors, many slow cameras in step, and a camera the
+# node keeps up with. Each on a CPU acting without bf16 (KADR_CPU_FLAGS=: fp32, about the
+# speed of the AVX2-only machines most users have) and on the shipped defaults. "old rule" is
+# the dispatcher as it was before live.queue_depth: one 32-frame queue shared by every stream
+# (a depth no stream reaches). bench-model first, so latency reads as multiples of one call.
+LIVE_SECONDS=${LIVE_SECONDS:-30}
+OLD_RULE=(--set live.queue_depth=1024 --set limits.queue_capacity=32)
+live_runs() {  # live_runs SLUG ENV FPS_OVER: the scenarios against one node
+    local slug=$1 envs=$2 over=$3 pid=$LAST_PID
+    $LOAD --fps "$over" --seconds "$LIVE_SECONDS" --node-pid "$pid" --label "1 x $over fps" --json "$OUT/live-$slug-1x.json" >/dev/null
+    $LOAD --streams 3 --fps "$over" --seconds "$LIVE_SECONDS" --node-pid "$pid" --label "3 x $over fps" --json "$OUT/live-$slug-3x.json" >/dev/null
+    $LOAD --streams 100 --fps 0.15 --seconds 40 --node-pid "$pid" --label "100 x 0.15 fps" --json "$OUT/live-$slug-100x.json" >/dev/null
+    $LOAD --fps 10 --seconds "$LIVE_SECONDS" --node-pid "$pid" --label "1 x 10 fps (keeps up)" --json "$OUT/live-$slug-keepsup.json" >/dev/null
+}
+run_live() {
+echo "== live" >&2
+for variant in nobf16 defaults; do
+    local envs="" over=60
+    [ "$variant" = nobf16 ] && envs="KADR_CPU_FLAGS=" && over=30
+    env $envs $KADR bench-model --config cluster.toml --seconds 10 --json "$OUT/live-$variant.bench.json" >&2
+    for rule in new old; do
+        local sets=("${NODE_PORTS[@]}")
+        [ "$rule" = old ] && sets+=("${OLD_RULE[@]}")
+        echo "== live: $variant, $rule rule" >&2
+        NODE_ENV=$envs start_node lt-1 - "${sets[@]}"
+        live_runs "$variant-$rule" "$envs" "$over"
+        stop_nodes
+    done
+done
+}
+want live && run_live
 
 .deps/venv/bin/python loadtest/report.py "$OUT"

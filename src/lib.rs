@@ -38,3 +38,4 @@ pub mod stats;
 pub mod stream_stats;
 pub mod supervisor;
 pub mod tally;
+pub mod task;

@@ -20,13 +20,12 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, Role};
 use crate::http::admin::{self, AdminHandles};
 use crate::model::Backend;
-use crate::pipeline::dispatch::DispatchMsg;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{PoolArgs, PoolMsg, PoolStatus};
-use crate::pipeline::sequencer::SequencerMsg;
 use crate::protocol::Channels;
 use crate::stats::Stats;
 use crate::supervisor::{self, IngressArgs, NodeArgs, NodeMsg, Parts};
+use crate::task::OwnedTask;
 
 /// A running node and handles to its actors.
 pub struct Node {
@@ -97,7 +96,9 @@ impl Node {
             None
         };
         let lease = ingress.as_ref().map(|i| i.lease.clone());
-        let cluster = Cluster::start(cfg, stats.clone(), backend.clone()).await?;
+        let (failed_tx, failed) = watch::channel(None);
+        let cluster =
+            Cluster::start(cfg, stats.clone(), backend.clone(), failed_tx.clone()).await?;
         let pool = cfg.node.has(Role::Detector).then(|| PoolArgs {
             node: name.clone(),
             scope: scope.clone(),
@@ -107,7 +108,6 @@ impl Node {
         });
 
         let (running, parts) = supervisor::running_channel();
-        let (failed_tx, failed) = watch::channel(None);
         let stopping = Arc::new(AtomicBool::new(false));
         let (supervisor, supervisor_done) = supervisor::start(NodeArgs {
             pool,
@@ -149,7 +149,7 @@ impl Node {
             node: self.name.clone(),
             backend: self.backend.clone(),
             stats: self.stats.clone(),
-            membership: self.cluster.membership.clone(),
+            membership: self.cluster.membership_watch(),
             parts: self.parts.clone(),
         }
     }
@@ -205,18 +205,15 @@ impl Node {
         if let Some(ingress) = &running.ingress {
             // Hold the lease while the frames inside are finished and published, then give it
             // up so that a standby takes over at once, after the last of them.
-            let renewing = self
-                .lease
-                .clone()
-                .map(|l| tokio::spawn(l.renew_until_lost()));
-            let _ = ingress.source.stop_and_wait(None, Some(drain)).await;
-            let drain_ms = drain.as_millis() as u64;
-            let _ = ractor::call_t!(ingress.dispatcher, DispatchMsg::Drained, drain_ms);
-            let _ = ractor::call!(ingress.sequencer, SequencerMsg::Flush);
-            ingress.dispatcher.stop(None);
-            ingress.sequencer.stop(None);
+            // Owned: if this shutdown times out, dropping it stops the renewing too.
+            let renewing = self.lease.clone().map(|l| {
+                OwnedTask::spawn(async move {
+                    l.renew_until_lost().await;
+                })
+            });
+            ingress.drain_and_stop(None, drain).await;
             if let Some(task) = renewing {
-                task.abort();
+                task.stop().await;
             }
             if let Some(mut lease) = self.lease.clone() {
                 lease.release().await;

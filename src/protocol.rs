@@ -355,6 +355,12 @@ pub struct DetectionsMessage {
     pub width: u32,
     pub height: u32,
     pub detections: Vec<Detection>,
+    /// How long the frame waited in the source node for a detector, and how long it was at
+    /// one (transfer, decode, inference), in milliseconds; set by the node that accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_ms: Option<f64>,
 }
 
 /// Why sequence numbers have no detections.

@@ -66,6 +66,10 @@ pub struct Stats {
     pub redis_down: Counter,
     /// Times Redis closed the source's subscription while Redis itself stayed up.
     pub pubsub_disconnects: Counter,
+    /// Live frames dropped (within `dropped`) because a newer frame of their stream was
+    /// waiting, and because they waited past their stream's `live.max_wait_ms`.
+    pub superseded: Counter,
+    pub too_old: Counter,
     /// Frames sent to another detector because the one holding them was lost.
     pub redispatched: Counter,
     /// Results that came after their frame was accounted for (sent again, or timed out).

@@ -23,6 +23,9 @@ pub struct StreamStats {
     errors: u64,
     /// Capture-to-publish latency of recent frames, in milliseconds.
     latencies_ms: VecDeque<f64>,
+    /// Of the same frames: time waiting in the node for a detector, and time at one.
+    queued_ms: VecDeque<f64>,
+    detect_ms: VecDeque<f64>,
     /// When recent detections were published.
     published: VecDeque<Instant>,
 }
@@ -46,6 +49,10 @@ pub struct StreamReport {
     pub fps: f64,
     /// Capture timestamp to publication, over the last 1024 frames; null before the first.
     pub latency_ms: Option<Percentiles>,
+    /// Of that: how long frames waited in the node for a detector (how stale the frames being
+    /// detected are), and how long they were at a detector (transfer, decode, inference).
+    pub queued_ms: Option<Percentiles>,
+    pub detect_ms: Option<Percentiles>,
     pub dropped: u64,
     /// Frames in `gap` messages, by reason (`dropped` is counted above).
     pub failed: u64,
@@ -75,12 +82,14 @@ impl StreamStats {
         }
     }
 
-    pub fn published(&mut self, latency_ms: f64, now: Instant) {
+    /// A detection was published: its latency, and where the time went when known.
+    pub fn published(&mut self, latency_ms: f64, timing: Option<(f64, f64)>, now: Instant) {
         self.frames_out += 1;
-        if self.latencies_ms.len() == LATENCY_WINDOW {
-            self.latencies_ms.pop_front();
+        push_bounded(&mut self.latencies_ms, latency_ms);
+        if let Some((queued, detect)) = timing {
+            push_bounded(&mut self.queued_ms, queued);
+            push_bounded(&mut self.detect_ms, detect);
         }
-        self.latencies_ms.push_back(latency_ms);
         self.published.push_back(now);
         self.trim(now);
     }
@@ -114,6 +123,8 @@ impl StreamStats {
             frames_out: self.frames_out,
             fps: (fps * 10.0).round() / 10.0,
             latency_ms: percentiles(&self.latencies_ms),
+            queued_ms: percentiles(&self.queued_ms),
+            detect_ms: percentiles(&self.detect_ms),
             dropped: self.dropped,
             failed: self.failed,
             lost: self.lost,
@@ -122,6 +133,13 @@ impl StreamStats {
             late,
         }
     }
+}
+
+fn push_bounded(window: &mut VecDeque<f64>, value: f64) {
+    if window.len() == LATENCY_WINDOW {
+        window.pop_front();
+    }
+    window.push_back(value);
 }
 
 /// Nearest-rank percentiles.
@@ -164,7 +182,7 @@ mod tests {
         for i in 0..(LATENCY_WINDOW as u64 + 50) {
             s.accepted();
             // 25 fps
-            s.published(40.0, t0 + Duration::from_millis(40 * i));
+            s.published(40.0, Some((5.0, 30.0)), t0 + Duration::from_millis(40 * i));
         }
         s.gap(GapReason::Dropped, 2);
         s.gap(GapReason::Missing, 3);
@@ -175,6 +193,9 @@ mod tests {
         assert_eq!(r.frames_out, LATENCY_WINDOW as u64 + 50);
         assert!((r.fps - 25.0).abs() < 1.0, "{}", r.fps);
         assert_eq!(s.latencies_ms.len(), LATENCY_WINDOW);
+        assert_eq!(s.queued_ms.len(), LATENCY_WINDOW);
+        assert_eq!(r.queued_ms.as_ref().map(|p| p.p99), Some(5.0));
+        assert_eq!(r.detect_ms.as_ref().map(|p| p.p50), Some(30.0));
         assert!(s.published.len() <= 126);
         assert_eq!((r.dropped, r.missing, r.errors, r.late), (2, 3, 1, 1));
         // Quiet for longer than the window: no rate.

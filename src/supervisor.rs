@@ -5,22 +5,28 @@
 //! NodeSupervisor ─────────────── gives up past its budget: the process exits non-zero
 //!  ├── Pool                       detector role; restarted if it fails
 //!  │    └── Detector × pool_size  restarted one by one by the pool
-//!  └── IngressSupervisor          source and sequencer roles
-//!       ├── Sequencer             ┐ one for all: the three share every frame's story, so a
-//!       ├── Dispatcher            │ failure of one restarts the three, the way a standby
-//!       └── Source                ┘ source node takes a stream over
+//!  ├── Sequencer                  ┐ source and sequencer roles, one for all: the three share
+//!  ├── Dispatcher                 │ every frame's story, so a failure of one restarts the
+//!  └── Source                     ┘ three, the way a standby source node takes a stream over
+//!
+//! ClusterSupervisor (crate::cluster) ─ gives up the same way
+//!  ├── NodeServer                 ractor_cluster's sessions with the peers: not restarted
+//!  └── Membership                 restarted within the same budget
 //! ```
 //!
-//! When an ingress actor fails, the survivors are stopped (the sequencer first publishes what it
-//! can, reporting frames still at detectors as `lost`), and a new source, dispatcher and
-//! sequencer start with the same source lease. The new sequencer finds each stream's last
-//! published sequence number in Redis and reports the frames between it and the next one it sees
-//! as a `missing` gap, so every frame is still accounted for. `/health` answers 503
-//! `restarting` meanwhile. More than [`MAX_RESTARTS`] restarts of one part within
-//! [`RESTART_WINDOW`] mean something is wrong that a restart will not mend: the node supervisor
-//! stops and [`Node::failed`](crate::node::Node::failed) says why.
+//! Background tasks have owners too ([`crate::task`]): each dies with the actor or value that
+//! spawned it.
+//!
+//! When an ingress actor fails, the survivors are drained and stopped by the same routine a
+//! shutdown uses ([`Ingress::drain_and_stop`]: the sequencer publishes what it can, reporting
+//! frames still at detectors as `lost`), and a new source, dispatcher and sequencer start with
+//! the same source lease. The new sequencer finds each stream's last published sequence number
+//! in Redis and reports the frames between it and the next one it sees as a `missing` gap, so
+//! every frame is still accounted for. `/health` answers 503 `restarting` meanwhile. More than
+//! [`MAX_RESTARTS`] restarts of one part within [`RESTART_WINDOW`] mean something is wrong that
+//! a restart will not mend: the node supervisor stops and
+//! [`Node::failed`](crate::node::Node::failed) says why.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,10 +46,8 @@ use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
 use crate::protocol::Channels;
 use crate::stats::Stats;
+use crate::task::{RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 
-/// Restarts of one part allowed within [`RESTART_WINDOW`] before the node gives up.
-pub const MAX_RESTARTS: usize = 5;
-pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// How long a restart waits for a surviving actor to stop or the sequencer to flush.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -56,6 +60,41 @@ pub struct Ingress {
 }
 
 impl Ingress {
+    /// The one drain routine, for a shutdown and for a restart after the part `gone` failed
+    /// (what is gone is skipped): stop taking frames in, let the frames at detectors finish if
+    /// their results can still be taken (up to `drain`), publish everything outstanding (what
+    /// cannot finish becomes `lost` gaps), then stop the dispatcher and the sequencer.
+    pub async fn drain_and_stop(&self, gone: Option<&ActorCell>, drain: Duration) {
+        let alive = |cell: &ActorCell| gone.is_none_or(|g| g.get_id() != cell.get_id());
+        let (source, dispatcher, sequencer) = (
+            self.source.get_cell(),
+            self.dispatcher.get_cell(),
+            self.sequencer.get_cell(),
+        );
+        if alive(&source) {
+            let _ = source.stop_and_wait(None, Some(STOP_WAIT)).await;
+        }
+        if alive(&dispatcher) && alive(&sequencer) {
+            let _ = ractor::call_t!(
+                self.dispatcher,
+                DispatchMsg::Drained,
+                drain.as_millis() as u64
+            );
+        }
+        if alive(&sequencer) {
+            let _ = ractor::call_t!(
+                self.sequencer,
+                SequencerMsg::Flush,
+                STOP_WAIT.as_millis() as u64
+            );
+        }
+        for cell in [dispatcher, sequencer] {
+            if alive(&cell) {
+                let _ = cell.stop_and_wait(None, Some(STOP_WAIT)).await;
+            }
+        }
+    }
+
     fn owns(&self, cell: &ActorCell) -> Option<&'static str> {
         let id = cell.get_id();
         if id == self.source.get_id() {
@@ -105,40 +144,6 @@ impl Parts {
             .ingress
             .as_ref()
             .map(|i| i.sequencer.clone())
-    }
-}
-
-/// At most `max` restarts in any `window`.
-#[derive(Debug)]
-pub struct RestartBudget {
-    max: usize,
-    window: Duration,
-    recent: VecDeque<Instant>,
-}
-
-impl RestartBudget {
-    pub fn new(max: usize, window: Duration) -> Self {
-        Self {
-            max,
-            window,
-            recent: VecDeque::new(),
-        }
-    }
-
-    /// Spend one restart at `now`; false once the budget is spent.
-    pub fn spend(&mut self, now: Instant) -> bool {
-        while self
-            .recent
-            .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) > self.window)
-        {
-            self.recent.pop_front();
-        }
-        if self.recent.len() >= self.max {
-            return false;
-        }
-        self.recent.push_back(now);
-        true
     }
 }
 
@@ -278,7 +283,9 @@ impl Actor for NodeSupervisor {
             error!(part, %why, "an ingress actor stopped; restarting source, dispatcher and sequencer");
             state.args.stats.parts_down.inc();
             state.args.running.send_modify(|r| r.ingress = None);
-            stop_survivors(running.ingress.as_ref().unwrap(), &cell).await;
+            if let Some(ingress) = &running.ingress {
+                ingress.drain_and_stop(Some(&cell), STOP_WAIT).await;
+            }
             myself.send_message(NodeMsg::RestartIngress)?;
         }
         Ok(())
@@ -385,6 +392,7 @@ async fn spawn_ingress(
             scope: args.scope.clone(),
             max_in_flight: cfg.detector.max_in_flight,
             queue_capacity: cfg.limits.queue_capacity,
+            live: cfg.live.clone(),
             frame_timeout: cfg.frame_timeout(),
             sequencer: sequencer.clone(),
             stats: args.stats.clone(),
@@ -431,33 +439,6 @@ async fn spawn_ingress(
 /// dispatcher and sequencer live; a surviving sequencer publishes what it holds.
 /// Killed, not stopped: a stopping source would give the lease away, and its successor is about
 /// to renew it.
-async fn stop_survivors(ingress: &Ingress, gone: &ActorCell) {
-    let alive = |cell: &ActorCell| cell.get_id() != gone.get_id();
-    if alive(&ingress.source.get_cell()) {
-        let _ = ingress.source.kill_and_wait(Some(STOP_WAIT)).await;
-    }
-    // Frames at detectors finish first if the dispatcher and sequencer can take their results.
-    if alive(&ingress.dispatcher.get_cell()) && alive(&ingress.sequencer.get_cell()) {
-        let _ = ractor::call_t!(
-            ingress.dispatcher,
-            DispatchMsg::Drained,
-            STOP_WAIT.as_millis() as u64
-        );
-    }
-    if alive(&ingress.sequencer.get_cell()) {
-        let _ = ractor::call_t!(
-            ingress.sequencer,
-            SequencerMsg::Flush,
-            STOP_WAIT.as_millis() as u64
-        );
-    }
-    for cell in [ingress.dispatcher.get_cell(), ingress.sequencer.get_cell()] {
-        if alive(&cell) {
-            let _ = cell.kill_and_wait(Some(STOP_WAIT)).await;
-        }
-    }
-}
-
 /// ractor wraps start-up errors in its own words, once per actor level; keep the sentence that
 /// says what to do.
 pub(crate) fn root_cause(message: &str) -> String {
@@ -491,20 +472,5 @@ mod tests {
         let nested = "Actor panicked during startup 'Actor panicked during startup 'model x could not be loaded''";
         assert_eq!(root_cause(nested), "model x could not be loaded");
         assert_eq!(root_cause("plain"), "plain");
-    }
-
-    #[test]
-    fn the_budget_allows_so_many_restarts_per_window() {
-        let mut b = RestartBudget::new(2, Duration::from_secs(60));
-        let t0 = Instant::now();
-        assert!(b.spend(t0));
-        assert!(b.spend(t0 + Duration::from_secs(1)));
-        assert!(
-            !b.spend(t0 + Duration::from_secs(2)),
-            "third within the window"
-        );
-        // The first has left the window.
-        assert!(b.spend(t0 + Duration::from_secs(61)));
-        assert!(!b.spend(t0 + Duration::from_secs(61)));
     }
 }

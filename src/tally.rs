@@ -201,6 +201,8 @@ mod tests {
             width: 1,
             height: 1,
             detections: vec![],
+            queued_ms: None,
+            detect_ms: None,
         })
     }
 

@@ -13,7 +13,7 @@ fn venv_python() -> Option<std::path::PathBuf> {
     if py.is_file() {
         Some(py)
     } else {
-        eprintln!("SKIP: .deps/venv is absent; run scripts/setup.sh");
+        common::skip(".deps/venv is absent; run scripts/setup.sh");
         None
     }
 }

@@ -648,7 +648,7 @@ fn a_node_reports_redis_down_and_still_stops_on_sigterm() {
     };
     let mut redis = common::Redis::start();
     if !redis.owned() {
-        eprintln!("SKIP: REDIS_URL is set; this test stops its own server");
+        common::skip("REDIS_URL is set; this test stops its own server");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -707,7 +707,7 @@ fn a_node_that_cannot_start_says_why_without_secrets_or_the_lease() {
     };
     let redis = common::Redis::start();
     if !redis.owned() {
-        eprintln!("SKIP: REDIS_URL is set; this test sets a password on its own server");
+        common::skip("REDIS_URL is set; this test sets a password on its own server");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -807,7 +807,7 @@ fn three_thousand_idle_connections_leave_the_node_serving() {
     // This test process holds the 3,000 sockets itself.
     let open_files = kadr::node::raise_open_files_limit().unwrap_or(0);
     if open_files < 3_500 {
-        eprintln!("SKIP: this process may open only {open_files} files");
+        common::skip(&format!("this process may open only {open_files} files"));
         return;
     }
     let redis = common::Redis::start();

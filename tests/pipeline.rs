@@ -490,7 +490,7 @@ async fn a_node_whose_part_keeps_failing_gives_up() {
     };
     let t = TestNode::start(&model, "[detector]\npool_size = 1\n", "budget").await;
     let gave_up = async {
-        for _ in 0..=kadr::supervisor::MAX_RESTARTS {
+        for _ in 0..=kadr::task::MAX_RESTARTS {
             let before = t.node.stats.ingress_restarts.get();
             t.node.inject_crash("sequencer");
             while t.node.stats.ingress_restarts.get() == before {
@@ -509,17 +509,20 @@ async fn a_node_whose_part_keeps_failing_gives_up() {
     );
     assert_eq!(
         t.node.stats.ingress_restarts.get(),
-        kadr::supervisor::MAX_RESTARTS as u64
+        kadr::task::MAX_RESTARTS as u64
     );
     t.stop().await;
 }
 
+/// `limits.queue_capacity`, the memory bound on live frames waiting, holds on its own too: a
+/// stream allowed to queue deeper than it (`live.queue_depth`) loses its oldest frames there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 2\n";
+    let extra =
+        "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 2\n[live]\nqueue_depth = 64\n";
     let mut t = TestNode::start(&model, extra, "live").await;
     for seq in 0..40 {
         t.publish(seq, 0, &jpeg).await;
@@ -544,6 +547,147 @@ async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
     // The last frame published is never the one dropped.
     assert!(matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == 39));
     assert_eq!(t.node.stats.dropped.get(), dropped);
+    t.stop().await;
+}
+
+/// A live camera much faster than its one detector: results stay fresh. With the default
+/// `live.queue_depth = 1` a frame waits at most while the detector finishes the one before it,
+/// never behind a queue of its own stream's older frames (the old 32-frame queue made every
+/// result about 32 inferences old); the frames passed over are `dropped` gaps that say why,
+/// and every frame is accounted for, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_faster_than_its_detector_gets_fresh_results() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n";
+    let mut t = TestNode::start(&model, extra, "fast").await;
+    const FRAMES: u64 = 80;
+    for seq in 0..FRAMES {
+        t.publish(seq, 0, &jpeg).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = t.collect(FRAMES, 0, Duration::from_secs(120)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    let dropped: u64 = gaps.iter().map(|g| g.1).sum();
+    assert_eq!(
+        detected + dropped,
+        FRAMES,
+        "every frame accounted for: {gaps:?}"
+    );
+    assert!(
+        dropped > 0 && detected >= 2,
+        "{detected} detected, {gaps:?}"
+    );
+    let mut max_detect: f64 = 0.0;
+    let mut max_queued: f64 = 0.0;
+    for m in &out.messages {
+        match m {
+            OutputMessage::Gap(g) => {
+                assert_eq!(g.reason, GapReason::Dropped, "{g:?}");
+                assert_eq!(
+                    g.detail.as_deref(),
+                    Some(kadr::config::live::SUPERSEDED),
+                    "a live frame is dropped only for a newer one"
+                );
+            }
+            OutputMessage::Detections(d) => {
+                max_queued = max_queued.max(d.queued_ms.expect("timed by the node"));
+                max_detect = max_detect.max(d.detect_ms.expect("timed by the node"));
+            }
+        }
+    }
+    // The bound: a frame waits for at most the inference ahead of it (relative to this run's
+    // own inference time, so a slow or busy machine does not change the verdict).
+    assert!(
+        max_queued <= 2.0 * max_detect + 50.0,
+        "a frame waited {max_queued} ms for a detector whose longest frame took {max_detect} ms"
+    );
+    assert!(
+        matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == FRAMES - 1),
+        "the newest frame is never the one dropped"
+    );
+    assert_eq!(t.node.stats.superseded.get(), dropped);
+    t.stop().await;
+}
+
+/// Many slow cameras publishing in step (40 of them, a frame each at the same moment, twice)
+/// against one detector: each has one frame waiting, none newer, so none is stale and every
+/// frame is detected. The old rule shed 8 of each burst because the shared queue held 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_cameras_in_step_lose_no_frame_to_each_other() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n";
+    let mut t = TestNode::start(&model, extra, "unused").await;
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut results = client.get_async_pubsub().await.unwrap();
+    results
+        .psubscribe(format!("{}:detections:*", t.prefix))
+        .await
+        .unwrap();
+    let mut results = results.into_on_message();
+    const CAMERAS: u64 = 40;
+    let mut msg = Vec::new();
+    for round in 0..2u64 {
+        for cam in 0..CAMERAS {
+            let stream = format!("slow{cam}");
+            msg.clear();
+            encode_frame(&mut msg, &stream, round, kadr::protocol::now_us(), 0, &jpeg);
+            let channel = format!("{}:frames:{stream}", t.prefix);
+            t.publish_raw(channel.as_bytes(), &msg).await;
+        }
+        // The next frames come once these are all out, as a slow camera's would.
+        let mut seen = 0;
+        while seen < CAMERAS {
+            let m = tokio::time::timeout(Duration::from_secs(120), results.next())
+                .await
+                .expect("every camera's frame comes out")
+                .unwrap();
+            let m: OutputMessage = serde_json::from_slice(m.get_payload_bytes()).unwrap();
+            match m {
+                OutputMessage::Detections(d) => assert_eq!(d.seq, round),
+                OutputMessage::Gap(g) => panic!("round {round}: {g:?}"),
+            }
+            seen += 1;
+        }
+    }
+    assert_eq!(t.node.stats.detected.get(), 2 * CAMERAS);
+    assert_eq!(t.node.stats.dropped.get(), 0);
+    t.stop().await;
+}
+
+/// A stream with an age limit (`[live.streams."strict"] max_wait_ms`) has a frame that waited
+/// longer dropped as stale, with the reason; others keep the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_an_age_limit_drops_frames_that_waited_too_long() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[live.streams.strict]\nmax_wait_ms = 1\n";
+    let mut t = TestNode::start(&model, extra, "strict").await;
+    const FRAMES: u64 = 60;
+    for seq in 0..FRAMES {
+        t.publish(seq, 0, &jpeg).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let out = t.collect(FRAMES, 0, Duration::from_secs(120)).await;
+    let (detected, gaps) = check_order(&out.messages, 0);
+    let gap_frames: u64 = gaps.iter().map(|g| g.1).sum();
+    assert_eq!(detected + gap_frames, FRAMES, "{gaps:?}");
+    let stale: Vec<&str> = out
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            OutputMessage::Gap(g) => g.detail.as_deref(),
+            _ => None,
+        })
+        .filter(|d| d.starts_with("stale: waited"))
+        .collect();
+    assert!(!stale.is_empty(), "no frame dropped for its age: {gaps:?}");
+    assert!(t.node.stats.too_old.get() > 0);
+    assert!(detected >= 1);
     t.stop().await;
 }
 
@@ -732,7 +876,7 @@ async fn the_node_rides_out_a_redis_restart() {
     };
     let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "r").await;
     if !t.redis.owned() {
-        eprintln!("SKIP: REDIS_URL is set; this test restarts its own server");
+        common::skip("REDIS_URL is set; this test restarts its own server");
         return;
     }
     for seq in 0..3 {
@@ -769,7 +913,7 @@ async fn a_long_redis_outage_costs_seconds_after_redis_returns_not_minutes() {
     };
     let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "long").await;
     if !t.redis.owned() {
-        eprintln!("SKIP: REDIS_URL is set; this test stops its own server");
+        common::skip("REDIS_URL is set; this test stops its own server");
         return;
     }
     t.publish(0, FLAG_KEEP, &jpeg).await;

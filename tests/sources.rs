@@ -333,7 +333,7 @@ async fn a_camera_publisher_rides_out_a_redis_restart() {
     };
     let mut redis = common::Redis::start();
     if !redis.owned() {
-        eprintln!("SKIP: REDIS_URL is set; this test restarts its own Redis");
+        common::skip("REDIS_URL is set; this test restarts its own Redis");
         return;
     }
     let camera = MjpegCamera::start(clip_frames(&clip, (640, 360), 50).await, 25.0);

@@ -150,7 +150,7 @@ fn openvino_detects_what_the_cpu_provider_detects() {
     };
     let ov = common::root().join(".deps/onnxruntime-openvino");
     if !ov.is_dir() {
-        eprintln!("SKIP: {} is absent; run scripts/setup.sh", ov.display());
+        common::skip(&format!("{} is absent; run scripts/setup.sh", ov.display()));
         return;
     }
     let run = |openvino: bool| {
@@ -259,7 +259,7 @@ fn detect_with(
 fn openvino_installed() -> bool {
     let ov = common::root().join(".deps/onnxruntime-openvino");
     if !ov.is_dir() {
-        eprintln!("SKIP: {} is absent; run scripts/setup.sh", ov.display());
+        common::skip(&format!("{} is absent; run scripts/setup.sh", ov.display()));
     }
     ov.is_dir()
 }

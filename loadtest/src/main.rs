@@ -99,6 +99,53 @@ struct Report {
     nodes_cpu_cores: f64,
     /// Resident memory of the node processes, MiB: at the first and last sample, min and max.
     nodes_rss_mib: Option<[f64; 4]>,
+    /// How evenly the streams were served, and the worst stream's latency.
+    per_stream: PerStream,
+}
+
+/// Figures over the streams of a run, each stream taken alone.
+#[derive(Serialize, Default)]
+struct PerStream {
+    /// Fewest and most frames detected of one stream, and their ratio (1.0: an equal share).
+    detected_min: u64,
+    detected_max: u64,
+    fair_share: f64,
+    /// The highest p50 and p99 latency of any one stream.
+    worst_latency_ms_p50: f64,
+    worst_latency_ms_p99: f64,
+    /// Detections that arrived after their stream's next frame was published (latency at
+    /// least one frame interval, 1/fps).
+    after_next_frame: u64,
+}
+
+impl PerStream {
+    fn of(tallies: &BTreeMap<String, StreamTally>, fps: f64) -> PerStream {
+        let mut p = PerStream {
+            detected_min: u64::MAX,
+            ..PerStream::default()
+        };
+        let interval_ms = 1000.0 / fps;
+        for t in tallies.values() {
+            let s = t.summary();
+            p.detected_min = p.detected_min.min(s.detected);
+            p.detected_max = p.detected_max.max(s.detected);
+            p.worst_latency_ms_p50 = p.worst_latency_ms_p50.max(s.latency_ms_p50);
+            p.worst_latency_ms_p99 = p.worst_latency_ms_p99.max(s.latency_ms_p99);
+            p.after_next_frame += t
+                .recent_latencies(usize::MAX)
+                .filter(|&l| l >= interval_ms)
+                .count() as u64;
+        }
+        if tallies.is_empty() {
+            p.detected_min = 0;
+        }
+        p.fair_share = if p.detected_max == 0 {
+            0.0
+        } else {
+            (p.detected_min as f64 / p.detected_max as f64 * 100.0).round() / 100.0
+        };
+        p
+    }
 }
 
 /// What the publishers met on the way.
@@ -281,6 +328,7 @@ async fn main() -> anyhow::Result<()> {
             let max = rss.iter().copied().fold(0.0, f64::max);
             [rss[0], rss[rss.len() - 1], min, max].map(round1)
         }),
+        per_stream: PerStream::of(&st, args.fps),
     };
     print_table(&report);
     if let Some(path) = &args.json {
@@ -500,6 +548,16 @@ fn print_table(r: &Report) {
         r.machine_cpu_percent,
         r.nodes_cpu_cores,
         rss
+    );
+    let p = &r.per_stream;
+    println!(
+        "\nper stream: detected {}..{} (share {}), worst p50 / p99 {} / {} ms, {} detections after their stream's next frame",
+        p.detected_min,
+        p.detected_max,
+        p.fair_share,
+        p.worst_latency_ms_p50,
+        p.worst_latency_ms_p99,
+        p.after_next_frame
     );
 }
 

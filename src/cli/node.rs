@@ -38,7 +38,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     let node = Node::start(&cfg).await?;
     let stats = node.stats.clone();
-    let report = tokio::spawn(async move {
+    let report = kadr::task::OwnedTask::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;
         loop {
@@ -53,7 +53,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         why = node.failed() => Some(why),
     };
     tracing::info!("shutting down");
-    report.abort();
+    drop(report);
     node.shutdown(Duration::from_secs(10)).await;
     match gave_up {
         Some(why) => bail!("{why}"),

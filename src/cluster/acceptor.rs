@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
 use crate::stats::Stats;
+use crate::task::TaskSet;
 
 /// How long accepting pauses after an accept error (descriptors run out, memory pressure).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -87,6 +88,8 @@ pub async fn run(
     limits: AcceptorLimits,
     stats: Arc<Stats>,
 ) {
+    // Each connection's handshake and deadline: owned here, so they end with the acceptor.
+    let mut handshakes = TaskSet::default();
     let mut errors_since_log = 0u64;
     let mut last_error_log: Option<Instant> = None;
     loop {
@@ -109,12 +112,16 @@ pub async fn run(
             stats.cluster_connections_refused.inc();
             continue;
         }
-        if let Err(e) = admit(stream, peer, &server, tls.clone(), &pending, limits, &stats) {
-            warn!(%peer, error = %e, "cluster port: connection dropped");
+        match admit(stream, peer, &server, tls.clone(), &pending, limits, &stats) {
+            Ok(handshake) => handshakes.spawn(handshake),
+            Err(e) => warn!(%peer, error = %e, "cluster port: connection dropped"),
         }
     }
 }
 
+/// Register a new connection as pending; returns its handshake, to run under the acceptor: TLS
+/// (if any) and the hand-over to the node server, beside the deadline that closes it if the
+/// peer has not authenticated by then.
 fn admit(
     stream: TcpStream,
     peer: SocketAddr,
@@ -123,7 +130,7 @@ fn admit(
     pending: &Arc<Pending>,
     limits: AcceptorLimits,
     stats: &Arc<Stats>,
-) -> std::io::Result<()> {
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
     let std_stream = stream.into_std()?;
@@ -134,16 +141,16 @@ fn admit(
 
     // The deadline covers TLS and the cookie exchange alike.
     let (pending_for_deadline, stats_for_deadline) = (pending.clone(), stats.clone());
-    tokio::spawn(async move {
+    let deadline = async move {
         tokio::time::sleep(limits.handshake_timeout).await;
         if let Some(socket) = pending_for_deadline.remove(&key) {
             let _ = socket.shutdown(std::net::Shutdown::Both);
             stats_for_deadline.cluster_handshake_timeouts.inc();
         }
-    });
+    };
 
     let (server, pending) = (server.clone(), pending.clone());
-    tokio::spawn(async move {
+    let handshake = async move {
         let stream = match tls {
             None => NetworkStream::Raw {
                 peer_addr: peer,
@@ -167,6 +174,8 @@ fn admit(
             stream: Box::new(stream),
             is_server: true,
         });
-    });
-    Ok(())
+    };
+    Ok(async move {
+        tokio::join!(deadline, handshake);
+    })
 }

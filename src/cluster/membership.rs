@@ -24,6 +24,7 @@ use crate::config::{Config, Role};
 use crate::model::Backend;
 use crate::protocol::now_us;
 use crate::stats::Stats;
+use crate::task::TaskSet;
 
 /// What a node says about itself in each heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +134,7 @@ impl Message for MembershipMsg {
     }
 }
 
+#[derive(Clone)]
 pub struct MembershipArgs {
     pub cfg: Config,
     pub scope: String,
@@ -167,6 +169,8 @@ pub struct MembershipState {
     join: JoinState,
     /// Inferences counted at the last refresh, and when: for `detect_fps`.
     last_rate_sample: (u64, Instant),
+    /// Dials in progress; they end with this actor.
+    dials: TaskSet,
 }
 
 pub struct Membership;
@@ -239,6 +243,7 @@ impl Actor for Membership {
             join: JoinState::default(),
             args,
             last_rate_sample: (0, now),
+            dials: TaskSet::default(),
         };
         state.dial_due(&myself, now);
         Ok(state)
@@ -426,7 +431,7 @@ impl MembershipState {
             let tls = self.args.tls.clone();
             let myself = myself.clone();
             let address = address.clone();
-            tokio::spawn(async move {
+            self.dials.spawn(async move {
                 let result = match tls {
                     Some(tls) => ractor_cluster::client_connect_enc(
                         &server,

@@ -35,6 +35,7 @@ use crate::pipeline::pool::{PoolMsg, MAX_POOL_SIZE};
 use crate::pipeline::sequencer::SequencerMsg;
 use crate::stats::Stats;
 use crate::stream_stats::StreamReport;
+use crate::task::OwnedTask;
 
 /// What the handlers talk to.
 #[derive(Clone)]
@@ -42,7 +43,8 @@ pub struct AdminHandles {
     pub node: String,
     pub backend: Option<crate::model::Backend>,
     pub stats: Arc<Stats>,
-    pub membership: ActorRef<MembershipMsg>,
+    /// The membership actor as it is now (its supervisor may restart it).
+    pub membership: tokio::sync::watch::Receiver<ActorRef<MembershipMsg>>,
     /// The node's actors as they are now.
     pub parts: crate::supervisor::Parts,
 }
@@ -55,6 +57,8 @@ struct AppState {
 
 pub struct Server {
     handle: ServerHandle,
+    /// The server's accept loop and workers: they end with the node.
+    _running: OwnedTask,
 }
 
 /// Largest request body accepted (a resize is a few bytes).
@@ -132,9 +136,14 @@ impl Server {
         .with_context(|| format!("admin.listen {} cannot be used", cfg.admin.listen))?
         .run();
         let handle = server.handle();
-        tokio::spawn(server);
+        let running = OwnedTask::spawn(async move {
+            let _ = server.await;
+        });
         info!(listen = %cfg.admin.listen, "admin API listening");
-        Ok(Server { handle })
+        Ok(Server {
+            handle,
+            _running: running,
+        })
     }
 
     pub async fn stop(&self) {
@@ -194,11 +203,8 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn cluster(state: web::Data<AppState>) -> HttpResponse {
-    let view = ractor::call_t!(
-        state.handles.membership,
-        MembershipMsg::Snapshot,
-        CALL_TIMEOUT_MS
-    );
+    let membership = state.handles.membership.borrow().clone();
+    let view = ractor::call_t!(membership, MembershipMsg::Snapshot, CALL_TIMEOUT_MS);
     let dispatch = match &state.handles.parts.dispatcher() {
         Some(d) => ractor::call_t!(d, DispatchMsg::Status, CALL_TIMEOUT_MS).ok(),
         None => None,

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::stats::Stats;
-use crate::stream_stats::StreamReport;
+use crate::stream_stats::{Percentiles, StreamReport};
 
 /// The Prometheus text exposition format.
 pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
@@ -50,6 +50,16 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
             "kadr_frames_missing_total",
             "Sequence numbers never received.",
             stats.missing.get(),
+        ),
+        (
+            "kadr_frames_superseded_total",
+            "Live frames dropped because a newer frame of their stream was waiting.",
+            stats.superseded.get(),
+        ),
+        (
+            "kadr_frames_too_old_total",
+            "Live frames dropped after waiting past live.max_wait_ms.",
+            stats.too_old.get(),
         ),
         (
             "kadr_frames_redispatched_total",
@@ -194,11 +204,35 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
                 s.fps
             );
         }
-        let _ = writeln!(out, "# HELP kadr_stream_latency_ms Capture to publication, recent frames.\n# TYPE kadr_stream_latency_ms gauge");
-        for s in streams {
-            if let Some(l) = &s.latency_ms {
-                for (q, v) in [("0.5", l.p50), ("0.95", l.p95), ("0.99", l.p99)] {
-                    let _ = writeln!(out, "kadr_stream_latency_ms{{node=\"{node}\",stream=\"{}\",quantile=\"{q}\"}} {v}", escape(&s.stream));
+        type Field = fn(&StreamReport) -> &Option<Percentiles>;
+        let quantiles: [(&str, &str, Field); 3] = [
+            (
+                "kadr_stream_latency_ms",
+                "Capture to publication, recent frames.",
+                |s| &s.latency_ms,
+            ),
+            (
+                "kadr_stream_queued_ms",
+                "Time recent frames waited in the node for a detector.",
+                |s| &s.queued_ms,
+            ),
+            (
+                "kadr_stream_detect_ms",
+                "Time recent frames spent at a detector.",
+                |s| &s.detect_ms,
+            ),
+        ];
+        for (name, help, field) in quantiles {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for s in streams {
+                if let Some(l) = field(s) {
+                    for (q, v) in [("0.5", l.p50), ("0.95", l.p95), ("0.99", l.p99)] {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{node=\"{node}\",stream=\"{}\",quantile=\"{q}\"}} {v}",
+                            escape(&s.stream)
+                        );
+                    }
                 }
             }
         }
@@ -245,6 +279,12 @@ mod tests {
                 p95: 70.0,
                 p99: 80.0,
             }),
+            queued_ms: None,
+            detect_ms: Some(crate::stream_stats::Percentiles {
+                p50: 40.0,
+                p95: 45.0,
+                p99: 50.0,
+            }),
             dropped: 1,
             failed: 0,
             lost: 0,
@@ -257,6 +297,13 @@ mod tests {
         assert!(text.contains(
             "kadr_stream_latency_ms{node=\"n1\",stream=\"cam\\\"1\",quantile=\"0.99\"} 80"
         ));
+        assert!(text.contains(
+            "kadr_stream_detect_ms{node=\"n1\",stream=\"cam\\\"1\",quantile=\"0.5\"} 40"
+        ));
+        assert!(
+            !text.contains("kadr_stream_queued_ms{"),
+            "none measured yet"
+        );
         // Every sample line is `name{labels} value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

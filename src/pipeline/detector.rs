@@ -106,6 +106,8 @@ impl Actor for Detector {
                 width: found.width,
                 height: found.height,
                 detections: found.detections,
+                queued_ms: None,
+                detect_ms: None,
             }),
             Err(e) => DetectResult::Failed {
                 code: e.code().to_string(),

@@ -2,10 +2,15 @@
 //!
 //! Every detector in the cluster-wide `detectors` process group gets `max_in_flight` credits.
 //! A frame goes to the detector with the most free credits, so a faster node, which hands its
-//! credits back sooner, takes more frames. Frames wait in one bounded queue; when it is full the
-//! stream with the most frames waiting loses its oldest droppable one, reported as dropped (live
-//! video wants the newest frame, not a growing delay, and a flooding stream must lose its own
-//! frames, not others'); frames marked `keep` are never dropped, bounded instead by the source.
+//! credits back sooner, takes more frames. Frames wait in one queue and leave round robin
+//! between streams. A live (droppable) frame waits only while it is fresh ([`live`]; the rule
+//! and its reasons are there): a newer
+//! frame of its stream arriving past the stream's `queue_depth` makes the oldest stale, and an
+//! age limit, where set, drops one that waited too long; either way it is reported `dropped`
+//! with the reason. `limits.queue_capacity` bounds the live frames of all streams together
+//! (memory); past it the stream with the most waiting loses its oldest, so a flooding stream
+//! loses its own frames, not others'. Frames marked `keep` are never dropped, bounded instead
+//! by the source.
 //!
 //! When a detector leaves the group (it crashed, its pool shrank, or its node went away) the
 //! frames it held are sent again, once; a frame whose second detector is lost too is reported
@@ -22,6 +27,7 @@ use ractor::{
 };
 use tracing::{debug, info, warn};
 
+use crate::config::live::{self, LiveConfig};
 use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
 pub use crate::pipeline::messages::{DispatchMsg, DispatchStatus, Job};
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
@@ -36,6 +42,8 @@ pub struct DispatchArgs {
     pub scope: String,
     pub max_in_flight: usize,
     pub queue_capacity: usize,
+    /// How long each stream's live frames may wait (`[live]`).
+    pub live: LiveConfig,
     pub frame_timeout: Duration,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
@@ -129,6 +137,24 @@ fn fair_victim(
     {
         Some(i) => Victim::Queued(i),
         None => Victim::Incoming,
+    }
+}
+
+/// The waiting frame that a new live frame of `stream` makes stale: the stream's oldest live
+/// frame, once `depth` of them are waiting already.
+fn superseded(queue: &VecDeque<Waiting>, stream: &str, depth: usize) -> Option<usize> {
+    let mut oldest = None;
+    let mut waiting = 0;
+    for (i, w) in queue.iter().enumerate() {
+        if !w.job.keep && *w.job.stream == *stream {
+            waiting += 1;
+            oldest.get_or_insert(i);
+        }
+    }
+    if waiting >= depth {
+        oldest
+    } else {
+        None
     }
 }
 
@@ -325,7 +351,13 @@ impl DispatchState {
         }
         let stream = f.job.stream;
         let outcome = match finished.result {
-            DetectResult::Detected(d) => Outcome::Detected(d),
+            DetectResult::Detected(mut d) => {
+                // Measured here, on one clock, whatever the detector's node says.
+                let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
+                d.queued_ms = Some(ms(f.since.saturating_duration_since(f.job.accepted_at)));
+                d.detect_ms = Some(ms(f.since.elapsed()));
+                Outcome::Detected(d)
+            }
             DetectResult::Failed { code, message } => {
                 let error = ErrorMessage::with_code(&stream, Some(key.1), &code, message.clone());
                 let _ = self.args.sequencer.cast(SequencerMsg::Error {
@@ -381,11 +413,26 @@ impl DispatchState {
         }
     }
 
-    /// Queue a frame; when full, drop a droppable frame of the stream with the most waiting
-    /// (its oldest, or this one). Only droppable frames count against `queue_capacity`: kept
-    /// ones are bounded by the source's places (`limits.max_kept_frames`), and a kept flood
-    /// filling the queue must not make every live camera's frame the one dropped.
+    /// Queue a frame. A live one first makes its stream's oldest waiting live frame stale if
+    /// the stream has its `queue_depth` waiting already. Then, when the queue is full, drop a
+    /// droppable frame of the stream with the most waiting (its oldest, or this one). Only
+    /// droppable frames count against `queue_capacity`: kept ones are bounded by the source's
+    /// places (`limits.max_kept_frames`), and a kept flood filling the queue must not make
+    /// every live camera's frame the one dropped.
     fn enqueue(&mut self, waiting: Waiting) {
+        if !waiting.job.keep {
+            let depth = self.args.live.policy(&waiting.job.stream).queue_depth;
+            while let Some(i) = superseded(&self.queue, &waiting.job.stream, depth) {
+                let old = self.queue.remove(i).expect("index from superseded");
+                self.args.stats.superseded.inc();
+                self.report_gap(
+                    &old.job.stream,
+                    old.job.frame.seq,
+                    GapReason::Dropped,
+                    live::SUPERSEDED.into(),
+                );
+            }
+        }
         let full = !waiting.job.keep
             && self.queue.len() >= self.args.queue_capacity
             && self.queue.iter().filter(|w| !w.job.keep).count() >= self.args.queue_capacity;
@@ -416,6 +463,31 @@ impl DispatchState {
         self.queue.push_back(waiting);
     }
 
+    /// Drop live frames that have waited past their stream's age limit (`live.max_wait_ms`).
+    fn drop_too_old(&mut self, now: Instant) {
+        if !self.args.live.any_age_limit() {
+            return;
+        }
+        let mut i = 0;
+        while i < self.queue.len() {
+            let job = &self.queue[i].job;
+            let policy = self.args.live.policy(&job.stream);
+            let waited = now.saturating_duration_since(job.accepted_at);
+            if job.keep || !policy.too_old(waited) {
+                i += 1;
+                continue;
+            }
+            let old = self.queue.remove(i).expect("index in range");
+            self.args.stats.too_old.inc();
+            self.report_gap(
+                &old.job.stream,
+                old.job.frame.seq,
+                GapReason::Dropped,
+                live::too_old_detail(waited, &policy),
+            );
+        }
+    }
+
     /// Hand waiting frames to detectors with free credits, least loaded first.
     fn dispatch(&mut self) {
         self.dispatch_waiting();
@@ -425,6 +497,8 @@ impl DispatchState {
     }
 
     fn dispatch_waiting(&mut self) {
+        // Frames past their age limit are not worth a detector's time.
+        self.drop_too_old(Instant::now());
         while !self.queue.is_empty() {
             let n = self.targets.len();
             let limit = self.args.max_in_flight;
@@ -517,6 +591,7 @@ mod tests {
             },
             keep,
             permit: None,
+            accepted_at: Instant::now(),
         }
     }
 
@@ -587,5 +662,285 @@ mod tests {
             Victim::None,
             "kept frames are never dropped"
         );
+    }
+
+    #[test]
+    fn a_new_live_frame_makes_its_own_streams_oldest_stale_past_the_depth() {
+        let q = queue(vec![
+            job("cam", 1, false),
+            job("other", 1, false),
+            job("cam", 2, true),
+            job("cam", 3, false),
+        ]);
+        // Two live frames of cam wait (the kept one does not count): depth 1 and 2 are full.
+        assert_eq!(superseded(&q, "cam", 1), Some(0));
+        assert_eq!(superseded(&q, "cam", 2), Some(0));
+        assert_eq!(superseded(&q, "cam", 3), None, "room for a third");
+        // Another stream's waiting frames never make room for this one.
+        assert_eq!(superseded(&q, "other", 2), None);
+        assert_eq!(superseded(&q, "new", 1), None);
+        let kept_only = queue(vec![job("cam", 1, true), job("cam", 2, true)]);
+        assert_eq!(
+            superseded(&kept_only, "cam", 1),
+            None,
+            "kept frames are never stale"
+        );
+    }
+
+    /// An actor that hands every message it gets to a channel: a real detector or sequencer
+    /// stand-in for the dispatcher's own logic, with a real ractor runtime behind it.
+    struct Probe<M>(std::marker::PhantomData<fn() -> M>);
+
+    impl<M: ractor::Message> Actor for Probe<M> {
+        type Msg = M;
+        type State = tokio::sync::mpsc::UnboundedSender<M>;
+        type Arguments = tokio::sync::mpsc::UnboundedSender<M>;
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<M>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<M>,
+            msg: M,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            let _ = tx.send(msg);
+            Ok(())
+        }
+    }
+
+    async fn probe<M: ractor::Message>() -> (ActorRef<M>, tokio::sync::mpsc::UnboundedReceiver<M>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (actor, _) = Actor::spawn(None, Probe::<M>(std::marker::PhantomData), tx)
+            .await
+            .unwrap();
+        (actor, rx)
+    }
+
+    /// A dispatcher's state with `detectors` probe detectors and a probe sequencer.
+    async fn state_with(
+        detectors: usize,
+    ) -> (
+        DispatchState,
+        Vec<tokio::sync::mpsc::UnboundedReceiver<DetectorMsg>>,
+        tokio::sync::mpsc::UnboundedReceiver<SequencerMsg>,
+    ) {
+        let (sequencer, seq_rx) = probe::<SequencerMsg>().await;
+        let mut cells = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..detectors {
+            let (d, rx) = probe::<DetectorMsg>().await;
+            cells.push(d.get_cell());
+            rxs.push(rx);
+        }
+        let mut state = DispatchState {
+            args: DispatchArgs {
+                node: Arc::from("n1"),
+                scope: "test".into(),
+                max_in_flight: 1,
+                queue_capacity: 8,
+                live: LiveConfig::default(),
+                frame_timeout: Duration::from_secs(30),
+                sequencer,
+                stats: Arc::new(Stats::default()),
+            },
+            targets: Vec::new(),
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+            next: 0,
+            counts: HashMap::new(),
+            served: HashMap::new(),
+            dispatches: 0,
+            drained: Vec::new(),
+        };
+        state.join(cells);
+        (state, rxs, seq_rx)
+    }
+
+    /// The next message a probe got, or none within a second.
+    async fn next<M>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<M>) -> Option<M> {
+        tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Drop the sequencer's `Dispatched` notes; the next other message.
+    async fn next_outcome(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<SequencerMsg>,
+    ) -> SequencerMsg {
+        loop {
+            match next(rx).await.expect("a message for the sequencer") {
+                SequencerMsg::Dispatched { .. } => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn detected(seq: u64) -> Finished {
+        Finished {
+            stream: "cam".into(),
+            seq,
+            node: "n2".into(),
+            result: DetectResult::Detected(crate::protocol::DetectionsMessage {
+                stream: "cam".into(),
+                seq,
+                capture_ts_us: 0,
+                done_ts_us: 0,
+                model: "m".into(),
+                width: 1,
+                height: 1,
+                detections: vec![],
+                queued_ms: None,
+                detect_ms: None,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_frame_frees_its_credit_and_goes_to_the_sequencer_timed() {
+        let (mut state, mut detectors, mut sequencer) = state_with(1).await;
+        state.enqueue(Waiting {
+            job: job("cam", 1, true),
+            attempts: 0,
+        });
+        state.enqueue(Waiting {
+            job: job("cam", 2, true),
+            attempts: 0,
+        });
+        state.dispatch();
+        assert_eq!(
+            (state.in_flight.len(), state.queue.len()),
+            (1, 1),
+            "one credit"
+        );
+        assert!(
+            matches!(next(&mut detectors[0]).await, Some(DetectorMsg::Detect(r)) if r.seq == 1)
+        );
+        state.finish(detected(1));
+        state.dispatch();
+        match next_outcome(&mut sequencer).await {
+            SequencerMsg::Completed {
+                seq: 1,
+                outcome: Outcome::Detected(d),
+                ..
+            } => {
+                assert!(
+                    d.queued_ms.is_some() && d.detect_ms.is_some(),
+                    "timed by the dispatcher"
+                );
+            }
+            _ => panic!("frame 1 detected"),
+        }
+        assert!(
+            matches!(next(&mut detectors[0]).await, Some(DetectorMsg::Detect(r)) if r.seq == 2)
+        );
+        // A second answer for frame 1 (a detector thought lost, after all) changes nothing.
+        state.finish(detected(1));
+        assert_eq!(state.args.stats.late_results.get(), 1);
+        assert_eq!(state.in_flight.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_detector_that_leaves_has_its_frame_sent_again_once_then_reported_failed() {
+        let (mut state, mut detectors, mut sequencer) = state_with(2).await;
+        state.enqueue(Waiting {
+            job: job("cam", 7, true),
+            attempts: 0,
+        });
+        state.dispatch();
+        let first = state.in_flight.values().next().unwrap().detector;
+        let (gone, other) = if first == state.targets[0].actor.get_id() {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
+        assert!(next(&mut detectors[gone]).await.is_some());
+        state.leave(first);
+        state.dispatch();
+        assert_eq!(state.args.stats.redispatched.get(), 1);
+        assert!(
+            matches!(next(&mut detectors[other]).await, Some(DetectorMsg::Detect(r)) if r.seq == 7),
+            "sent again to the other detector"
+        );
+        let second = state.in_flight.values().next().unwrap().detector;
+        state.leave(second);
+        assert!(state.in_flight.is_empty() && state.queue.is_empty());
+        // Lost with two detectors in turn: an error for the stream, then the frame's gap.
+        assert!(matches!(
+            next_outcome(&mut sequencer).await,
+            SequencerMsg::Error { .. }
+        ));
+        assert!(matches!(
+            next_outcome(&mut sequencer).await,
+            SequencerMsg::Completed {
+                seq: 7,
+                outcome: Outcome::Gap {
+                    reason: GapReason::Failed,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_frame_past_the_frame_timeout_is_reported_lost_and_its_credit_freed() {
+        let (mut state, _detectors, mut sequencer) = state_with(1).await;
+        state.enqueue(Waiting {
+            job: job("cam", 3, false),
+            attempts: 0,
+        });
+        state.dispatch();
+        let since = state.in_flight.values().next().unwrap().since;
+        state.expire(since + Duration::from_secs(29));
+        assert_eq!(state.in_flight.len(), 1, "not yet");
+        state.expire(since + Duration::from_secs(30));
+        assert!(state.in_flight.is_empty());
+        assert_eq!(state.targets[0].held, 0, "its credit is free again");
+        assert!(matches!(
+            next_outcome(&mut sequencer).await,
+            SequencerMsg::Completed {
+                seq: 3,
+                outcome: Outcome::Gap {
+                    reason: GapReason::Lost,
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_newer_live_frame_supersedes_the_waiting_one_with_the_reason() {
+        let (mut state, _detectors, mut sequencer) = state_with(1).await;
+        for seq in 1..=3 {
+            state.enqueue(Waiting {
+                job: job("cam", seq, false),
+                attempts: 0,
+            });
+            state.dispatch();
+        }
+        // 1 went to the detector; 2 waited and was made stale by 3.
+        assert_eq!(state.queue.len(), 1);
+        assert_eq!(state.queue[0].job.frame.seq, 3);
+        assert_eq!(state.args.stats.superseded.get(), 1);
+        match next_outcome(&mut sequencer).await {
+            SequencerMsg::Completed {
+                seq: 2,
+                outcome: Outcome::Gap { reason, detail },
+                ..
+            } => {
+                assert_eq!(reason, GapReason::Dropped);
+                assert_eq!(detail.as_deref(), Some(live::SUPERSEDED));
+            }
+            _ => panic!("frame 2 dropped"),
+        }
     }
 }

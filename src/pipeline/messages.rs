@@ -8,6 +8,7 @@
 //! Both actors depend on this module and not on each other.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
@@ -27,6 +28,8 @@ pub struct Job {
     pub keep: bool,
     /// Held while the frame is inside the node; bounds kept frames (`limits.max_kept_frames`).
     pub permit: Option<KeptPlace>,
+    /// When the source accepted it: a live frame's age in the node counts from here.
+    pub accepted_at: Instant,
 }
 
 /// One frame to detect, as it crosses nodes.

@@ -6,7 +6,8 @@
 //!
 //! - [`source`]: holds the [`lease`] (one source node reads at a time), validates each message,
 //!   bounds kept frames ([`kept`]).
-//! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue.
+//! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue;
+//!   [`crate::config::live`] says how long a live frame may wait there.
 //! - [`pool`] and [`detector`]: a node's detectors, one ONNX Runtime session each.
 //! - [`sequencer`]: puts results back in order per stream; [`egress`] publishes them.
 //! - [`messages`]: what crosses nodes between dispatchers and detectors.

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::model::ModelOptions;
 use crate::pipeline::detector::{Detector, DetectorArgs, DetectorMsg};
 use crate::stats::Stats;
+use crate::task::TaskSet;
 
 /// Most detectors one node may run (also the bound `POST /pool` enforces).
 pub const MAX_POOL_SIZE: usize = 256;
@@ -65,6 +66,8 @@ pub struct PoolState {
     args: PoolArgs,
     slots: Vec<Slot>,
     next_generation: u64,
+    /// Detectors being started.
+    starting: TaskSet,
 }
 
 pub struct Pool;
@@ -112,6 +115,7 @@ impl Actor for Pool {
             args,
             slots,
             next_generation: 1,
+            starting: TaskSet::default(),
         })
     }
 
@@ -134,13 +138,7 @@ impl Actor for Pool {
                 (_, Ok(actor)) => actor.stop(Some("pool shrank".into())),
                 (Some(s), Err(e)) if s.generation == generation => {
                     error!(slot, error = %e, "detector could not be started; retrying in 1 s");
-                    start_later(
-                        &myself,
-                        &state.args,
-                        slot,
-                        generation,
-                        Duration::from_secs(1),
-                    );
+                    state.start_later(&myself, slot, generation, Duration::from_secs(1));
                 }
                 (_, Err(_)) => {}
             },
@@ -180,7 +178,7 @@ impl Actor for Pool {
         state.args.stats.detector_restarts.inc();
         state.slots[slot].actor = None;
         let generation = state.slots[slot].generation;
-        start_later(&myself, &state.args, slot, generation, Duration::ZERO);
+        state.start_later(&myself, slot, generation, Duration::ZERO);
         Ok(())
     }
 
@@ -196,29 +194,29 @@ impl Actor for Pool {
     }
 }
 
-/// Start a detector in the background; loading a model takes a while and the other detectors
-/// keep working meanwhile.
-fn start_later(
-    myself: &ActorRef<PoolMsg>,
-    args: &PoolArgs,
-    slot: usize,
-    generation: u64,
-    delay: Duration,
-) {
-    let myself = myself.clone();
-    let args = args.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        let result = Pool::spawn_detector(&myself, &args).await;
-        let _ = myself.cast(PoolMsg::Spawned {
-            slot,
-            generation,
-            result,
-        });
-    });
-}
-
 impl PoolState {
+    /// Start a detector in the background; loading a model takes a while and the other
+    /// detectors keep working meanwhile. The task is the pool's: it ends if the pool stops.
+    fn start_later(
+        &mut self,
+        myself: &ActorRef<PoolMsg>,
+        slot: usize,
+        generation: u64,
+        delay: Duration,
+    ) {
+        let myself = myself.clone();
+        let args = self.args.clone();
+        self.starting.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let result = Pool::spawn_detector(&myself, &args).await;
+            let _ = myself.cast(PoolMsg::Spawned {
+                slot,
+                generation,
+                result,
+            });
+        });
+    }
+
     fn slot_of(&self, id: ActorId) -> Option<usize> {
         self.slots
             .iter()
@@ -252,7 +250,7 @@ impl PoolState {
                 actor: None,
                 generation,
             });
-            start_later(myself, &self.args, slot, generation, Duration::ZERO);
+            self.start_later(myself, slot, generation, Duration::ZERO);
         }
         self.args.stats.detectors.set(size as u64);
         info!(detectors = size, "detector pool resized");

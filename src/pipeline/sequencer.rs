@@ -43,7 +43,7 @@ enum Slot {
 }
 
 /// A sequence jump backwards larger than this is a publisher restart, not a late frame.
-pub const RESTART_WINDOW: u64 = 1024;
+pub const PUBLISHER_RESTART_DISTANCE: u64 = 1024;
 
 /// Ordering state of one stream. Pure: time is passed in.
 #[derive(Debug, Default)]
@@ -69,7 +69,7 @@ impl StreamOrder {
         match self.next {
             None => self.next = Some(seq),
             Some(next) if seq < next => {
-                if next - seq <= RESTART_WINDOW && seq != 0 {
+                if next - seq <= PUBLISHER_RESTART_DISTANCE && seq != 0 {
                     return false;
                 }
                 self.flush(stream, out);
@@ -432,7 +432,7 @@ async fn publish_pending(state: &mut SequencerState, stream: &str) {
                 state.args.stats.detected.inc();
                 if let Some(s) = per_stream.as_deref_mut() {
                     let latency_ms = now_us.saturating_sub(d.capture_ts_us) as f64 / 1000.0;
-                    s.published(latency_ms, now);
+                    s.published(latency_ms, d.queued_ms.zip(d.detect_ms), now);
                 }
             }
             OutputMessage::Gap(g) => {
@@ -466,6 +466,8 @@ mod tests {
             width: 1,
             height: 1,
             detections: vec![],
+            queued_ms: None,
+            detect_ms: None,
         })
     }
 

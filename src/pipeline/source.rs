@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -24,12 +23,13 @@ use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::lease::Lease;
-use crate::pipeline::sequencer::{Outcome, SequencerMsg, RESTART_WINDOW};
+use crate::pipeline::sequencer::{Outcome, SequencerMsg, PUBLISHER_RESTART_DISTANCE};
 use crate::protocol::{
     parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason,
 };
 use crate::redis_conn;
 use crate::stats::Stats;
+use crate::task::OwnedTask;
 
 pub enum SourceMsg {
     /// One pub/sub message: the channel it came on and its payload.
@@ -71,26 +71,9 @@ pub struct SourceState {
     /// One per kept frame inside the node (`max_kept_frames` in all, shared fairly by
     /// stream); a frame's job holds its place until the frame is done.
     kept: Arc<KeptFrames>,
-    pump: Option<JoinHandle<()>>,
-}
-
-/// A source killed by its supervisor runs no `post_stop`: its pump must not outlive it,
-/// holding the subscription and renewing the lease its successor is about to take.
-impl Drop for SourceState {
-    fn drop(&mut self) {
-        if let Some(pump) = &self.pump {
-            pump.abort();
-        }
-    }
-}
-
-/// Aborts a task when dropped (the pump's lease renewer dies with the pump).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// Owned: a source killed by its supervisor runs no `post_stop`, and its pump must not
+    /// outlive it, holding the subscription and renewing the lease its successor is taking.
+    pump: Option<OwnedTask>,
 }
 
 pub struct Source;
@@ -107,7 +90,7 @@ impl Actor for Source {
     ) -> Result<SourceState, ActorProcessingErr> {
         let pattern = args.channels.frames_pattern();
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
-        let pump = tokio::spawn(pump(
+        let pump = OwnedTask::spawn(pump(
             myself,
             args.redis.clone(),
             pattern,
@@ -149,8 +132,7 @@ impl Actor for Source {
         state: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(pump) = state.pump.take() {
-            pump.abort();
-            let _ = pump.await;
+            pump.stop().await;
         }
         // The lease is kept: the node releases it once the frames inside are published (a
         // standby taking over sooner would report them as missing, and they would be fenced).
@@ -236,9 +218,9 @@ async fn pump(
         // Renew from a task of its own, so no slow message can make the lease run out.
         let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
         let renewing = lease.clone();
-        let _renewer = AbortOnDrop(tokio::spawn(async move {
+        let _renewer = OwnedTask::spawn(async move {
             let _ = lost_tx.send(renewing.renew_until_lost().await);
-        }));
+        });
         let mut messages = conn.on_message();
         loop {
             tokio::select! {
@@ -409,6 +391,7 @@ impl SourceState {
             frame,
             keep,
             permit,
+            accepted_at: Instant::now(),
         };
         if let Err(e) = args.dispatcher.cast(DispatchMsg::Submit(job)) {
             warn!(error = %e, "dispatcher unavailable");
@@ -459,7 +442,7 @@ fn check_order(
     if let Some((stream, seen)) = streams.get_key_value(frame.stream.as_str()) {
         let (stream, mut seen) = (stream.clone(), *seen);
         let last = seen.last;
-        let restart = frame.seq == 0 || frame.seq + RESTART_WINDOW < last;
+        let restart = frame.seq == 0 || frame.seq + PUBLISHER_RESTART_DISTANCE < last;
         if frame.seq <= last && !restart {
             return Err((
                 ErrorCode::StaleSeq,

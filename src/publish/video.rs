@@ -92,6 +92,8 @@ pub struct JpegFrames {
     child: Child,
     stdout: ChildStdout,
     stderr_tail: Arc<Mutex<String>>,
+    /// Reads FFmpeg's stderr into `stderr_tail` while the video is read.
+    _stderr_reader: crate::task::OwnedTask,
     splitter: JpegSplitter,
     chunk: Vec<u8>,
     done: bool,
@@ -151,11 +153,12 @@ impl JpegFrames {
         let stdout = child.stdout.take().context("ffmpeg stdout")?;
         let stderr = child.stderr.take().context("ffmpeg stderr")?;
         let stderr_tail = Arc::new(Mutex::new(String::new()));
-        tokio::spawn(keep_tail(stderr, stderr_tail.clone()));
+        let stderr_reader = crate::task::OwnedTask::spawn(keep_tail(stderr, stderr_tail.clone()));
         Ok(Self {
             child,
             stdout,
             stderr_tail,
+            _stderr_reader: stderr_reader,
             splitter: JpegSplitter::default(),
             chunk: vec![0; 1 << 16],
             done: false,

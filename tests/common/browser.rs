@@ -31,7 +31,7 @@ pub fn chromium() -> Option<String> {
             return Some(name.into());
         }
     }
-    eprintln!("SKIP: no chromium; run scripts/setup.sh (it installs Debian's chromium)");
+    super::skip("no chromium; run scripts/setup.sh (it installs Debian's chromium)");
     None
 }
 

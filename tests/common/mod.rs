@@ -6,6 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Whether every prerequisite must be there: in CI (`CI` set, as `.ci/run` runs) or with
+/// `KADR_REQUIRE_ALL=1`. A test that cannot run then fails instead of passing green.
+pub fn prerequisites_required() -> bool {
+    let set = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0");
+    set("CI") || set("KADR_REQUIRE_ALL")
+}
+
+/// Say why a test does not run: skipped where prerequisites are optional, a failure where
+/// they are required ([`prerequisites_required`]).
+pub fn skip(why: &str) {
+    if prerequisites_required() {
+        panic!("prerequisite missing (CI or KADR_REQUIRE_ALL is set, so this fails): {why}");
+    }
+    eprintln!("SKIP: {why}");
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -16,10 +32,10 @@ pub fn fixtures() -> Option<PathBuf> {
     if dir.join("yolov7").is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIP: {} is absent (fixture tests run in CI)",
+        skip(&format!(
+            "{} is absent (fixture tests run in CI)",
             dir.display()
-        );
+        ));
         None
     }
 }
@@ -32,7 +48,7 @@ pub fn model_384x640() -> Option<PathBuf> {
     ];
     let found = candidates.into_iter().find(|p| p.is_file());
     if found.is_none() {
-        eprintln!("SKIP: no model; run scripts/setup.sh");
+        skip("no model; run scripts/setup.sh");
     }
     found
 }
@@ -45,7 +61,7 @@ pub fn video(name: &str) -> Option<PathBuf> {
     ];
     let found = candidates.into_iter().find(|p| p.is_file());
     if found.is_none() {
-        eprintln!("SKIP: no {name}; run scripts/setup.sh");
+        skip(&format!("no {name}; run scripts/setup.sh"));
     }
     found
 }

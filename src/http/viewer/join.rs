@@ -160,6 +160,8 @@ mod tests {
             width: 4,
             height: 4,
             detections: vec![],
+            queued_ms: None,
+            detect_ms: None,
         })
     }
 

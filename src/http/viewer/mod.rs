@@ -370,6 +370,8 @@ mod tests {
             width: 1280,
             height: 720,
             detections: vec![],
+            queued_ms: None,
+            detect_ms: None,
         };
         let msg = encode_for_browser(&result, Counters::default(), b"\xFF\xD8jpeg");
         let len = u32::from_be_bytes(msg[..4].try_into().unwrap()) as usize;

@@ -9,6 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+pub mod live;
+
+pub use live::LiveConfig;
+
 use crate::model::backend::{ExecutionProvider, Precision};
 use crate::model::postprocess::PostprocessConfig;
 use crate::model::ModelOptions;
@@ -26,9 +30,41 @@ pub enum ConfigError {
     #[error("config {path}: `{field}` {problem}")]
     Invalid {
         path: PathBuf,
-        field: &'static str,
+        field: String,
         problem: String,
     },
+    /// Several fields at once, each with its key's path.
+    #[error("config {path}: {} problems:{}", problems.len(), list(problems))]
+    InvalidMany {
+        path: PathBuf,
+        problems: Vec<(String, String)>,
+    },
+}
+
+fn list(problems: &[(String, String)]) -> String {
+    problems
+        .iter()
+        .map(|(field, problem)| format!("\n  `{field}` {problem}"))
+        .collect()
+}
+
+impl ConfigError {
+    /// `Ok` for no problem, [`ConfigError::Invalid`] for one, [`ConfigError::InvalidMany`] for more.
+    fn from_problems(path: &Path, mut problems: Vec<(String, String)>) -> Result<(), ConfigError> {
+        let path = path.to_path_buf();
+        match problems.len() {
+            0 => Ok(()),
+            1 => {
+                let (field, problem) = problems.remove(0);
+                Err(ConfigError::Invalid {
+                    path,
+                    field,
+                    problem,
+                })
+            }
+            _ => Err(ConfigError::InvalidMany { path, problems }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +79,9 @@ pub struct Config {
     pub detector: DetectorConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Freshness of live frames, per stream.
+    #[serde(default)]
+    pub live: LiveConfig,
     #[serde(default)]
     pub cluster: ClusterConfig,
     #[serde(default)]
@@ -306,7 +345,8 @@ pub struct LimitsConfig {
     /// Largest frame message accepted, header included.
     pub max_payload_bytes: usize,
     pub max_stream_id_bytes: usize,
-    /// Frames waiting for a detector; past this the oldest is dropped (live streams).
+    /// Live frames waiting for a detector, all streams together: the memory bound. Past it,
+    /// the stream with the most waiting loses its oldest. Freshness is `[live]`'s business.
     pub queue_capacity: usize,
     /// How long a finished result may wait behind a missing earlier frame before that frame
     /// is reported as a gap. The sequencer never holds a stream longer than this.
@@ -333,7 +373,7 @@ impl Default for LimitsConfig {
         Self {
             max_payload_bytes: 8 * 1024 * 1024,
             max_stream_id_bytes: 128,
-            queue_capacity: 32,
+            queue_capacity: 256,
             gap_wait_ms: 1000,
             frame_timeout_ms: 30_000,
             keep_all_frames: false,
@@ -441,21 +481,28 @@ impl Config {
         Ok(self)
     }
 
+    /// Check every field; report every problem at once, each with its key's path.
     fn validate(&self, path: &Path, purpose: Purpose) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            field,
-            problem,
-        };
+        let mut problems = Vec::new();
+        self.check(&mut problems);
+        problems.extend(self.live.problems());
+        if purpose == Purpose::Node {
+            self.check_cluster(&mut problems);
+        }
+        ConfigError::from_problems(path, problems)
+    }
+
+    fn check(&self, problems: &mut Vec<(String, String)>) {
+        let invalid = |field: &str, problem: String| (field.to_string(), problem);
         let unit = |v: f32| v > 0.0 && v <= 1.0;
         if !unit(self.model.conf_threshold) {
-            return Err(invalid(
+            problems.push(invalid(
                 "model.conf_threshold",
                 format!("is {}, must be in (0, 1]", self.model.conf_threshold),
             ));
         }
         if !unit(self.model.iou_threshold) {
-            return Err(invalid(
+            problems.push(invalid(
                 "model.iou_threshold",
                 format!("is {}, must be in (0, 1]", self.model.iou_threshold),
             ));
@@ -463,10 +510,10 @@ impl Config {
         if let Some(why) =
             crate::model::backend::impossible(self.model.execution_provider, self.model.precision)
         {
-            return Err(invalid("model.precision", why.into()));
+            problems.push(invalid("model.precision", why.into()));
         }
         if !self.model.path.is_file() {
-            return Err(invalid(
+            problems.push(invalid(
                 "model.path",
                 format!(
                     "{} is not a file; run `scripts/setup.sh` to generate the demo model",
@@ -476,13 +523,13 @@ impl Config {
         }
         if self.redis.url.starts_with("rediss://") {
             // Said here rather than as "unreachable" at start: this build has no TLS to Redis.
-            return Err(invalid(
+            problems.push(invalid(
                 "redis.url",
                 "rediss:// (TLS to Redis) is not supported by this build yet; reach Redis over a TLS tunnel (stunnel, a service mesh) with redis://".into(),
             ));
         }
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("unix://") {
-            return Err(invalid(
+            problems.push(invalid(
                 "redis.url",
                 format!(
                     "{:?} is not a redis:// URL",
@@ -496,7 +543,7 @@ impl Config {
                 .channel_prefix
                 .contains(['*', '?', '[', ']', ' ']);
         if !prefix_ok {
-            return Err(invalid(
+            problems.push(invalid(
                 "redis.channel_prefix",
                 "must be non-empty, without spaces or glob characters".into(),
             ));
@@ -575,27 +622,19 @@ impl Config {
         ];
         for (field, v, least, most) in ranges {
             if v < least || v > most {
-                return Err(invalid(field, format!("is {v}, must be {least}..={most}")));
+                problems.push(invalid(field, format!("is {v}, must be {least}..={most}")));
             }
         }
-        if purpose == Purpose::Node {
-            self.validate_cluster(path)?;
-        }
         if !(1..=u16::MAX as usize).contains(&self.limits.max_stream_id_bytes) {
-            return Err(invalid(
+            problems.push(invalid(
                 "limits.max_stream_id_bytes",
                 "must be 1..=65535".into(),
             ));
         }
-        Ok(())
     }
 
-    fn validate_cluster(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, problem: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            field,
-            problem,
-        };
+    fn check_cluster(&self, problems: &mut Vec<(String, String)>) {
+        let invalid = |field: &str, problem: String| (field.to_string(), problem);
         let name_ok = !self.node.name.is_empty()
             && self.node.name.len() <= 64
             && self
@@ -604,29 +643,29 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !name_ok {
-            return Err(invalid(
+            problems.push(invalid(
                 "node.name",
                 "must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
             ));
         }
         if self.node.roles.is_empty() {
-            return Err(invalid("node.roles", "must name at least one role".into()));
+            problems.push(invalid("node.roles", "must name at least one role".into()));
         }
         if self.node.has(Role::Source) != self.node.has(Role::Sequencer) {
-            return Err(invalid(
+            problems.push(invalid(
                 "node.roles",
                 "must have both \"source\" and \"sequencer\" or neither (the sequencer must hear of every frame the source accepts)".into(),
             ));
         }
         if self.cluster.cookie.expose().len() < 8 {
-            return Err(invalid(
+            problems.push(invalid(
                 "cluster.cookie",
                 "must be set, at least 8 characters (or set KADR_CLUSTER_COOKIE); every node of a cluster shares it".into(),
             ));
         }
         for seed in &self.cluster.seeds {
             if !is_host_port(seed) {
-                return Err(invalid(
+                problems.push(invalid(
                     "cluster.seeds",
                     format!("{seed:?} is not host:port"),
                 ));
@@ -634,13 +673,13 @@ impl Config {
         }
         let host = self.cluster.advertised_host();
         if host.is_empty() || host == "0.0.0.0" || host == "::" {
-            return Err(invalid(
+            problems.push(invalid(
                 "cluster.advertise_host",
                 format!("{host:?} is not an address other nodes can dial; set it to this node's host name or IP"),
             ));
         }
         if self.cluster.listen.port() == 0 {
-            return Err(invalid(
+            problems.push(invalid(
                 "cluster.listen",
                 "needs a port (not 0): peers dial it".into(),
             ));
@@ -667,7 +706,7 @@ impl Config {
         ];
         for (field, v, least, most) in ranges {
             if v < least || v > most {
-                return Err(invalid(field, format!("is {v}, must be {least}..={most}")));
+                problems.push(invalid(field, format!("is {v}, must be {least}..={most}")));
             }
         }
         if let Some(tls) = &self.cluster.tls {
@@ -677,7 +716,7 @@ impl Config {
                 ("cluster.tls.ca", &tls.ca),
             ] {
                 if !p.is_file() {
-                    return Err(invalid(field, format!("{} is not a file", p.display())));
+                    problems.push(invalid(field, format!("{} is not a file", p.display())));
                 }
             }
         }
@@ -685,12 +724,11 @@ impl Config {
             && self.cluster.listen.port() == self.admin.listen.port()
             && self.cluster.listen.ip() == self.admin.listen.ip()
         {
-            return Err(invalid(
+            problems.push(invalid(
                 "admin.listen",
                 "is the same address as cluster.listen".into(),
             ));
         }
-        Ok(())
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -841,6 +879,40 @@ mod tests {
         assert!(!format!("{c:?}").contains("the-cookie-1"));
         let err = Config::load_with(&path, &["detector.pool_size=x".into()]).unwrap_err();
         assert!(err.to_string().contains("pool_size"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_in_a_file_is_reported_at_once_with_its_key() {
+        let err = parse(
+            "[model]\npath = \"Cargo.toml\"\nconf_threshold = 2.0\n[limits]\nqueue_capacity = 0\n\
+             [live.streams.cam1]\nqueue_depth = 0\n[cluster]\ncookie = \"short\"\n",
+        )
+        .unwrap_err();
+        let ConfigError::InvalidMany { problems, .. } = &err else {
+            panic!("expected several problems: {err}");
+        };
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "model.conf_threshold",
+                "limits.queue_capacity",
+                "live.streams.\"cam1\".queue_depth",
+                "cluster.cookie"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.starts_with("config test.toml: 4 problems:"), "{text}");
+        assert!(
+            text.contains("\n  `limits.queue_capacity` is 0, must be 1..=100000"),
+            "{text}"
+        );
+        // One problem reads as before.
+        let one = parse("[model]\npath = \"Cargo.toml\"\n[live]\nqueue_depth = 0\n").unwrap_err();
+        assert_eq!(
+            one.to_string(),
+            "config test.toml: `live.queue_depth` is 0, must be 1..=1024"
+        );
     }
 
     #[test]
