@@ -18,24 +18,23 @@
 //! [`model`] and [`pipeline::sequencer::StreamOrder`], tested without a runtime; the actors are
 //! in [`pipeline`], under the [`supervisor`] tree a [`node`] starts; membership and the
 //! node-to-node wire are in [`cluster`]; the admin API and viewer in [`http`]; publishers
-//! (camera, file, folder, video) in [`publish`]; the client-side [`tally`] of a stream's output
-//! serves `kadr subscribe` and the load generator.
+//! (camera, file, folder, video), the client-side tally of a stream's output and
+//! `kadr bench-model` are in [`client`]; the node's counters in [`node_stats`], its per-stream
+//! figures in [`stream_stats`].
 
 pub mod backoff;
-pub mod bench;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod jpeg;
 pub mod model;
 pub mod node;
+pub mod node_stats;
 pub mod pipeline;
 pub mod protocol;
-pub mod publish;
 pub mod redis_conn;
 pub mod runtime;
-pub mod stats;
 pub mod stream_stats;
 pub mod supervisor;
-pub mod tally;
 pub mod task;

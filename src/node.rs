@@ -20,10 +20,10 @@ use crate::cluster::{self, Cluster};
 use crate::config::{Config, Role};
 use crate::http::admin::{self, AdminHandles};
 use crate::model::Backend;
+use crate::node_stats::Stats;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{PoolArgs, PoolMsg, PoolStatus};
 use crate::protocol::Channels;
-use crate::stats::Stats;
 use crate::supervisor::{self, IngressArgs, NodeArgs, NodeMsg, Parts};
 use crate::task::OwnedTask;
 

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchArgs, DispatchMsg, Dispatcher};
 use crate::pipeline::egress::Egress;
 use crate::pipeline::lease::Lease;
@@ -45,7 +46,6 @@ use crate::pipeline::pool::{Pool, PoolArgs, PoolMsg};
 use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
 use crate::protocol::Channels;
-use crate::stats::Stats;
 use crate::task::{RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 
 /// How long a restart waits for a surviving actor to stop or the sequencer to flush.

@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use kadr::config::Config;
 use kadr::node::Node;
 
 fn venv_python() -> Option<std::path::PathBuf> {
@@ -28,14 +26,7 @@ async fn python_example_publishes_a_video_and_prints_detections() {
         return;
     };
     let redis = common::Redis::start();
-    let text = format!(
-        "[redis]\nurl = \"{}\"\nchannel_prefix = \"py\"\n[model]\npath = \"{}\"\n\
-         [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n",
-        redis.url,
-        model.display(),
-        common::free_port()
-    );
-    let cfg = Config::parse(&text, Path::new("t.toml"), Path::new(".")).unwrap();
+    let cfg = common::single_node_config(&model, &redis.url, "py", "");
     let node = Node::start_with(&cfg, false).await.unwrap();
     let out = tokio::process::Command::new(py)
         .arg(common::root().join("examples/python/kadr_client.py"))

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kadr::config::Config;
 use kadr::node::Node;
 use kadr::pipeline::pool::PoolMsg;
 use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, FLAG_KEEP};
@@ -21,17 +20,6 @@ fn unique_prefix() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn config(model: &Path, redis: &str, prefix: &str, extra: &str) -> Config {
-    // A cluster of one, on a port of its own.
-    let text = format!(
-        "[redis]\nurl = \"{redis}\"\nchannel_prefix = \"{prefix}\"\n[model]\npath = \"{}\"\n\
-         [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n{extra}",
-        model.display(),
-        common::free_port()
-    );
-    Config::parse(&text, Path::new("test.toml"), Path::new(".")).unwrap()
 }
 
 /// Everything a test sees come out of the node.
@@ -56,9 +44,12 @@ impl TestNode {
     async fn start(model: &Path, extra: &str, stream: &str) -> TestNode {
         let redis = common::Redis::start();
         let prefix = unique_prefix();
-        let node = Node::start_with(&config(model, &redis.url, &prefix, extra), false)
-            .await
-            .unwrap();
+        let node = Node::start_with(
+            &common::single_node_config(model, &redis.url, &prefix, extra),
+            false,
+        )
+        .await
+        .unwrap();
         let (subscriber, publisher) = Self::connect(&redis.url, &prefix, stream).await;
         TestNode {
             redis,

@@ -10,7 +10,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kadr::config::Config;
 use kadr::node::Node;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,15 +37,12 @@ impl Drop for Setup {
 async fn setup(model: &Path, clip: &Path, max_viewers: usize) -> Setup {
     let redis = common::Redis::start();
     let admin_port = common::free_port();
-    let text = format!(
-        "[redis]\nurl = \"{}\"\nchannel_prefix = \"view{admin_port}\"\n[model]\npath = \"{}\"\n\
-         [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nmax_viewers = {max_viewers}\n",
-        redis.url,
-        model.display(),
-        common::free_port()
+    let cfg = common::single_node_config(
+        model,
+        &redis.url,
+        &format!("view{admin_port}"),
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\nmax_viewers = {max_viewers}\n"),
     );
-    let cfg = Config::parse(&text, Path::new("test.toml"), Path::new(".")).unwrap();
     let node = Node::start_with(&cfg, true).await.unwrap();
     let camera = MjpegCamera::start(clip_frames(clip, (640, 360), 100).await, 30.0);
     let publisher = common::kadr()

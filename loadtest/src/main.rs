@@ -20,9 +20,9 @@ use redis::aio::PubSub;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use kadr::client::tally::{StreamTally, TallySummary};
 use kadr::protocol::{encode_frame, now_us, Channels, OutputChannel, OutputMessage, FLAG_KEEP};
 use kadr::stream_stats::percentiles;
-use kadr::tally::{StreamTally, TallySummary};
 
 #[derive(Parser)]
 #[command(name = "kadr-loadtest", about = "Load generator for kadr")]
@@ -160,7 +160,7 @@ type Tallies = Arc<Mutex<BTreeMap<String, StreamTally>>>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let frames = kadr::publish::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
+    let frames = kadr::client::publish::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
         .await
         .context("loading frames")?;
     if let Some(dir) = &args.write_frames {

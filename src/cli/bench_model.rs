@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use kadr::client::publish::video;
 use kadr::config::{Config, Purpose};
-use kadr::publish::video;
 
 #[derive(Args)]
 pub struct BenchModelArgs {
@@ -35,7 +35,7 @@ pub struct BenchModelArgs {
 
 pub async fn run(args: BenchModelArgs) -> anyhow::Result<()> {
     if args.sweep {
-        return kadr::bench::sweep(
+        return kadr::client::bench::sweep(
             &args.config,
             &args.overrides,
             &args.input,
@@ -73,7 +73,7 @@ async fn bench_model(
     );
     let opts = cfg.model_options();
     let report = tokio::task::spawn_blocking(move || {
-        kadr::bench::bench_model(&opts, std::sync::Arc::new(frames), parallel, seconds)
+        kadr::client::bench::bench_model(&opts, std::sync::Arc::new(frames), parallel, seconds)
     })
     .await??;
     println!("{report}");

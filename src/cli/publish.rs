@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
+use kadr::client::publish::{Input, Pace, PublishOptions};
 use kadr::protocol::Channels;
-use kadr::publish::{Input, Pace, PublishOptions};
 
 use super::RedisArgs;
 
@@ -95,7 +95,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         reconnect_max: Duration::from_millis(args.reconnect_max_ms.max(250)),
     };
     let channel = Channels::new(opts.prefix.clone()).frames(&opts.stream);
-    let report = kadr::publish::run(opts).await?;
+    let report = kadr::client::publish::run(opts).await?;
     let mut line = format!(
         "published {} frames to {channel} in {:.1} s ({:.1} fps)",
         report.sent,

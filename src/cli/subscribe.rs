@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::StreamExt;
 
+use kadr::client::tally::StreamTally;
 use kadr::protocol::{self, Channels, OutputMessage};
-use kadr::tally::StreamTally;
 
 use super::RedisArgs;
 

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
-use crate::stats::Stats;
+use crate::node_stats::Stats;
 use crate::task::TaskSet;
 
 /// How long accepting pauses after an accept error (descriptors run out, memory pressure).

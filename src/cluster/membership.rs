@@ -22,8 +22,8 @@ use super::{wire, MEMBERS};
 use crate::backoff::Backoff;
 use crate::config::{Config, Role};
 use crate::model::Backend;
+use crate::node_stats::Stats;
 use crate::protocol::now_us;
-use crate::stats::Stats;
 use crate::task::TaskSet;
 
 /// What a node says about itself in each heartbeat.

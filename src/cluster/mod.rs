@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::stats::Stats;
+use crate::node_stats::Stats;
 use crate::task::{OwnedTask, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 use membership::{Membership, MembershipArgs, MembershipMsg};
 

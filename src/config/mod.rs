@@ -1,19 +1,34 @@
 //! `cluster.toml`: the node's configuration. Every field is documented in
 //! `docs/configuration.md`; unknown fields are refused so a typo never passes silently.
+//!
+//! Each section has a module of its own with its struct, defaults and checks ([`node`],
+//! [`cluster`], [`admin`], [`redis`], [`model`] (with `[detector]`), [`limits`], [`live`]);
+//! this one reads the file, applies overrides and secrets, and reports every problem found, each
+//! with its key's path, at once.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
 
+pub mod admin;
+pub mod cluster;
+pub mod limits;
 pub mod live;
+pub mod model;
+pub mod node;
+pub mod redis;
 
+pub use admin::{AdminConfig, MAX_VIEWERS};
+pub use cluster::{ClusterConfig, TlsConfig};
+pub use limits::LimitsConfig;
 pub use live::LiveConfig;
+pub use model::{DetectorConfig, ModelConfig};
+pub use node::{NodeConfig, Role};
+pub use redis::RedisConfig;
 
-use crate::model::backend::{ExecutionProvider, Precision};
 use crate::model::postprocess::PostprocessConfig;
 use crate::model::ModelOptions;
 use crate::protocol::FrameLimits;
@@ -88,42 +103,6 @@ pub struct Config {
     pub admin: AdminConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NodeConfig {
-    /// Unique in the cluster; shown in logs and in the admin API.
-    pub name: String,
-    /// What this node runs. `source` and `sequencer` go together: the sequencer must hear of
-    /// every frame the source accepts, so they share a node.
-    pub roles: Vec<Role>,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        Self {
-            name: "kadr".into(),
-            roles: vec![Role::Source, Role::Sequencer, Role::Detector],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Reads frames from Redis and dispatches them to detectors across the cluster.
-    Source,
-    /// Puts results back in order and publishes them.
-    Sequencer,
-    /// Runs a pool of detectors for any source in the cluster.
-    Detector,
-}
-
-impl NodeConfig {
-    pub fn has(&self, role: Role) -> bool {
-        self.roles.contains(&role)
-    }
-}
-
 /// A secret read from the config or the environment; never printed.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -151,236 +130,19 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClusterConfig {
-    /// Where this node listens for other nodes. Loopback unless configured.
-    pub listen: SocketAddr,
-    /// The host other nodes dial to reach this one (at `listen`'s port); defaults to
-    /// `listen`'s address. Needed when listening on 0.0.0.0.
-    pub advertise_host: Option<String>,
-    /// Shared secret every node must present; `KADR_CLUSTER_COOKIE` overrides it.
-    pub cookie: Secret,
-    /// Nodes to join at start (`host:port`); the rest of the cluster is learned from them.
-    pub seeds: Vec<String>,
-    /// How long start-up waits to join at least one seed before giving up.
-    pub join_timeout_ms: u64,
-    /// How often a node tells the others it is alive (and what it runs).
-    pub heartbeat_ms: u64,
-    /// How long a source node's claim on the frames channels lasts without renewal: a
-    /// standby source node takes over within this after the active one dies.
-    pub source_lease_ms: u64,
-    /// TLS between nodes; plaintext when absent.
-    pub tls: Option<TlsConfig>,
-    /// A connection to `listen` that has not authenticated (TLS and cookie) within this is
-    /// closed.
-    pub handshake_timeout_ms: u64,
-    /// Connections to `listen` waiting to authenticate at once; one more is closed at accept.
-    pub max_pending_handshakes: usize,
-}
+/// Problems found in a config: (key path, what is wrong).
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<(String, String)>);
 
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
-            advertise_host: None,
-            cookie: Secret::default(),
-            seeds: Vec::new(),
-            join_timeout_ms: 10_000,
-            heartbeat_ms: 1_000,
-            source_lease_ms: 3_000,
-            tls: None,
-            handshake_timeout_ms: 5_000,
-            max_pending_handshakes: 64,
-        }
-    }
-}
-
-impl ClusterConfig {
-    /// The host other nodes dial.
-    pub fn advertised_host(&self) -> String {
-        self.advertise_host
-            .clone()
-            .unwrap_or_else(|| self.listen.ip().to_string())
+impl Problems {
+    pub(crate) fn add(&mut self, key: &str, problem: impl Into<String>) {
+        self.0.push((key.to_string(), problem.into()));
     }
 
-    /// `host:port`, as other nodes dial it.
-    pub fn advertised(&self) -> String {
-        let host = self.advertised_host();
-        if host.contains(':') {
-            format!("[{host}]:{}", self.listen.port())
-        } else {
-            format!("{host}:{}", self.listen.port())
-        }
-    }
-}
-
-/// Mutual TLS: every node presents a certificate signed by `ca` and checks its peer's.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// This node's certificate chain (PEM).
-    pub cert: PathBuf,
-    /// This node's private key (PEM).
-    pub key: PathBuf,
-    /// The cluster's certificate authority (PEM); peers must present a certificate it signed.
-    pub ca: PathBuf,
-    /// The name every node's certificate carries (a DNS subject alternative name).
-    #[serde(default = "default_tls_server_name")]
-    pub server_name: String,
-}
-
-fn default_tls_server_name() -> String {
-    "kadr".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// The admin HTTP API's address. Loopback unless configured.
-    pub listen: SocketAddr,
-    /// Bearer token for mutating calls; `KADR_ADMIN_TOKEN` overrides it. Unset: mutations refused.
-    pub token: Secret,
-    /// Live viewer pages open at once (each reads its stream's frames from Redis).
-    pub max_viewers: usize,
-    /// Host names (beside IP addresses and `localhost`) that requests may name in `Host`;
-    /// `"*"` allows any. Others are refused, against DNS rebinding.
-    pub allowed_hosts: Vec<String>,
-}
-
-/// Most viewers a config may allow: each costs a Redis connection and a stream's bandwidth.
-pub const MAX_VIEWERS: usize = 64;
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7500)),
-            token: Secret::default(),
-            max_viewers: 8,
-            allowed_hosts: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisConfig {
-    pub url: String,
-    /// Every channel is named `{channel_prefix}:...`.
-    pub channel_prefix: String,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: "redis://127.0.0.1:6379".into(),
-            channel_prefix: "kadr".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// ONNX file; a relative path is relative to the config file's folder.
-    pub path: PathBuf,
-    #[serde(default = "default_conf")]
-    pub conf_threshold: f32,
-    #[serde(default = "default_iou")]
-    pub iou_threshold: f32,
-    #[serde(default = "default_max_detections")]
-    pub max_detections: usize,
-    /// Path to `libonnxruntime.so`; found in `.deps/onnxruntime/` when unset.
-    #[serde(default)]
-    pub onnxruntime_library: Option<PathBuf>,
-    /// Decode JPEGs at the smallest DCT scale that covers the model input (faster; not
-    /// bit-exact with the reference's full-size decode and resize). Unset: on unless
-    /// `precision = "fp32"` asks for the reference-exact path.
-    #[serde(default)]
-    pub dct_scaling: Option<bool>,
-    /// `auto` (OpenVINO where the CPU computes bf16, ONNX Runtime's CPU kernels otherwise),
-    /// `cpu` or `openvino`. See `model::backend`.
-    #[serde(default)]
-    pub execution_provider: ExecutionProvider,
-    /// `auto` (bf16 where the CPU has it and OpenVINO loads, fp32 otherwise), `fp32` (the
-    /// reference-exact path) or `bf16`.
-    #[serde(default)]
-    pub precision: Precision,
-}
-
-fn default_conf() -> f32 {
-    0.25
-}
-fn default_iou() -> f32 {
-    0.45
-}
-fn default_max_detections() -> usize {
-    300
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// Detector actors on this node; 0 means one per available core.
-    pub pool_size: usize,
-    /// ONNX Runtime threads inside one inference.
-    pub intra_threads: usize,
-    /// Frames handed to one detector at a time (1 = the next frame waits in the node's queue).
-    pub max_in_flight: usize,
-}
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        Self {
-            pool_size: 0,
-            intra_threads: 1,
-            max_in_flight: 1,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Largest frame message accepted, header included.
-    pub max_payload_bytes: usize,
-    pub max_stream_id_bytes: usize,
-    /// Live frames waiting for a detector, all streams together: the memory bound. Past it,
-    /// the stream with the most waiting loses its oldest. Freshness is `[live]`'s business.
-    pub queue_capacity: usize,
-    /// How long a finished result may wait behind a missing earlier frame before that frame
-    /// is reported as a gap. The sequencer never holds a stream longer than this.
-    pub gap_wait_ms: u64,
-    /// A frame with no result after this long is reported lost even if nothing waits behind it.
-    pub frame_timeout_ms: u64,
-    /// Never drop frames for lateness, on any stream (a publisher can ask per frame too).
-    pub keep_all_frames: bool,
-    /// Streams tracked at once; frames of further streams are refused with an error.
-    pub max_streams: usize,
-    /// A frame numbered more than this after its stream's last is refused (`seq_jump`) until
-    /// consecutive frames confirm the new numbering.
-    pub max_seq_jump: u64,
-    /// `KEEP` frames a source node holds at once (waiting and at detectors); one more is shed as
-    /// a `dropped` gap. With `max_payload_bytes`, the bound on memory under KEEP overload.
-    pub max_kept_frames: usize,
-    /// Largest frame, width x height as its JPEG header declares; a larger one is refused
-    /// (`image_too_large`) before any pixel is decoded. Bounds each detector's decode buffer.
-    pub max_pixels: u64,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_payload_bytes: 8 * 1024 * 1024,
-            max_stream_id_bytes: 128,
-            queue_capacity: 256,
-            gap_wait_ms: 1000,
-            frame_timeout_ms: 30_000,
-            keep_all_frames: false,
-            max_streams: 1024,
-            max_seq_jump: 300,
-            max_kept_frames: 288,
-            max_pixels: crate::model::DEFAULT_MAX_PIXELS,
+    /// `value` must be within `least..=most`.
+    pub(crate) fn range(&mut self, key: &str, value: u64, least: u64, most: u64) {
+        if value < least || value > most {
+            self.add(key, format!("is {value}, must be {least}..={most}"));
         }
     }
 }
@@ -483,252 +245,22 @@ impl Config {
 
     /// Check every field; report every problem at once, each with its key's path.
     fn validate(&self, path: &Path, purpose: Purpose) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
-        self.check(&mut problems);
-        problems.extend(self.live.problems());
+        let mut p = Problems::default();
+        self.model.check(&mut p);
+        self.detector.check(&mut p);
+        self.redis.check(&mut p);
+        self.limits.check(&mut p);
+        p.0.extend(self.live.problems());
         if purpose == Purpose::Node {
-            self.check_cluster(&mut problems);
-        }
-        ConfigError::from_problems(path, problems)
-    }
-
-    fn check(&self, problems: &mut Vec<(String, String)>) {
-        let invalid = |field: &str, problem: String| (field.to_string(), problem);
-        let unit = |v: f32| v > 0.0 && v <= 1.0;
-        if !unit(self.model.conf_threshold) {
-            problems.push(invalid(
-                "model.conf_threshold",
-                format!("is {}, must be in (0, 1]", self.model.conf_threshold),
-            ));
-        }
-        if !unit(self.model.iou_threshold) {
-            problems.push(invalid(
-                "model.iou_threshold",
-                format!("is {}, must be in (0, 1]", self.model.iou_threshold),
-            ));
-        }
-        if let Some(why) =
-            crate::model::backend::impossible(self.model.execution_provider, self.model.precision)
-        {
-            problems.push(invalid("model.precision", why.into()));
-        }
-        if !self.model.path.is_file() {
-            problems.push(invalid(
-                "model.path",
-                format!(
-                    "{} is not a file; run `scripts/setup.sh` to generate the demo model",
-                    self.model.path.display()
-                ),
-            ));
-        }
-        if self.redis.url.starts_with("rediss://") {
-            // Said here rather than as "unreachable" at start: this build has no TLS to Redis.
-            problems.push(invalid(
-                "redis.url",
-                "rediss:// (TLS to Redis) is not supported by this build yet; reach Redis over a TLS tunnel (stunnel, a service mesh) with redis://".into(),
-            ));
-        }
-        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("unix://") {
-            problems.push(invalid(
-                "redis.url",
-                format!(
-                    "{:?} is not a redis:// URL",
-                    crate::redis_conn::redact(&self.redis.url)
-                ),
-            ));
-        }
-        let prefix_ok = !self.redis.channel_prefix.is_empty()
-            && !self
-                .redis
-                .channel_prefix
-                .contains(['*', '?', '[', ']', ' ']);
-        if !prefix_ok {
-            problems.push(invalid(
-                "redis.channel_prefix",
-                "must be non-empty, without spaces or glob characters".into(),
-            ));
-        }
-        // (field, value, least, most): the upper bounds catch typos that would exhaust memory.
-        let ranges: [(&'static str, u64, u64, u64); 14] = [
-            (
-                "cluster.handshake_timeout_ms",
-                self.cluster.handshake_timeout_ms,
-                100,
-                600_000,
-            ),
-            (
-                "cluster.max_pending_handshakes",
-                self.cluster.max_pending_handshakes as u64,
-                1,
-                10_000,
-            ),
-            (
-                "limits.max_pixels",
-                self.limits.max_pixels,
-                1,
-                crate::model::MAX_IMAGE_PIXELS,
-            ),
-            (
-                "limits.max_kept_frames",
-                self.limits.max_kept_frames as u64,
-                1,
-                100_000,
-            ),
-            ("limits.max_seq_jump", self.limits.max_seq_jump, 1, 1 << 40),
-            (
-                "model.max_detections",
-                self.model.max_detections as u64,
-                1,
-                30_000,
-            ),
-            ("detector.pool_size", self.detector.pool_size as u64, 0, 256),
-            (
-                "detector.intra_threads",
-                self.detector.intra_threads as u64,
-                1,
-                256,
-            ),
-            (
-                "detector.max_in_flight",
-                self.detector.max_in_flight as u64,
-                1,
-                64,
-            ),
-            (
-                "limits.queue_capacity",
-                self.limits.queue_capacity as u64,
-                1,
-                100_000,
-            ),
-            ("limits.gap_wait_ms", self.limits.gap_wait_ms, 1, 3_600_000),
-            (
-                "limits.frame_timeout_ms",
-                self.limits.frame_timeout_ms,
-                1,
-                86_400_000,
-            ),
-            (
-                "limits.max_streams",
-                self.limits.max_streams as u64,
-                1,
-                1_000_000,
-            ),
-            (
-                "limits.max_payload_bytes",
-                self.limits.max_payload_bytes as u64,
-                64,
-                512 << 20,
-            ),
-        ];
-        for (field, v, least, most) in ranges {
-            if v < least || v > most {
-                problems.push(invalid(field, format!("is {v}, must be {least}..={most}")));
+            self.node.check(&mut p);
+            self.cluster.check(&mut p);
+            self.admin.check(&mut p);
+            let (c, a) = (self.cluster.listen, self.admin.listen);
+            if c.port() != 0 && c == a {
+                p.add("admin.listen", "is the same address as cluster.listen");
             }
         }
-        if !(1..=u16::MAX as usize).contains(&self.limits.max_stream_id_bytes) {
-            problems.push(invalid(
-                "limits.max_stream_id_bytes",
-                "must be 1..=65535".into(),
-            ));
-        }
-    }
-
-    fn check_cluster(&self, problems: &mut Vec<(String, String)>) {
-        let invalid = |field: &str, problem: String| (field.to_string(), problem);
-        let name_ok = !self.node.name.is_empty()
-            && self.node.name.len() <= 64
-            && self
-                .node
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !name_ok {
-            problems.push(invalid(
-                "node.name",
-                "must be 1-64 characters of letters, digits, '-', '_' or '.'".into(),
-            ));
-        }
-        if self.node.roles.is_empty() {
-            problems.push(invalid("node.roles", "must name at least one role".into()));
-        }
-        if self.node.has(Role::Source) != self.node.has(Role::Sequencer) {
-            problems.push(invalid(
-                "node.roles",
-                "must have both \"source\" and \"sequencer\" or neither (the sequencer must hear of every frame the source accepts)".into(),
-            ));
-        }
-        if self.cluster.cookie.expose().len() < 8 {
-            problems.push(invalid(
-                "cluster.cookie",
-                "must be set, at least 8 characters (or set KADR_CLUSTER_COOKIE); every node of a cluster shares it".into(),
-            ));
-        }
-        for seed in &self.cluster.seeds {
-            if !is_host_port(seed) {
-                problems.push(invalid(
-                    "cluster.seeds",
-                    format!("{seed:?} is not host:port"),
-                ));
-            }
-        }
-        let host = self.cluster.advertised_host();
-        if host.is_empty() || host == "0.0.0.0" || host == "::" {
-            problems.push(invalid(
-                "cluster.advertise_host",
-                format!("{host:?} is not an address other nodes can dial; set it to this node's host name or IP"),
-            ));
-        }
-        if self.cluster.listen.port() == 0 {
-            problems.push(invalid(
-                "cluster.listen",
-                "needs a port (not 0): peers dial it".into(),
-            ));
-        }
-        let ranges: [(&'static str, u64, u64, u64); 3] = [
-            (
-                "admin.max_viewers",
-                self.admin.max_viewers as u64,
-                0,
-                MAX_VIEWERS as u64,
-            ),
-            (
-                "cluster.join_timeout_ms",
-                self.cluster.join_timeout_ms,
-                100,
-                600_000,
-            ),
-            (
-                "cluster.heartbeat_ms",
-                self.cluster.heartbeat_ms,
-                50,
-                60_000,
-            ),
-        ];
-        for (field, v, least, most) in ranges {
-            if v < least || v > most {
-                problems.push(invalid(field, format!("is {v}, must be {least}..={most}")));
-            }
-        }
-        if let Some(tls) = &self.cluster.tls {
-            for (field, p) in [
-                ("cluster.tls.cert", &tls.cert),
-                ("cluster.tls.key", &tls.key),
-                ("cluster.tls.ca", &tls.ca),
-            ] {
-                if !p.is_file() {
-                    problems.push(invalid(field, format!("{} is not a file", p.display())));
-                }
-            }
-        }
-        if self.cluster.listen.port() != 0
-            && self.cluster.listen.port() == self.admin.listen.port()
-            && self.cluster.listen.ip() == self.admin.listen.ip()
-        {
-            problems.push(invalid(
-                "admin.listen",
-                "is the same address as cluster.listen".into(),
-            ));
-        }
+        ConfigError::from_problems(path, p.0)
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -783,10 +315,6 @@ impl Config {
     pub fn frame_timeout(&self) -> Duration {
         Duration::from_millis(self.limits.frame_timeout_ms)
     }
-}
-
-fn is_host_port(s: &str) -> bool {
-    matches!(s.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 /// `a.b.c=value`: the value is read as TOML (`3`, `true`, `["x"]`), or else taken as a string.

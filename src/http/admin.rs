@@ -30,10 +30,10 @@ use tracing::info;
 
 use crate::cluster::membership::MembershipMsg;
 use crate::config::{Config, Secret};
+use crate::node_stats::Stats;
 use crate::pipeline::dispatch::DispatchMsg;
 use crate::pipeline::pool::{PoolMsg, MAX_POOL_SIZE};
 use crate::pipeline::sequencer::SequencerMsg;
-use crate::stats::Stats;
 use crate::stream_stats::StreamReport;
 use crate::task::OwnedTask;
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::stats::Stats;
+use crate::node_stats::Stats;
 use crate::stream_stats::{Percentiles, StreamReport};
 
 /// The Prometheus text exposition format.

@@ -14,9 +14,9 @@ use tracing::warn;
 
 use super::messages::DispatchMsg;
 use crate::model::{ModelOptions, Yolo};
+use crate::node_stats::Stats;
 pub use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
 use crate::protocol::{now_us, DetectionsMessage};
-use crate::stats::Stats;
 
 pub struct DetectorArgs {
     pub node: Arc<str>,

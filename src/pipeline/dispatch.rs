@@ -28,11 +28,11 @@ use ractor::{
 use tracing::{debug, info, warn};
 
 use crate::config::live::{self, LiveConfig};
+use crate::node_stats::Stats;
 use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
 pub use crate::pipeline::messages::{DispatchMsg, DispatchStatus, Job};
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
 use crate::protocol::{ErrorCode, ErrorMessage, GapReason};
-use crate::stats::Stats;
 
 /// Times a frame is sent to a detector before it is given up as failed.
 const MAX_ATTEMPTS: u8 = 2;

@@ -8,8 +8,8 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::lease::Fence;
+use crate::node_stats::Stats;
 use crate::protocol::{Channels, ErrorMessage, OutputMessage};
-use crate::stats::Stats;
 
 /// A stream with nothing outstanding and no new frame for this long is forgotten by the
 /// sequencer, and its last published sequence number expires in Redis, so streams that come and

@@ -14,8 +14,8 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::model::ModelOptions;
+use crate::node_stats::Stats;
 use crate::pipeline::detector::{Detector, DetectorArgs, DetectorMsg};
-use crate::stats::Stats;
 use crate::task::TaskSet;
 
 /// Most detectors one node may run (also the bound `POST /pool` enforces).

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{debug, warn};
 
+use crate::node_stats::Stats;
 use crate::pipeline::egress::{Egress, STREAM_IDLE_FORGET};
 use crate::protocol::{DetectionsMessage, ErrorMessage, GapMessage, GapReason, OutputMessage};
-use crate::stats::Stats;
 use crate::stream_stats::{StreamReport, StreamStats};
 
 /// What became of one frame.

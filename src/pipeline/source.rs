@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::jpeg;
 use crate::model::{check_size, JpegDecoder};
+use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
 use crate::pipeline::kept::KeptFrames;
@@ -28,7 +29,6 @@ use crate::protocol::{
     parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason,
 };
 use crate::redis_conn;
-use crate::stats::Stats;
 use crate::task::OwnedTask;
 
 pub enum SourceMsg {

@@ -128,7 +128,7 @@ fn serve(mut conn: TcpStream, state: &State, frames: &[Vec<u8>], fps: f64) {
 
 /// Frames of a real clip as JPEGs of `size`, for the camera to serve.
 pub async fn clip_frames(clip: &std::path::Path, size: (u32, u32), count: usize) -> Vec<Vec<u8>> {
-    kadr::publish::video::load_frames(clip.to_str().unwrap(), Some(size), 5, count)
+    kadr::client::publish::video::load_frames(clip.to_str().unwrap(), Some(size), 5, count)
         .await
         .unwrap()
 }

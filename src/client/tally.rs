@@ -9,7 +9,7 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use kadr::protocol::{GapMessage, GapReason, OutputMessage};
-//! use kadr::tally::StreamTally;
+//! use kadr::client::tally::StreamTally;
 //!
 //! let mut t = StreamTally::default();
 //! let gap = |seq, count| OutputMessage::Gap(GapMessage {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::publish::video::FfmpegInput;
+use crate::client::publish::video::FfmpegInput;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
