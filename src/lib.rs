@@ -14,27 +14,43 @@
 //!   any node:   [pool] ─supervises─ [detector]×N ──────────┘ (ONNX Runtime, one session each)
 //! ```
 //!
-//! Pure parts (wire format, letterbox, post-processing, ordering) are in [`protocol`],
-//! [`model`] and [`pipeline::sequencer::StreamOrder`], tested without a runtime; the actors are
-//! in [`pipeline`], under the [`supervisor`] tree a [`node`] starts; membership and the
-//! node-to-node wire are in [`cluster`]; the admin API and viewer in [`http`]; publishers
-//! (camera, file, folder, video), the client-side tally of a stream's output and
-//! `kadr bench-model` are in [`client`]; the node's counters in [`node_stats`], its per-stream
-//! figures in [`stream_stats`].
+//! The public API is small, in the style of tokio's mini-redis: what the `kadr` command, the
+//! load generator and the tests use. The node's own modules are private to the crate.
+//!
+//! - [`Node`]: start a node from a [`Config`]; its counters and parts, for tests and the CLI.
+//! - [`protocol`]: the wire format on Redis (frames in, results, gaps and errors out).
+//! - [`model`]: YOLOv7 through ONNX Runtime, with its pure parts (letterbox, post-processing)
+//!   that the conformance suite checks against the reference.
+//! - [`client`]: publishers (camera, file, folder, video), a client's tally of a stream's output,
+//!   and `kadr bench-model`.
+//! - [`jpeg`]: JPEG markers, read without decoding.
+//!
+//! Inside the crate: the actors are in `pipeline`, under the `supervisor` tree a `node` starts;
+//! membership and the node-to-node wire are in `cluster`; the admin API and viewer in `http`;
+//! `config` has one module per section of cluster.toml; `task` owns background work.
 
-pub mod backoff;
 pub mod client;
-pub mod cluster;
-pub mod config;
-pub mod http;
 pub mod jpeg;
 pub mod model;
-pub mod node;
-pub mod node_stats;
-pub mod pipeline;
 pub mod protocol;
-pub mod redis_conn;
-pub mod runtime;
-pub mod stream_stats;
-pub mod supervisor;
-pub mod task;
+
+mod backoff;
+mod cluster;
+mod config;
+mod http;
+mod node;
+mod node_stats;
+mod pipeline;
+mod redis_conn;
+mod runtime;
+mod stream_stats;
+mod supervisor;
+mod task;
+
+pub use config::{Config, ConfigError, Purpose};
+pub use node::{raise_open_files_limit, Node};
+pub use node_stats::Stats;
+pub use pipeline::pool::PoolMsg;
+pub use redis_conn::{redact, subscribe};
+pub use stream_stats::{percentiles, Percentiles};
+pub use task::{OwnedTask, MAX_RESTARTS};

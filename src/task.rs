@@ -56,12 +56,9 @@ impl TaskSet {
     }
 
     /// Tasks still running (or finished and not yet reaped).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use kadr::node::Node;
+use kadr::Node;
 
 fn venv_python() -> Option<std::path::PathBuf> {
     let py = common::root().join(".deps/venv/bin/python");

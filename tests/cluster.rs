@@ -805,7 +805,7 @@ fn three_thousand_idle_connections_leave_the_node_serving() {
         return;
     };
     // This test process holds the 3,000 sockets itself.
-    let open_files = kadr::node::raise_open_files_limit().unwrap_or(0);
+    let open_files = kadr::raise_open_files_limit().unwrap_or(0);
     if open_files < 3_500 {
         common::skip(&format!("this process may open only {open_files} files"));
         return;

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kadr::node::Node;
-use kadr::pipeline::pool::PoolMsg;
 use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, FLAG_KEEP};
+use kadr::Node;
+use kadr::PoolMsg;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -481,7 +481,7 @@ async fn a_node_whose_part_keeps_failing_gives_up() {
     };
     let t = TestNode::start(&model, "[detector]\npool_size = 1\n", "budget").await;
     let gave_up = async {
-        for _ in 0..=kadr::task::MAX_RESTARTS {
+        for _ in 0..=kadr::MAX_RESTARTS {
             let before = t.node.stats.ingress_restarts.get();
             t.node.inject_crash("sequencer");
             while t.node.stats.ingress_restarts.get() == before {
@@ -500,7 +500,7 @@ async fn a_node_whose_part_keeps_failing_gives_up() {
     );
     assert_eq!(
         t.node.stats.ingress_restarts.get(),
-        kadr::task::MAX_RESTARTS as u64
+        kadr::MAX_RESTARTS as u64
     );
     t.stop().await;
 }
@@ -542,7 +542,7 @@ async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
 }
 
 /// A live camera much faster than its one detector: results stay fresh. With the default
-/// `live.queue_depth = 1` a frame waits at most while the detector finishes the one before it,
+/// `[live]` rule a frame waits at most about one inference behind the frame before it,
 /// never behind a queue of its own stream's older frames (the old 32-frame queue made every
 /// result about 32 inferences old); the frames passed over are `dropped` gaps that say why,
 /// and every frame is accounted for, in order.
@@ -578,7 +578,7 @@ async fn a_live_stream_faster_than_its_detector_gets_fresh_results() {
                 assert_eq!(g.reason, GapReason::Dropped, "{g:?}");
                 assert_eq!(
                     g.detail.as_deref(),
-                    Some(kadr::config::live::SUPERSEDED),
+                    Some("superseded: a newer frame of the stream was waiting"),
                     "a live frame is dropped only for a newer one"
                 );
             }

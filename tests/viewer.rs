@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use kadr::node::Node;
+use kadr::Node;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 

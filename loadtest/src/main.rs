@@ -21,8 +21,8 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use kadr::client::tally::{StreamTally, TallySummary};
+use kadr::percentiles;
 use kadr::protocol::{encode_frame, now_us, Channels, OutputChannel, OutputMessage, FLAG_KEEP};
-use kadr::stream_stats::percentiles;
 
 #[derive(Parser)]
 #[command(name = "kadr-loadtest", about = "Load generator for kadr")]
@@ -347,7 +347,7 @@ fn total_of(tallies: &BTreeMap<String, StreamTally>) -> TallySummary {
 
 async fn subscribe(client: &redis::Client, patterns: &[String]) -> anyhow::Result<PubSub> {
     let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
-    kadr::redis_conn::subscribe(client, &[], &patterns).await
+    kadr::subscribe(client, &[], &patterns).await
 }
 
 /// Tally every result and error of the run's streams; when Redis goes away (a restart, in the

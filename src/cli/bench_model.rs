@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use kadr::client::publish::video;
-use kadr::config::{Config, Purpose};
+use kadr::{Config, Purpose};
 
 #[derive(Args)]
 pub struct BenchModelArgs {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
-use kadr::config::Config;
-use kadr::node::Node;
+use kadr::Config;
+use kadr::Node;
 
 #[derive(Args)]
 pub struct NodeArgs {
@@ -32,13 +32,13 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         overrides.insert(0, format!("redis.url=\"{url}\""));
     }
     let cfg = Config::load_with(&config, &overrides)?;
-    match kadr::node::raise_open_files_limit() {
+    match kadr::raise_open_files_limit() {
         Ok(n) => tracing::debug!(open_files = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
     let node = Node::start(&cfg).await?;
     let stats = node.stats.clone();
-    let report = kadr::task::OwnedTask::spawn(async move {
+    let report = kadr::OwnedTask::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;
         loop {

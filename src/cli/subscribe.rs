@@ -43,15 +43,14 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     let client = redis::Client::open(args.redis.redis_url.as_str())?;
     let detections_channel = channels.detections(&args.stream);
     let errors_channel = channels.errors(&args.stream);
-    let mut pubsub =
-        kadr::redis_conn::subscribe(&client, &[&detections_channel, &errors_channel], &[])
-            .await
-            .with_context(|| {
-                format!(
-                    "Redis at {} cannot be used",
-                    kadr::redis_conn::redact(&args.redis.redis_url)
-                )
-            })?;
+    let mut pubsub = kadr::subscribe(&client, &[&detections_channel, &errors_channel], &[])
+        .await
+        .with_context(|| {
+            format!(
+                "Redis at {} cannot be used",
+                kadr::redact(&args.redis.redis_url)
+            )
+        })?;
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")?;
     }

@@ -50,10 +50,6 @@ impl Writer {
     pub fn with_capacity(n: usize) -> Self {
         Self(Vec::with_capacity(n))
     }
-    pub fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
@@ -98,9 +94,6 @@ impl Reader {
         self.at = end;
         Ok(slice)
     }
-    pub fn u8(&mut self, what: &str) -> Result<u8, String> {
-        Ok(self.take(1, what)?[0])
-    }
     pub fn u64(&mut self, what: &str) -> Result<u64, String> {
         let b = self.take(8, what)?;
         Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
@@ -126,19 +119,19 @@ mod tests {
     #[test]
     fn round_trip_and_truncation_is_an_error() {
         let mut w = Writer::default();
-        w.short_str("node-1").u64(42).u8(7).tail(b"jpeg");
+        w.short_str("node-1").u64(42).u64(7).tail(b"jpeg");
         let bytes = w.finish();
         let mut r = Reader::new(bytes.clone());
         assert_eq!(r.short_str("origin").unwrap(), "node-1");
         assert_eq!(r.u64("seq").unwrap(), 42);
-        assert_eq!(r.u8("flags").unwrap(), 7);
+        assert_eq!(r.u64("ts").unwrap(), 7);
         assert_eq!(&r.tail()[..], b"jpeg");
         for cut in 0..bytes.len() - 4 {
             let mut r = Reader::new(bytes[..cut].to_vec());
             let ok = r
                 .short_str("origin")
                 .and_then(|_| r.u64("seq"))
-                .and_then(|_| r.u8("flags"));
+                .and_then(|_| r.u64("ts"));
             assert!(ok.is_err(), "cut at {cut}");
         }
         let mut r = Reader::new(vec![0, 2, 0xff, 0xfe]);

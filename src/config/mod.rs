@@ -21,7 +21,7 @@ pub mod model;
 pub mod node;
 pub mod redis;
 
-pub use admin::{AdminConfig, MAX_VIEWERS};
+pub use admin::AdminConfig;
 pub use cluster::{ClusterConfig, TlsConfig};
 pub use limits::LimitsConfig;
 pub use live::LiveConfig;

@@ -15,7 +15,7 @@ use tracing::warn;
 use super::messages::DispatchMsg;
 use crate::model::{ModelOptions, Yolo};
 use crate::node_stats::Stats;
-pub use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
+pub use crate::pipeline::messages::{DetectResult, DetectorMsg, Finished};
 use crate::protocol::{now_us, DetectionsMessage};
 
 pub struct DetectorArgs {

@@ -81,6 +81,9 @@ pub struct DispatchState {
     /// round robin between streams, not first come first served.
     served: HashMap<Arc<str>, u64>,
     dispatches: u64,
+    /// Time at a detector per frame, a running average: how long a live frame may wait once a
+    /// newer one of its stream is behind it.
+    detect_time: Option<Duration>,
     /// Waiting for the dispatcher to hold no frame.
     drained: Vec<RpcReplyPort<()>>,
 }
@@ -140,9 +143,16 @@ fn fair_victim(
     }
 }
 
-/// The waiting frame that a new live frame of `stream` makes stale: the stream's oldest live
-/// frame, once `depth` of them are waiting already.
-fn superseded(queue: &VecDeque<Waiting>, stream: &str, depth: usize) -> Option<usize> {
+/// The waiting frame that a new live frame of `stream` makes stale (see [`live`]): the
+/// stream's oldest live frame, once `depth` of them are waiting already, or once it has waited
+/// `stale_after` (about one inference: a detector would finish the newer frame as soon).
+fn superseded(
+    queue: &VecDeque<Waiting>,
+    stream: &str,
+    depth: usize,
+    now: Instant,
+    stale_after: Option<Duration>,
+) -> Option<usize> {
     let mut oldest = None;
     let mut waiting = 0;
     for (i, w) in queue.iter().enumerate() {
@@ -151,11 +161,9 @@ fn superseded(queue: &VecDeque<Waiting>, stream: &str, depth: usize) -> Option<u
             oldest.get_or_insert(i);
         }
     }
-    if waiting >= depth {
-        oldest
-    } else {
-        None
-    }
+    let i = oldest?;
+    let waited = now.saturating_duration_since(queue[i].job.accepted_at);
+    (waiting >= depth || stale_after.is_some_and(|t| waited >= t)).then_some(i)
 }
 
 pub struct Dispatcher;
@@ -184,6 +192,7 @@ impl Actor for Dispatcher {
             queue: VecDeque::with_capacity(args.queue_capacity),
             served: HashMap::new(),
             dispatches: 0,
+            detect_time: None,
             drained: Vec::new(),
             args,
             targets: Vec::new(),
@@ -355,7 +364,13 @@ impl DispatchState {
                 // Measured here, on one clock, whatever the detector's node says.
                 let ms = |d: Duration| (d.as_secs_f64() * 10_000.0).round() / 10.0;
                 d.queued_ms = Some(ms(f.since.saturating_duration_since(f.job.accepted_at)));
-                d.detect_ms = Some(ms(f.since.elapsed()));
+                let took = f.since.elapsed();
+                d.detect_ms = Some(ms(took));
+                // A running average over about the last eight frames.
+                self.detect_time = Some(match self.detect_time {
+                    Some(avg) => (avg * 7 + took) / 8,
+                    None => took,
+                });
                 Outcome::Detected(d)
             }
             DetectResult::Failed { code, message } => {
@@ -422,7 +437,14 @@ impl DispatchState {
     fn enqueue(&mut self, waiting: Waiting) {
         if !waiting.job.keep {
             let depth = self.args.live.policy(&waiting.job.stream).queue_depth;
-            while let Some(i) = superseded(&self.queue, &waiting.job.stream, depth) {
+            let now = Instant::now();
+            while let Some(i) = superseded(
+                &self.queue,
+                &waiting.job.stream,
+                depth,
+                now,
+                self.detect_time,
+            ) {
                 let old = self.queue.remove(i).expect("index from superseded");
                 self.args.stats.superseded.inc();
                 self.report_gap(
@@ -672,18 +694,32 @@ mod tests {
             job("cam", 2, true),
             job("cam", 3, false),
         ]);
+        let now = Instant::now();
         // Two live frames of cam wait (the kept one does not count): depth 1 and 2 are full.
-        assert_eq!(superseded(&q, "cam", 1), Some(0));
-        assert_eq!(superseded(&q, "cam", 2), Some(0));
-        assert_eq!(superseded(&q, "cam", 3), None, "room for a third");
+        assert_eq!(superseded(&q, "cam", 1, now, None), Some(0));
+        assert_eq!(superseded(&q, "cam", 2, now, None), Some(0));
+        assert_eq!(
+            superseded(&q, "cam", 3, now, None),
+            None,
+            "room for a third"
+        );
         // Another stream's waiting frames never make room for this one.
-        assert_eq!(superseded(&q, "other", 2), None);
-        assert_eq!(superseded(&q, "new", 1), None);
+        assert_eq!(superseded(&q, "other", 2, now, None), None);
+        assert_eq!(superseded(&q, "new", 1, now, None), None);
         let kept_only = queue(vec![job("cam", 1, true), job("cam", 2, true)]);
         assert_eq!(
-            superseded(&kept_only, "cam", 1),
+            superseded(&kept_only, "cam", 1, now, None),
             None,
             "kept frames are never stale"
+        );
+        // Room in the depth, but the oldest has waited as long as an inference takes.
+        let later = now + Duration::from_millis(50);
+        let took = Some(Duration::from_millis(40));
+        assert_eq!(superseded(&q, "cam", 3, later, took), Some(0));
+        assert_eq!(
+            superseded(&q, "cam", 3, now, took),
+            None,
+            "fresh enough to wait"
         );
     }
 
@@ -757,6 +793,7 @@ mod tests {
             counts: HashMap::new(),
             served: HashMap::new(),
             dispatches: 0,
+            detect_time: None,
             drained: Vec::new(),
         };
         state.join(cells);
@@ -920,6 +957,7 @@ mod tests {
     #[tokio::test]
     async fn a_newer_live_frame_supersedes_the_waiting_one_with_the_reason() {
         let (mut state, _detectors, mut sequencer) = state_with(1).await;
+        state.args.live.queue_depth = 1;
         for seq in 1..=3 {
             state.enqueue(Waiting {
                 job: job("cam", seq, false),

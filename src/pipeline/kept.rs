@@ -105,6 +105,7 @@ impl KeptFrames {
     }
 
     /// Places taken now, in all and by `stream`.
+    #[cfg(test)]
     pub fn held(&self, stream: &str) -> (usize, usize) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         (held.total, held.by_stream.get(stream).copied().unwrap_or(0))

@@ -68,19 +68,14 @@ pub fn video(name: &str) -> Option<PathBuf> {
 
 /// The config of a single in-process node: its Redis, its channel prefix, the model, the
 /// test cookie and a free cluster port; `extra` is appended (more sections, e.g. `[limits]`).
-pub fn single_node_config(
-    model: &Path,
-    redis: &str,
-    prefix: &str,
-    extra: &str,
-) -> kadr::config::Config {
+pub fn single_node_config(model: &Path, redis: &str, prefix: &str, extra: &str) -> kadr::Config {
     let text = format!(
         "[redis]\nurl = \"{redis}\"\nchannel_prefix = \"{prefix}\"\n[model]\npath = \"{}\"\n\
          [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n{extra}",
         model.display(),
         free_port()
     );
-    kadr::config::Config::parse(&text, Path::new("test.toml"), Path::new(".")).unwrap()
+    kadr::Config::parse(&text, Path::new("test.toml"), Path::new(".")).unwrap()
 }
 
 pub fn kadr() -> Command {
