@@ -79,7 +79,7 @@ for variant, what in (("nobf16", "a CPU acting without bf16 (KADR_CPU_FLAGS='': 
           "| worst stream p50 / p99 ms | share (fewest / most detected) | detected after the stream's next frame |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for scenario in ("1x", "3x", "100x", "keepsup"):
-        for rule, name in (("new", "live rule (queue_depth = 2)"), ("old", "old: one 32-frame queue")):
+        for rule, name in (("new", "shipped: queue_depth = 2 + age rule"), ("d1", "queue_depth = 1")):
             r = load(f"live-{variant}-{rule}-{scenario}.json")
             if not r:
                 continue

@@ -12,8 +12,8 @@
 #    (60 fps offered: the node drops the oldest frames and its delivered fps is its capacity).
 # 3. Streams: the shipped defaults under 1..4 streams of 30 fps.
 # 4. Scaling: one node pinned to one core, then a second node pinned to the other.
-# 5. Live: freshness when detection is slower than the cameras (see below), today's rule
-#    against the old one (a 32-frame queue, no per-stream depth), on the same node settings.
+# 5. Live: freshness when detection is slower than the cameras (see below): the shipped [live]
+#    rule and live.queue_depth = 1, on the same node settings.
 # Every step says what it does; a step that fails says which and why before the script stops.
 # Results go to loadtest/results/*.json and markdown tables on stdout.
 set -Eeuo pipefail
@@ -139,13 +139,12 @@ want scaling && run_scaling
 
 # --- 5. Live: cameras faster than the detectors, many slow cameras in step, and a camera the
 # node keeps up with. Each on a CPU acting without bf16 (KADR_CPU_FLAGS=: fp32, about the
-# speed of the AVX2-only machines most users have) and on the shipped defaults. "old rule" is
-# the dispatcher as it was before live.queue_depth: one 32-frame queue shared by every stream
-# (a depth no stream reaches). bench-model first, so latency reads as multiples of one call.
+# speed of the AVX2-only machines most users have) and on the shipped defaults; the shipped
+# [live] rule, then live.queue_depth = 1 (only the newest frame waits). bench-model first, so
+# latency reads as multiples of one call.
 LIVE_SECONDS=${LIVE_SECONDS:-30}
-OLD_RULE=(--set live.queue_depth=1024 --set limits.queue_capacity=32)
-live_runs() {  # live_runs SLUG ENV FPS_OVER: the scenarios against one node
-    local slug=$1 envs=$2 over=$3 pid=$LAST_PID
+live_runs() {  # live_runs SLUG FPS_OVER: the scenarios against the node just started
+    local slug=$1 over=$2 pid=$LAST_PID
     $LOAD --fps "$over" --seconds "$LIVE_SECONDS" --node-pid "$pid" --label "1 x $over fps" --json "$OUT/live-$slug-1x.json" >/dev/null
     $LOAD --streams 3 --fps "$over" --seconds "$LIVE_SECONDS" --node-pid "$pid" --label "3 x $over fps" --json "$OUT/live-$slug-3x.json" >/dev/null
     $LOAD --streams 100 --fps 0.15 --seconds 40 --node-pid "$pid" --label "100 x 0.15 fps" --json "$OUT/live-$slug-100x.json" >/dev/null
@@ -157,12 +156,12 @@ for variant in nobf16 defaults; do
     local envs="" over=60
     [ "$variant" = nobf16 ] && envs="KADR_CPU_FLAGS=" && over=30
     env $envs $KADR bench-model --config cluster.toml --seconds 10 --json "$OUT/live-$variant.bench.json" >&2
-    for rule in new old; do
+    for rule in new d1; do
         local sets=("${NODE_PORTS[@]}")
-        [ "$rule" = old ] && sets+=("${OLD_RULE[@]}")
-        echo "== live: $variant, $rule rule" >&2
+        [ "$rule" = d1 ] && sets+=(--set live.queue_depth=1)
+        echo "== live: $variant, $rule" >&2
         NODE_ENV=$envs start_node lt-1 - "${sets[@]}"
-        live_runs "$variant-$rule" "$envs" "$over"
+        live_runs "$variant-$rule" "$over"
         stop_nodes
     done
 done

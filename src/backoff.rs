@@ -1,16 +1,5 @@
 //! Waits that double after each failed attempt, up to a cap: every reconnection loop in kadr
 //! (the source's Redis subscription, dialling peers, a publisher's Redis and its camera).
-//!
-//! ```
-//! use std::time::Duration;
-//! use kadr::backoff::Backoff;
-//!
-//! let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(1));
-//! let waits: Vec<u64> = (0..4).map(|_| b.next_wait().as_millis() as u64).collect();
-//! assert_eq!(waits, [250, 500, 1000, 1000]);
-//! b.reset();
-//! assert_eq!(b.next_wait(), Duration::from_millis(250));
-//! ```
 
 use std::time::Duration;
 
@@ -40,5 +29,19 @@ impl Backoff {
     /// After a success: start again from the first wait.
     pub fn reset(&mut self) {
         self.next = self.first;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_up_to_the_cap_and_reset() {
+        let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(1));
+        let waits: Vec<u64> = (0..4).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [250, 500, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.next_wait(), Duration::from_millis(250));
     }
 }
