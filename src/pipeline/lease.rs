@@ -144,3 +144,103 @@ fn rand_tag() -> u64 {
     );
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A redis-server of the test's own on a free loopback port, killed on drop.
+    struct TestRedis(std::process::Child, u16);
+
+    impl TestRedis {
+        fn start() -> TestRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server not found; run scripts/setup.sh");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            TestRedis(child, port)
+        }
+
+        async fn conn(&self) -> ConnectionManager {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.1)).unwrap();
+            ConnectionManager::new(client).await.unwrap()
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn one_node_holds_the_lease_until_it_releases_it_or_it_runs_out() {
+        let redis = TestRedis::start();
+        let ttl = Duration::from_millis(300);
+        let mut a = Lease::new(redis.conn().await, "t:lease".into(), "a", ttl);
+        let mut b = Lease::new(redis.conn().await, "t:lease".into(), "b", ttl);
+        assert!(a.is_free().await.unwrap());
+        assert!(a.renew().await.unwrap(), "a free lease is taken");
+        assert!(!b.renew().await.unwrap(), "held by a");
+        assert!(!b.is_free().await.unwrap());
+        assert!(b.holder().await.unwrap().starts_with("a/"));
+        // b's release is not a's: nothing changes.
+        b.release().await;
+        assert!(a.renew().await.unwrap());
+        a.release().await;
+        assert!(b.is_free().await.unwrap());
+        assert!(b.renew().await.unwrap(), "b takes it once a lets go");
+        assert!(!a.renew().await.unwrap());
+        // b stops renewing: its lease runs out and a may take it.
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert!(a.renew().await.unwrap(), "an expired lease is free");
+    }
+
+    #[tokio::test]
+    async fn the_holder_takes_its_lease_back_after_redis_forgets_it() {
+        let redis = TestRedis::start();
+        let mut a = Lease::new(
+            redis.conn().await,
+            "t:lease".into(),
+            "a",
+            Duration::from_secs(5),
+        );
+        assert!(a.renew().await.unwrap());
+        let mut admin = redis.conn().await;
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(
+            a.renew().await.unwrap(),
+            "renewal takes a forgotten lease back"
+        );
+        assert!(a.holder().await.unwrap().starts_with("a/"));
+        // A node restarted under the same name is another holder.
+        let mut a_again = Lease::new(
+            redis.conn().await,
+            "t:lease".into(),
+            "a",
+            Duration::from_secs(5),
+        );
+        assert!(!a_again.renew().await.unwrap());
+        let fence = a.fence();
+        assert_eq!((fence.key.as_str(), fence.ttl_ms), ("t:lease", 5000));
+        assert!(fence.token.starts_with("a/"));
+    }
+}
