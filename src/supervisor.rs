@@ -46,7 +46,7 @@ use crate::pipeline::pool::{Pool, PoolArgs, PoolMsg};
 use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
 use crate::protocol::Channels;
-use crate::task::{RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
+use crate::task::{stopped_child, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 
 /// How long a restart waits for a surviving actor to stop or the sequencer to flush.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -263,12 +263,8 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, e) => (cell, format!("failed: {e}")),
-            _ => return Ok(()),
+        let Some((cell, why)) = stopped_child(event) else {
+            return Ok(());
         };
         if state.args.stopping.load(Ordering::SeqCst) {
             return Ok(());

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use ractor::{ActorCell, SupervisionEvent};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// One background task, aborted when this is dropped.
@@ -65,6 +66,18 @@ impl TaskSet {
 /// Restarts of one part allowed within [`RESTART_WINDOW`] before a supervisor gives up.
 pub const MAX_RESTARTS: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// A child that stopped or failed, and why, from a supervision event; `None` for the other
+/// events. How every supervisor of the node reads its children's ends.
+pub fn stopped_child(event: SupervisionEvent) -> Option<(ActorCell, String)> {
+    match event {
+        SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            Some((cell, reason.unwrap_or_else(|| "stopped".into())))
+        }
+        SupervisionEvent::ActorFailed(cell, e) => Some((cell, format!("failed: {e}"))),
+        _ => None,
+    }
+}
 
 /// At most `max` restarts in any `window`: past it, a supervisor gives up instead of
 /// restarting a child whose failure a restart will not mend.

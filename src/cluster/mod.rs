@@ -24,7 +24,7 @@ use tracing::{error, info};
 
 use crate::config::Config;
 use crate::node_stats::Stats;
-use crate::task::{OwnedTask, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
+use crate::task::{stopped_child, OwnedTask, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 use membership::{Membership, MembershipArgs, MembershipMsg};
 
 pub const MEMBERS: &str = "members";
@@ -281,12 +281,8 @@ impl Actor for ClusterSupervisor {
         event: SupervisionEvent,
         state: &mut ClusterState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, e) => (cell, format!("failed: {e}")),
-            _ => return Ok(()),
+        let Some((cell, why)) = stopped_child(event) else {
+            return Ok(());
         };
         if state.stopping.load(Ordering::SeqCst) {
             return Ok(());

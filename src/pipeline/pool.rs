@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::model::ModelOptions;
 use crate::node_stats::Stats;
 use crate::pipeline::detector::{Detector, DetectorArgs, DetectorMsg};
-use crate::task::TaskSet;
+use crate::task::{stopped_child, TaskSet};
 
 /// Most detectors one node may run (also the bound `POST /pool` enforces).
 pub const MAX_POOL_SIZE: usize = 256;
@@ -164,12 +164,8 @@ impl Actor for Pool {
         event: SupervisionEvent,
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why)) = stopped_child(event) else {
+            return Ok(());
         };
         let Some(slot) = state.slot_of(cell.get_id()) else {
             return Ok(()); // one we retired
