@@ -46,6 +46,8 @@ mod runtime;
 mod stream_stats;
 mod supervisor;
 mod task;
+#[cfg(test)]
+mod test_redis;
 
 pub use config::{Config, ConfigError, Purpose};
 pub use node::{raise_open_files_limit, Node};

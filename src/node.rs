@@ -29,13 +29,13 @@ use crate::task::OwnedTask;
 
 /// A running node and handles to its actors.
 pub struct Node {
-    pub name: String,
+    name: String,
     /// What runs this node's detectors; `None` without the detector role.
-    pub backend: Option<Backend>,
-    pub stats: Arc<Stats>,
-    pub cluster: Cluster,
+    backend: Option<Backend>,
+    stats: Arc<Stats>,
+    cluster: Cluster,
     /// The node's actors as they are now (a restart replaces them).
-    pub parts: Parts,
+    parts: Parts,
     supervisor: ActorRef<NodeMsg>,
     supervisor_done: tokio::task::JoinHandle<()>,
     stopping: Arc<AtomicBool>,
@@ -144,7 +144,17 @@ impl Node {
         Ok(node)
     }
 
-    pub fn admin_handles(&self) -> AdminHandles {
+    /// The node's counters, as `/metrics` shows them.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The detector pool now (detector role), to send it a [`PoolMsg`].
+    pub fn pool(&self) -> Option<ActorRef<PoolMsg>> {
+        self.parts.pool()
+    }
+
+    pub(crate) fn admin_handles(&self) -> AdminHandles {
         AdminHandles {
             node: self.name.clone(),
             backend: self.backend.clone(),

@@ -61,6 +61,12 @@ pub struct Stats {
     /// Results not published because another node held the source lease by then (covered by
     /// that node's `missing` gap).
     pub fenced: Counter,
+    /// Results not published again: Redis had them already (a publish whose reply was lost
+    /// to a stall, then retried).
+    pub already_published: Counter,
+    /// Accepted frames of a numbering that restarted, numbered past a hole wider than
+    /// `limits.max_seq_jump` (forged, or left behind): counted and logged, never published.
+    pub abandoned: Counter,
     /// Times the source found Redis unreachable (one per outage), and whether it is now (0/1).
     pub redis_outages: Counter,
     pub redis_down: Counter,

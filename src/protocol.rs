@@ -62,6 +62,7 @@ pub enum ErrorCode {
     BadSeq,
     StaleSeq,
     SeqJump,
+    SeqRestart,
     TooManyStreams,
     ZeroSize,
     ImageTooLarge,
@@ -74,7 +75,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::Truncated,
         Self::BadMagic,
         Self::BadVersion,
@@ -86,6 +87,7 @@ impl ErrorCode {
         Self::BadSeq,
         Self::StaleSeq,
         Self::SeqJump,
+        Self::SeqRestart,
         Self::TooManyStreams,
         Self::ZeroSize,
         Self::ImageTooLarge,
@@ -109,6 +111,7 @@ impl ErrorCode {
             Self::BadSeq => "bad_seq",
             Self::StaleSeq => "stale_seq",
             Self::SeqJump => "seq_jump",
+            Self::SeqRestart => "seq_restart",
             Self::TooManyStreams => "too_many_streams",
             Self::ZeroSize => "zero_size",
             Self::ImageTooLarge => "image_too_large",
@@ -345,6 +348,23 @@ pub enum OutputMessage {
     Gap(GapMessage),
 }
 
+impl OutputMessage {
+    /// The sequence numbers this message accounts for: first and last.
+    pub fn seqs(&self) -> (u64, u64) {
+        match self {
+            Self::Detections(d) => (d.seq, d.seq),
+            Self::Gap(g) => (g.seq, g.seq + g.count.saturating_sub(1)),
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Self::Detections(d) => d.epoch,
+            Self::Gap(g) => g.epoch,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DetectionsMessage {
     pub stream: String,
@@ -361,6 +381,33 @@ pub struct DetectionsMessage {
     pub queued_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect_ms: Option<f64>,
+    /// Which numbering of the stream `seq` belongs to: 0 at first, one more each time the
+    /// publisher's numbering restarts (a camera rebooted). Left out while 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+}
+
+impl DetectionsMessage {
+    /// A result with no boxes (tests, examples).
+    pub fn without_boxes(stream: &str, seq: u64) -> Self {
+        Self {
+            stream: stream.into(),
+            seq,
+            capture_ts_us: 0,
+            done_ts_us: 0,
+            model: String::new(),
+            width: 0,
+            height: 0,
+            detections: Vec::new(),
+            queued_ms: None,
+            detect_ms: None,
+            epoch: 0,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why sequence numbers have no detections.
@@ -386,6 +433,9 @@ pub struct GapMessage {
     pub reason: GapReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// As in [`DetectionsMessage::epoch`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
 }
 
 /// Published on `{prefix}:errors:{stream}` for a message the node refused.
@@ -584,6 +634,7 @@ mod tests {
             count: 2,
             reason: GapReason::Dropped,
             detail: None,
+            epoch: 0,
         });
         let j = serde_json::to_value(&m).unwrap();
         assert_eq!(

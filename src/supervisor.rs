@@ -128,9 +128,6 @@ impl Parts {
     pub fn pool(&self) -> Option<ActorRef<PoolMsg>> {
         self.0.borrow().pool.clone()
     }
-    pub fn ingress(&self) -> Option<Ingress> {
-        self.0.borrow().ingress.clone()
-    }
     pub fn dispatcher(&self) -> Option<ActorRef<DispatchMsg>> {
         self.0
             .borrow()
@@ -376,6 +373,7 @@ async fn spawn_ingress(
             stats: args.stats.clone(),
             gap_wait: cfg.gap_wait(),
             frame_timeout: cfg.frame_timeout(),
+            max_seq_jump: cfg.limits.max_seq_jump,
         },
         supervisor.clone(),
     )

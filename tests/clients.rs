@@ -60,7 +60,7 @@ async fn python_example_publishes_a_video_and_prints_detections() {
         "{stdout}"
     );
     assert!(stdout.contains("12 of 12 frames accounted for"));
-    assert_eq!(node.stats.detected.get(), 12);
+    assert_eq!(node.stats().detected.get(), 12);
     node.shutdown(Duration::from_secs(5)).await;
 }
 

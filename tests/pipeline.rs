@@ -93,7 +93,7 @@ impl TestNode {
                 .query_async(&mut admin)
                 .await
                 .unwrap();
-            if patterns > 0 && self.node.stats.redis_down.get() == 0 {
+            if patterns > 0 && self.node.stats().redis_down.get() == 0 {
                 return;
             }
             assert!(Instant::now() < deadline, "{what}");
@@ -254,7 +254,7 @@ async fn every_frame_of_a_real_video_comes_out_in_order() {
         }
     }
     assert!(boxes > 0, "the demo model finds something on real frames");
-    assert_eq!(t.node.stats.detected.get(), 132);
+    assert_eq!(t.node.stats().detected.get(), 132);
     t.stop().await;
 }
 
@@ -374,9 +374,9 @@ async fn bad_input_is_refused_with_an_error_and_the_node_keeps_serving() {
         "error published on the stream's own error channel"
     );
     // Each refusal counted once; the refused frames that had a sequence number count as failed.
-    assert_eq!(t.node.stats.errors.get(), cases.len() as u64);
-    assert_eq!(t.node.stats.failed.get(), 4);
-    assert_eq!(t.node.stats.detected.get(), 1 + cases.len() as u64);
+    assert_eq!(t.node.stats().errors.get(), cases.len() as u64);
+    assert_eq!(t.node.stats().failed.get(), 4);
+    assert_eq!(t.node.stats().detected.get(), 1 + cases.len() as u64);
     t.stop().await;
 }
 
@@ -386,7 +386,7 @@ async fn a_crashing_detector_is_restarted_and_its_frame_sent_again() {
         return;
     };
     let mut t = TestNode::start(&model, "[detector]\npool_size = 2\n", "s").await;
-    let pool = t.node.parts.pool().unwrap();
+    let pool = t.node.pool().unwrap();
     pool.cast(PoolMsg::InjectFault).unwrap();
     for seq in 0..12 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
@@ -396,13 +396,13 @@ async fn a_crashing_detector_is_restarted_and_its_frame_sent_again() {
     let (detected, gaps) = check_order(&out.messages, 0);
     assert_eq!((detected, gaps), (12, vec![]));
     assert!(out.errors.is_empty(), "{:?}", out.errors);
-    assert_eq!(t.node.stats.detector_restarts.get(), 1);
-    assert_eq!(t.node.stats.redispatched.get(), 1);
+    assert_eq!(t.node.stats().detector_restarts.get(), 1);
+    assert_eq!(t.node.stats().redispatched.get(), 1);
     // The pool is whole again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = t.node.pool_status().await.unwrap().unwrap();
-        if s.alive == 2 && t.node.stats.cluster_detectors.get() == 2 {
+        if s.alive == 2 && t.node.stats().cluster_detectors.get() == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "detector not restarted: {s:?}");
@@ -431,8 +431,9 @@ async fn every_part_of_a_node_is_restarted_and_the_stream_goes_on() {
         .into_iter()
         .enumerate()
     {
-        let restarts =
-            |t: &TestNode| t.node.stats.ingress_restarts.get() + t.node.stats.pool_restarts.get();
+        let restarts = |t: &TestNode| {
+            t.node.stats().ingress_restarts.get() + t.node.stats().pool_restarts.get()
+        };
         let first = next;
         for _ in 0..3 {
             t.publish(next, FLAG_KEEP, &jpeg).await;
@@ -440,7 +441,7 @@ async fn every_part_of_a_node_is_restarted_and_the_stream_goes_on() {
         }
         t.node.inject_crash(part);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while restarts(&t) < round as u64 + 1 || t.node.stats.parts_down.get() > 0 {
+        while restarts(&t) < round as u64 + 1 || t.node.stats().parts_down.get() > 0 {
             assert!(Instant::now() < deadline, "{part} was not restarted");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -467,8 +468,8 @@ async fn every_part_of_a_node_is_restarted_and_the_stream_goes_on() {
         );
         eprintln!("{part}: {detected} of 6 detected, gaps {gaps:?}");
     }
-    assert_eq!(t.node.stats.ingress_restarts.get(), 3);
-    assert_eq!(t.node.stats.pool_restarts.get(), 1);
+    assert_eq!(t.node.stats().ingress_restarts.get(), 3);
+    assert_eq!(t.node.stats().pool_restarts.get(), 1);
     t.stop().await;
 }
 
@@ -482,9 +483,9 @@ async fn a_node_whose_part_keeps_failing_gives_up() {
     let t = TestNode::start(&model, "[detector]\npool_size = 1\n", "budget").await;
     let gave_up = async {
         for _ in 0..=kadr::MAX_RESTARTS {
-            let before = t.node.stats.ingress_restarts.get();
+            let before = t.node.stats().ingress_restarts.get();
             t.node.inject_crash("sequencer");
-            while t.node.stats.ingress_restarts.get() == before {
+            while t.node.stats().ingress_restarts.get() == before {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -499,7 +500,7 @@ async fn a_node_whose_part_keeps_failing_gives_up() {
         "{why}"
     );
     assert_eq!(
-        t.node.stats.ingress_restarts.get(),
+        t.node.stats().ingress_restarts.get(),
         kadr::MAX_RESTARTS as u64
     );
     t.stop().await;
@@ -537,7 +538,7 @@ async fn a_live_stream_drops_its_oldest_frames_when_the_pool_falls_behind() {
     assert!(detected >= 3, "the newest frames are detected");
     // The last frame published is never the one dropped.
     assert!(matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == 39));
-    assert_eq!(t.node.stats.dropped.get(), dropped);
+    assert_eq!(t.node.stats().dropped.get(), dropped);
     t.stop().await;
 }
 
@@ -598,7 +599,7 @@ async fn a_live_stream_faster_than_its_detector_gets_fresh_results() {
         matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == FRAMES - 1),
         "the newest frame is never the one dropped"
     );
-    assert_eq!(t.node.stats.superseded.get(), dropped);
+    assert_eq!(t.node.stats().superseded.get(), dropped);
     t.stop().await;
 }
 
@@ -644,8 +645,8 @@ async fn slow_cameras_in_step_lose_no_frame_to_each_other() {
             seen += 1;
         }
     }
-    assert_eq!(t.node.stats.detected.get(), 2 * CAMERAS);
-    assert_eq!(t.node.stats.dropped.get(), 0);
+    assert_eq!(t.node.stats().detected.get(), 2 * CAMERAS);
+    assert_eq!(t.node.stats().dropped.get(), 0);
     t.stop().await;
 }
 
@@ -677,7 +678,7 @@ async fn a_stream_with_an_age_limit_drops_frames_that_waited_too_long() {
         .filter(|d| d.starts_with("stale: waited"))
         .collect();
     assert!(!stale.is_empty(), "no frame dropped for its age: {gaps:?}");
-    assert!(t.node.stats.too_old.get() > 0);
+    assert!(t.node.stats().too_old.get() > 0);
     assert!(detected >= 1);
     t.stop().await;
 }
@@ -910,18 +911,18 @@ async fn a_long_redis_outage_costs_seconds_after_redis_returns_not_minutes() {
     t.publish(0, FLAG_KEEP, &jpeg).await;
     let out = t.collect(1, 0, Duration::from_secs(60)).await;
     assert_eq!(check_order(&out.messages, 0), (1, vec![]));
-    assert_eq!(t.node.stats.redis_down.get(), 0);
+    assert_eq!(t.node.stats().redis_down.get(), 0);
 
     t.redis.stop();
     // Long enough for the old backoff to have reached its 60 s step.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while t.node.stats.redis_down.get() == 0 {
+    while t.node.stats().redis_down.get() == 0 {
         assert!(Instant::now() < deadline, "the outage was not noticed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        t.node.stats.redis_outages.get(),
+        t.node.stats().redis_outages.get(),
         1,
         "one outage, counted once"
     );
@@ -1074,7 +1075,7 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
     let channel = format!("{}:frames:huge", t.prefix);
     t.publish_raw(channel.as_bytes(), &msg).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while t.node.stats.pubsub_disconnects.get() == 0 {
+    while t.node.stats().pubsub_disconnects.get() == 0 {
         assert!(
             Instant::now() < deadline,
             "Redis did not close the subscription"
@@ -1205,11 +1206,11 @@ async fn flood_beside_a_camera(
     // The flood's gaps come out in its own order, behind its kept frames still at the
     // detector: wait for them.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while t.node.stats.dropped.get() <= 100 {
+    while t.node.stats().dropped.get() <= 100 {
         assert!(
             Instant::now() < deadline,
             "the flood was not shed: {}",
-            t.node.stats
+            t.node.stats()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1252,5 +1253,150 @@ async fn kept_frames_beyond_the_configured_bound_are_shed_with_the_reason() {
             .is_some_and(|d| d.contains("max_kept_frames = 4")),
         "{detail:?}"
     );
+    t.stop().await;
+}
+
+/// One forged frame numbered 0, or 2,000 behind, on a flowing camera's channel: refused
+/// (`seq_restart`), and the genuine output carries on in order with no gap (it used to restart
+/// the stream's output, report thousands of numbers again as `missing` and make the camera's
+/// own frames stale). A publisher that really restarted is believed on its third frame, and its
+/// output is a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_frame_cannot_send_a_stream_backwards_and_a_real_restart_is_a_new_epoch() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "back").await;
+    for seq in 2000..2010 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    t.publish(0, FLAG_KEEP, &jpeg).await;
+    for seq in 2010..2015 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    t.publish(5, FLAG_KEEP, &jpeg).await;
+    for seq in 2015..2020 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(20, 2, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 2000), (20, vec![]));
+    assert!(out.messages.iter().all(|m| m.epoch() == 0));
+    let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(codes, ["seq_restart", "seq_restart"]);
+
+    // The camera rebooted: its first two frames are refused, then a new epoch begins.
+    for seq in 0..5 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(3, 2, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 2), (3, vec![]));
+    assert!(
+        out.messages.iter().all(|m| m.epoch() == 1),
+        "{:?}",
+        out.messages
+    );
+    assert_eq!(out.errors.len(), 2);
+    t.stop().await;
+}
+
+/// Three forged frames 100,000 ahead: the third is believed (they are consecutive), and its
+/// result held behind the hole; the genuine camera carries on below it and is believed on its
+/// third frame, as a new epoch. The forged result is abandoned and counted, never published (it
+/// used to come out a minute later, after a 99,000-frame `missing` gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_forged_frames_far_ahead_never_surface_in_the_genuine_stream() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[limits]\ngap_wait_ms = 200\n";
+    let mut t = TestNode::start(&model, extra, "ahead").await;
+    for seq in 0..5 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(5, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (5, vec![]));
+    for seq in 100_000..100_003 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.node.stats().accepted.get() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the forged jump was not believed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for seq in 5..11 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(4, 4, Duration::from_secs(60)).await;
+    let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(
+        codes,
+        ["seq_jump", "seq_jump", "seq_restart", "seq_restart"]
+    );
+    assert_eq!(check_order(&out.messages, 7), (4, vec![]));
+    assert!(
+        out.messages.iter().all(|m| m.epoch() == 1),
+        "{:?}",
+        out.messages
+    );
+    // Many gap waits later, nothing else has come out.
+    let late = t.collect(1, 0, Duration::from_secs(2)).await;
+    assert!(late.messages.is_empty(), "{:?}", late.messages);
+    assert_eq!(t.node.stats().abandoned.get(), 1);
+    t.stop().await;
+}
+
+/// Redis frozen for 5 s (SIGSTOP) with a camera flowing: the source's lease runs out meanwhile
+/// and is taken again, publishes wait or are retried. No sequence number comes out twice or out
+/// of order (a retried publish whose first try Redis had carried out used to repeat a result).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_duplicates_no_result() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "frozen").await;
+    if !t.redis.owned() {
+        common::skip("REDIS_URL is set; this test freezes its own server");
+        return;
+    }
+    // The camera on a connection of its own, at 10 fps for 12 s; a publish that fails while
+    // Redis is frozen is that frame lost in transit, as for a real camera.
+    let url = t.redis.url.clone();
+    let channel = t.frames_channel();
+    let camera = tokio::spawn(async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for seq in 0..120u64 {
+            let mut msg = Vec::new();
+            encode_frame(&mut msg, "frozen", seq, kadr::protocol::now_us(), 0, &jpeg);
+            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(msg)
+                .query_async(&mut conn)
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    t.redis.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    t.redis.signal("CONT");
+    camera.await.unwrap();
+    let out = t.collect(u64::MAX, 0, Duration::from_secs(8)).await;
+    let mut tally = kadr::client::tally::StreamTally::default();
+    for m in &out.messages {
+        tally.record(m, 0, Instant::now());
+    }
+    let s = tally.summary();
+    eprintln!("after the freeze: {s:?}");
+    assert_eq!(
+        (s.duplicates, s.order_violations),
+        (0, 0),
+        "{:?}",
+        out.messages
+    );
+    assert!(s.detected > 0 && s.next_seq == Some(120), "{s:?}");
     t.stop().await;
 }

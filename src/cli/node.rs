@@ -37,7 +37,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the file descriptor limit"),
     }
     let node = Node::start(&cfg).await?;
-    let stats = node.stats.clone();
+    let stats = node.stats().clone();
     let report = kadr::OwnedTask::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         tick.tick().await;

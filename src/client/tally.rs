@@ -13,7 +13,7 @@
 //!
 //! let mut t = StreamTally::default();
 //! let gap = |seq, count| OutputMessage::Gap(GapMessage {
-//!     stream: "cam".into(), seq, count, reason: GapReason::Missing, detail: None,
+//!     stream: "cam".into(), seq, count, reason: GapReason::Missing, detail: None, epoch: 0,
 //! });
 //! let start = Instant::now();
 //! t.record(&gap(0, 5), 0, start);
@@ -61,8 +61,12 @@ pub struct TallySummary {
     pub duplicates: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// The sequence number the next message should start at.
+    /// The sequence number the next message should start at (in the current epoch).
     pub next_seq: Option<u64>,
+    /// The stream's numbering now (`epoch` of the messages), and how many times it restarted
+    /// while this tally watched.
+    pub epoch: u64,
+    pub restarts: u64,
     /// Longest time between two messages of the stream (0 with fewer than two).
     pub longest_stall_ms: f64,
     /// Detected frames per second, first detection to last.
@@ -84,6 +88,21 @@ impl StreamTally {
         if let Some(last) = self.last_at {
             let stall = received.saturating_duration_since(last).as_secs_f64() * 1000.0;
             s.longest_stall_ms = s.longest_stall_ms.max(round1(stall));
+        }
+        let epoch = msg.epoch();
+        if self.first_at.is_none() {
+            s.epoch = epoch;
+        } else if epoch > s.epoch {
+            // The publisher's numbering restarted: a new epoch counts afresh from its first.
+            s.epoch = epoch;
+            s.restarts += 1;
+            s.next_seq = None;
+        } else if epoch < s.epoch {
+            // A message of a numbering already left behind: out of order, and counted before.
+            s.order_violations += 1;
+            s.duplicates += count;
+            self.last_at = Some(received);
+            return;
         }
         self.first_at.get_or_insert(received);
         self.last_at = Some(received);
@@ -176,6 +195,7 @@ impl TallySummary {
         self.errors += other.errors;
         self.order_violations += other.order_violations;
         self.duplicates += other.duplicates;
+        self.restarts += other.restarts;
         self.longest_stall_ms = self.longest_stall_ms.max(other.longest_stall_ms);
     }
 }
@@ -193,16 +213,8 @@ mod tests {
 
     fn det(seq: u64, capture_ts_us: u64) -> OutputMessage {
         OutputMessage::Detections(DetectionsMessage {
-            stream: "s".into(),
-            seq,
             capture_ts_us,
-            done_ts_us: 0,
-            model: "m".into(),
-            width: 1,
-            height: 1,
-            detections: vec![],
-            queued_ms: None,
-            detect_ms: None,
+            ..DetectionsMessage::without_boxes("s", seq)
         })
     }
 
@@ -213,6 +225,7 @@ mod tests {
             count,
             reason,
             detail: None,
+            epoch: 0,
         })
     }
 
@@ -254,5 +267,28 @@ mod tests {
         assert_eq!(s.duplicates, 1 + 3);
         assert_eq!((s.frames, s.detected, s.gap_frames), (3, 2, 1));
         assert_eq!(s.next_seq, Some(4));
+    }
+
+    #[test]
+    fn a_new_epoch_restarts_the_count_and_an_old_one_is_out_of_order() {
+        let mut t = StreamTally::default();
+        let t0 = Instant::now();
+        let in_epoch = |epoch, seq| {
+            let mut m = det(seq, 0);
+            if let OutputMessage::Detections(d) = &mut m {
+                d.epoch = epoch;
+            }
+            m
+        };
+        t.record(&in_epoch(0, 500), 0, t0);
+        t.record(&in_epoch(0, 501), 0, t0);
+        t.record(&in_epoch(1, 2), 0, t0);
+        t.record(&in_epoch(1, 3), 0, t0);
+        let s = t.summary();
+        assert_eq!((s.frames, s.order_violations, s.duplicates), (4, 0, 0));
+        assert_eq!((s.epoch, s.restarts, s.next_seq), (1, 1, Some(4)));
+        t.record(&in_epoch(0, 502), 0, t0);
+        let s = t.summary();
+        assert_eq!((s.frames, s.order_violations, s.duplicates), (4, 1, 1));
     }
 }

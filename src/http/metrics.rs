@@ -102,6 +102,16 @@ pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> S
             stats.fenced.get(),
         ),
         (
+            "kadr_results_already_published_total",
+            "Results not published again: Redis had them already (a retried publish).",
+            stats.already_published.get(),
+        ),
+        (
+            "kadr_frames_abandoned_total",
+            "Accepted frames left past a far hole when their stream's numbering restarted.",
+            stats.abandoned.get(),
+        ),
+        (
             "kadr_publish_errors_total",
             "Redis publishes that failed.",
             stats.publish_errors.get(),

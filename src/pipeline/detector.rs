@@ -108,6 +108,7 @@ impl Actor for Detector {
                 detections: found.detections,
                 queued_ms: None,
                 detect_ms: None,
+                epoch: 0,
             }),
             Err(e) => DetectResult::Failed {
                 code: e.code().to_string(),

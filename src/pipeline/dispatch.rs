@@ -825,18 +825,9 @@ mod tests {
             stream: "cam".into(),
             seq,
             node: "n2".into(),
-            result: DetectResult::Detected(crate::protocol::DetectionsMessage {
-                stream: "cam".into(),
-                seq,
-                capture_ts_us: 0,
-                done_ts_us: 0,
-                model: "m".into(),
-                width: 1,
-                height: 1,
-                detections: vec![],
-                queued_ms: None,
-                detect_ms: None,
-            }),
+            result: DetectResult::Detected(crate::protocol::DetectionsMessage::without_boxes(
+                "cam", seq,
+            )),
         }
     }
 

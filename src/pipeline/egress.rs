@@ -16,9 +16,12 @@ use crate::protocol::{Channels, ErrorMessage, OutputMessage};
 /// go do not use memory for ever.
 pub const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 
-/// Publish a result and record the stream's last published sequence number, only while this
-/// node holds the source lease (taking it if it is free: Redis restarted and forgot it).
-/// KEYS: lease, last-seq. ARGV: token, lease ttl ms, channel, payload, seq, last-seq expiry s.
+/// Publish a result and record the stream's last published `epoch:seq`, only while this node
+/// holds the source lease (taking it if it is free: Redis restarted and forgot it), and only if
+/// the result comes after the last one published: a publish retried after its reply was lost
+/// (Redis stalled, then answered) is not published twice, and no node publishes out of order.
+/// KEYS: lease, last-seq. ARGV: token, lease ttl ms, channel, payload, epoch, first seq, last
+/// seq, last-seq expiry s. Returns 1 published, 0 fenced, 2 already published.
 const PUBLISH_FENCED: &str = r#"
 local holder = redis.call("GET", KEYS[1])
 if holder == false then
@@ -26,10 +29,38 @@ if holder == false then
 elseif holder ~= ARGV[1] then
   return 0
 end
+local prev = redis.call("GET", KEYS[2])
+if prev then
+  local e, s = string.match(prev, "^(%d+):(%d+)$")
+  if e == nil then e, s = "0", prev end
+  e, s = tonumber(e), tonumber(s)
+  local epoch, first = tonumber(ARGV[5]), tonumber(ARGV[6])
+  if e and s and (epoch < e or (epoch == e and first <= s)) then
+    return 2
+  end
+end
 redis.call("PUBLISH", ARGV[3], ARGV[4])
-redis.call("SET", KEYS[2], ARGV[5], "EX", ARGV[6])
+redis.call("SET", KEYS[2], ARGV[5] .. ":" .. ARGV[7], "EX", ARGV[8])
 return 1
 "#;
+
+/// Where a stream's published output stands in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastPublished {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl LastPublished {
+    /// `epoch:seq`, or a bare `seq` (epoch 0, as written before epochs); anything else, or a
+    /// number over the protocol's largest, is no record (anyone with the key could set it).
+    fn parse(text: &str) -> Option<Self> {
+        let (epoch, seq) = text.split_once(':').unwrap_or(("0", text));
+        let (epoch, seq) = (epoch.parse().ok()?, seq.parse().ok()?);
+        let max = crate::protocol::MAX_SEQ;
+        (epoch <= max && seq <= max).then_some(Self { epoch, seq })
+    }
+}
 
 /// A Redis connection that reconnects by itself, the source lease's fence, and one reused
 /// serialization buffer.
@@ -60,12 +91,10 @@ impl Egress {
     }
 
     /// Publish a result, and record the stream's last published sequence number beside it (same
-    /// step) for a source node that may take over; not if another node holds the lease now.
+    /// step) for a source node that may take over; not if another node holds the lease now, nor
+    /// if it was published already.
     pub async fn publish_output(&mut self, stream: &str, msg: &OutputMessage) {
-        let last = match msg {
-            OutputMessage::Detections(d) => d.seq,
-            OutputMessage::Gap(g) => g.seq + g.count.saturating_sub(1),
-        };
+        let (first, last) = msg.seqs();
         if !self.serialize(msg) {
             return;
         }
@@ -77,6 +106,8 @@ impl Egress {
             .arg(self.fence.ttl_ms)
             .arg(self.channels.detections(stream))
             .arg(&self.buf[..])
+            .arg(msg.epoch())
+            .arg(first)
             .arg(last)
             .arg(STREAM_IDLE_FORGET.as_secs());
         let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
@@ -85,6 +116,10 @@ impl Egress {
         }
         match result {
             Ok(1) => {}
+            Ok(2) => {
+                self.stats.already_published.inc();
+                warn!(%stream, seq = first, "result not published again: Redis has it already (a retried publish)");
+            }
             Ok(_) => {
                 self.stats.fenced.inc();
                 warn!(%stream, seq = last, "result not published: another node holds the source lease now (its gap covers this frame)");
@@ -96,17 +131,16 @@ impl Egress {
         }
     }
 
-    /// The last sequence number published for `stream` by any source node, if recent.
-    pub async fn last_published(&mut self, stream: &str) -> Option<u64> {
+    /// The last epoch and sequence number published for `stream` by any source node, if recent.
+    pub async fn last_published(&mut self, stream: &str) -> Option<LastPublished> {
         let key = self.channels.last_seq_key(stream);
-        let got: redis::RedisResult<Option<u64>> =
+        let got: redis::RedisResult<Option<String>> =
             redis::cmd("GET").arg(key).query_async(&mut self.conn).await;
         let last = got.unwrap_or_else(|e| {
             warn!(error = %e, "could not read the last published sequence number");
             None
         });
-        // Written by a node, but anyone with the key could set it: only a valid number counts.
-        last.filter(|&seq| seq <= crate::protocol::MAX_SEQ)
+        last.as_deref().and_then(LastPublished::parse)
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are
@@ -149,4 +183,90 @@ fn connection_lost<T>(result: &redis::RedisResult<T>) -> bool {
     result
         .as_ref()
         .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::pipeline::lease::Lease;
+    use crate::protocol::{DetectionsMessage, GapMessage, GapReason};
+    use crate::test_redis::TestRedis;
+
+    fn detections(epoch: u64, seq: u64) -> OutputMessage {
+        OutputMessage::Detections(DetectionsMessage {
+            epoch,
+            ..DetectionsMessage::without_boxes("cam", seq)
+        })
+    }
+
+    /// A publish retried after its reply was lost, a node publishing behind the last one
+    /// published, or an older epoch: Redis refuses each; the next in order goes out.
+    #[tokio::test]
+    async fn nothing_is_published_twice_or_out_of_order() {
+        let redis = TestRedis::start();
+        let channels = Channels::new("t");
+        let mut lease = Lease::new(
+            redis.conn().await,
+            channels.source_lease_key(),
+            "a",
+            Duration::from_secs(5),
+        );
+        assert!(lease.renew().await.unwrap());
+        let stats = Arc::new(Stats::default());
+        let mut egress = Egress::new(
+            redis.conn().await,
+            channels.clone(),
+            lease.fence(),
+            stats.clone(),
+        );
+        let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
+        pubsub.subscribe(channels.detections("cam")).await.unwrap();
+
+        let gap = OutputMessage::Gap(GapMessage {
+            stream: "cam".into(),
+            seq: 11,
+            count: 3,
+            reason: GapReason::Lost,
+            detail: None,
+            epoch: 0,
+        });
+        for msg in [
+            detections(0, 10),
+            detections(0, 10), // retried
+            gap.clone(),
+            detections(0, 12), // inside the gap, published already
+            detections(1, 2),  // the numbering restarted
+            detections(0, 20), // an older epoch
+            detections(1, 3),
+        ] {
+            egress.publish_output("cam", &msg).await;
+        }
+        let published: Vec<OutputMessage> = pubsub
+            .on_message()
+            .take(4)
+            .map(|m| serde_json::from_slice(m.get_payload_bytes()).unwrap())
+            .collect()
+            .await;
+        assert_eq!(
+            published,
+            [detections(0, 10), gap, detections(1, 2), detections(1, 3)]
+        );
+        assert_eq!(stats.already_published.get(), 3);
+        assert_eq!(
+            egress.last_published("cam").await,
+            Some(LastPublished { epoch: 1, seq: 3 })
+        );
+    }
+
+    #[test]
+    fn last_published_reads_epoch_and_seq_and_refuses_junk() {
+        let parse = LastPublished::parse;
+        assert_eq!(parse("7"), Some(LastPublished { epoch: 0, seq: 7 }));
+        assert_eq!(parse("2:41"), Some(LastPublished { epoch: 2, seq: 41 }));
+        for junk in ["", "x", "1:", ":5", "-1", "1:2:3", "9007199254740992"] {
+            assert_eq!(parse(junk), None, "{junk:?}");
+        }
+    }
 }

@@ -149,44 +149,7 @@ fn rand_tag() -> u64 {
 mod tests {
     use super::*;
 
-    /// A redis-server of the test's own on a free loopback port, killed on drop.
-    struct TestRedis(std::process::Child, u16);
-
-    impl TestRedis {
-        fn start() -> TestRedis {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server not found; run scripts/setup.sh");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            TestRedis(child, port)
-        }
-
-        async fn conn(&self) -> ConnectionManager {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.1)).unwrap();
-            ConnectionManager::new(client).await.unwrap()
-        }
-    }
-
-    impl Drop for TestRedis {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use crate::test_redis::TestRedis;
 
     #[tokio::test]
     async fn one_node_holds_the_lease_until_it_releases_it_or_it_runs_out() {

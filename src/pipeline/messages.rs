@@ -27,6 +27,8 @@ pub struct Job {
     /// Never dropped for lateness.
     pub keep: bool,
     /// Held while the frame is inside the node; bounds kept frames (`limits.max_kept_frames`).
+    /// Never read: dropping it frees the place.
+    #[allow(dead_code)]
     pub permit: Option<KeptPlace>,
     /// When the source accepted it: a live frame's age in the node counts from here.
     pub accepted_at: Instant,

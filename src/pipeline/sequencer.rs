@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::node_stats::Stats;
 use crate::pipeline::egress::{Egress, STREAM_IDLE_FORGET};
@@ -42,37 +42,53 @@ enum Slot {
     },
 }
 
-/// A sequence jump backwards larger than this is a publisher restart, not a late frame.
-pub const PUBLISHER_RESTART_DISTANCE: u64 = 1024;
-
 /// Ordering state of one stream. Pure: time is passed in.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamOrder {
     next: Option<u64>,
     slots: BTreeMap<u64, Slot>,
+    /// The numbering the stream is in (see [`DetectionsMessage::epoch`]).
+    epoch: u64,
+    /// When the numbering restarts, accepted frames past a hole wider than this are abandoned.
+    max_hole: u64,
     /// Outcomes that arrived after their frame was already skipped.
     pub late: u64,
+    /// Accepted frames abandoned when the numbering restarted.
+    pub abandoned: u64,
     /// When a frame of this stream was last accepted.
     last_active: Option<Instant>,
 }
 
 impl StreamOrder {
-    /// Register an accepted frame. A frame far behind the stream restarts it (flushing what is
-    /// outstanding as lost into `out`); a frame just behind is late and ignored (returns false).
+    /// `max_hole`: `limits.max_seq_jump`, the widest move a publisher makes unconfirmed.
+    pub fn new(epoch: u64, max_hole: u64) -> Self {
+        Self {
+            next: None,
+            slots: BTreeMap::new(),
+            epoch,
+            max_hole,
+            late: 0,
+            abandoned: 0,
+            last_active: None,
+        }
+    }
+
+    /// Register an accepted frame. `restarted` (the source confirmed the publisher's numbering
+    /// restarted), or a number before the next one due, starts a new epoch: what the old one
+    /// still holds leaves first, into `out`.
     pub fn accept(
         &mut self,
         seq: u64,
+        restarted: bool,
         now: Instant,
         stream: &str,
         out: &mut Vec<OutputMessage>,
-    ) -> bool {
+    ) {
         match self.next {
             None => self.next = Some(seq),
-            Some(next) if seq < next => {
-                if next - seq <= PUBLISHER_RESTART_DISTANCE && seq != 0 {
-                    return false;
-                }
-                self.flush(stream, out);
+            Some(next) if restarted || seq < next => {
+                self.close_epoch(stream, out);
+                self.epoch += 1;
                 self.next = Some(seq);
             }
             Some(_) => {}
@@ -81,7 +97,31 @@ impl StreamOrder {
             dispatched_at: None,
         });
         self.last_active = Some(now);
-        true
+    }
+
+    /// The numbering restarted: the old epoch ends now. Its frames leave in order as a flush
+    /// does, up to a hole wider than `max_hole`: frames past it belong to a numbering the stream
+    /// never reached (forged, say) and are abandoned, counted, not published.
+    fn close_epoch(&mut self, stream: &str, out: &mut Vec<OutputMessage>) {
+        let Some(next) = self.next else { return };
+        let mut end = next;
+        for &seq in self.slots.keys() {
+            if seq - end > self.max_hole {
+                break;
+            }
+            end = seq + 1;
+        }
+        let beyond = self.slots.split_off(&end);
+        if !beyond.is_empty() {
+            self.abandoned += beyond.len() as u64;
+            warn!(
+                %stream,
+                first = beyond.keys().next(),
+                count = beyond.len(),
+                "frames abandoned: the stream's numbering restarted before their turn"
+            );
+        }
+        self.flush(stream, out);
     }
 
     /// A detector took the frame: from now on, the gap wait applies to it.
@@ -133,7 +173,15 @@ impl StreamOrder {
             if seq > next {
                 // Never accepted: skipped only when something behind them is overdue.
                 if overdue.is_some_and(|o| o > next) {
-                    push_gap(out, stream, next, seq - next, GapReason::Missing, None);
+                    push_gap(
+                        out,
+                        stream,
+                        self.epoch,
+                        next,
+                        seq - next,
+                        GapReason::Missing,
+                        None,
+                    );
                     next = seq;
                     continue;
                 }
@@ -152,7 +200,7 @@ impl StreamOrder {
                 break;
             }
             let (_, slot) = self.slots.pop_first().expect("first exists");
-            emit(out, stream, seq, slot);
+            emit(out, stream, self.epoch, seq, slot);
             next = seq + 1;
         }
         self.next = Some(next);
@@ -164,9 +212,17 @@ impl StreamOrder {
         let Some(mut next) = self.next else { return };
         while let Some((seq, slot)) = self.slots.pop_first() {
             if seq > next {
-                push_gap(out, stream, next, seq - next, GapReason::Missing, None);
+                push_gap(
+                    out,
+                    stream,
+                    self.epoch,
+                    next,
+                    seq - next,
+                    GapReason::Missing,
+                    None,
+                );
             }
-            emit(out, stream, seq, slot);
+            emit(out, stream, self.epoch, seq, slot);
             next = seq + 1;
         }
         self.next = Some(next);
@@ -186,17 +242,20 @@ impl StreamOrder {
 }
 
 /// Emit one frame leaving the sequencer: its result, or a gap (lost if it never had one).
-fn emit(out: &mut Vec<OutputMessage>, stream: &str, seq: u64, slot: Slot) {
+fn emit(out: &mut Vec<OutputMessage>, stream: &str, epoch: u64, seq: u64, slot: Slot) {
     match slot {
         Slot::Done {
-            outcome: Outcome::Detected(d),
+            outcome: Outcome::Detected(mut d),
             ..
-        } => out.push(OutputMessage::Detections(d)),
+        } => {
+            d.epoch = epoch;
+            out.push(OutputMessage::Detections(d))
+        }
         Slot::Done {
             outcome: Outcome::Gap { reason, detail },
             ..
-        } => push_gap(out, stream, seq, 1, reason, detail),
-        Slot::Pending { .. } => push_gap(out, stream, seq, 1, GapReason::Lost, None),
+        } => push_gap(out, stream, epoch, seq, 1, reason, detail),
+        Slot::Pending { .. } => push_gap(out, stream, epoch, seq, 1, GapReason::Lost, None),
     }
 }
 
@@ -204,13 +263,14 @@ fn emit(out: &mut Vec<OutputMessage>, stream: &str, seq: u64, slot: Slot) {
 fn push_gap(
     out: &mut Vec<OutputMessage>,
     stream: &str,
+    epoch: u64,
     seq: u64,
     count: u64,
     reason: GapReason,
     detail: Option<String>,
 ) {
     if let Some(OutputMessage::Gap(g)) = out.last_mut() {
-        if g.reason == reason && g.seq + g.count == seq && g.detail == detail {
+        if g.reason == reason && g.seq + g.count == seq && g.detail == detail && g.epoch == epoch {
             g.count += count;
             return;
         }
@@ -221,14 +281,20 @@ fn push_gap(
         count,
         reason,
         detail,
+        epoch,
     }));
 }
 
 /// Messages the sequencer actor takes.
 #[derive(Debug)]
 pub enum SequencerMsg {
-    /// The source accepted this frame; its outcome will follow.
-    Accepted { stream: Arc<str>, seq: u64 },
+    /// The source accepted this frame; its outcome will follow. `restarted`: the source
+    /// confirmed that the publisher's numbering restarted with it.
+    Accepted {
+        stream: Arc<str>,
+        seq: u64,
+        restarted: bool,
+    },
     /// A detector took this frame.
     Dispatched { stream: Arc<str>, seq: u64 },
     /// The outcome of an accepted frame.
@@ -257,6 +323,8 @@ pub struct SequencerArgs {
     pub stats: Arc<Stats>,
     pub gap_wait: Duration,
     pub frame_timeout: Duration,
+    /// `limits.max_seq_jump`: see [`StreamOrder::new`].
+    pub max_seq_jump: u64,
 }
 
 pub struct SequencerState {
@@ -298,18 +366,25 @@ impl Actor for Sequencer {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         match msg {
-            SequencerMsg::Accepted { stream, seq } => {
+            SequencerMsg::Accepted {
+                stream,
+                seq,
+                restarted,
+            } => {
                 if !state.streams.contains_key(&stream) {
-                    account_for_takeover(state, &stream, seq).await;
+                    let order = take_over(state, &stream, seq).await;
+                    state.streams.insert(stream.clone(), order);
                 }
                 state.stats.entry(stream.clone()).or_default().accepted();
-                let order = state.streams.entry(stream.clone()).or_default();
-                if order.accept(seq, now, &stream, &mut state.out) {
-                    poll_stream(state, &stream, now).await;
-                } else {
-                    debug!(%stream, seq, "late frame ignored by the sequencer");
-                }
-                publish_pending(state, &stream).await;
+                let order = state.streams.get_mut(&stream).expect("inserted above");
+                let abandoned_before = order.abandoned;
+                order.accept(seq, restarted, now, &stream, &mut state.out);
+                state
+                    .args
+                    .stats
+                    .abandoned
+                    .add(order.abandoned - abandoned_before);
+                poll_stream(state, &stream, now).await;
             }
             SequencerMsg::Dispatched { stream, seq } => {
                 if let Some(order) = state.streams.get_mut(&stream) {
@@ -389,14 +464,19 @@ impl Actor for Sequencer {
 }
 
 /// A stream new to this sequencer may have run on another source node before (which died or
-/// left). Frames after the last one it published never came out: report them as one gap.
-async fn account_for_takeover(state: &mut SequencerState, stream: &Arc<str>, first: u64) {
+/// left): carry on in its epoch, after the last number it published. Frames between that one
+/// and `first` never came out: report them as one gap. A `first` at or before it is a publisher
+/// that restarted meanwhile: a new epoch.
+async fn take_over(state: &mut SequencerState, stream: &Arc<str>, first: u64) -> StreamOrder {
+    let max_hole = state.args.max_seq_jump;
     let Some(last) = state.args.egress.last_published(stream).await else {
-        return;
+        return StreamOrder::new(0, max_hole);
     };
-    // A first frame at or before the last one published is a publisher that restarted.
-    if first > last + 1 {
-        let (seq, count) = (last + 1, first - last - 1);
+    if first <= last.seq {
+        return StreamOrder::new(last.epoch + 1, max_hole);
+    }
+    if first > last.seq + 1 {
+        let (seq, count) = (last.seq + 1, first - last.seq - 1);
         warn!(%stream, seq, count, "frames lost while the stream changed source node");
         state.out.push(OutputMessage::Gap(GapMessage {
             stream: stream.to_string(),
@@ -404,9 +484,11 @@ async fn account_for_takeover(state: &mut SequencerState, stream: &Arc<str>, fir
             count,
             reason: GapReason::Missing,
             detail: Some("not published before the stream's source node changed".into()),
+            epoch: last.epoch,
         }));
         state.stats.entry(stream.clone()).or_default();
     }
+    StreamOrder::new(last.epoch, max_hole)
 }
 
 async fn poll_stream(state: &mut SequencerState, stream: &Arc<str>, now: Instant) {
@@ -457,25 +539,18 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn detected(seq: u64) -> Outcome {
-        Outcome::Detected(DetectionsMessage {
-            stream: "s".into(),
-            seq,
-            capture_ts_us: 0,
-            done_ts_us: 0,
-            model: "m".into(),
-            width: 1,
-            height: 1,
-            detections: vec![],
-            queued_ms: None,
-            detect_ms: None,
-        })
+        Outcome::Detected(DetectionsMessage::without_boxes("s", seq))
     }
 
     /// Sequence numbers emitted, with gaps as (seq, count, reason).
     fn describe(out: &[OutputMessage]) -> Vec<String> {
         out.iter()
             .map(|m| match m {
+                OutputMessage::Detections(d) if d.epoch > 0 => format!("{}/{}", d.epoch, d.seq),
                 OutputMessage::Detections(d) => format!("{}", d.seq),
+                OutputMessage::Gap(g) if g.epoch > 0 => {
+                    format!("gap {}/{}+{} {:?}", g.epoch, g.seq, g.count, g.reason)
+                }
                 OutputMessage::Gap(g) => format!("gap {}+{} {:?}", g.seq, g.count, g.reason),
             })
             .collect()
@@ -484,10 +559,10 @@ mod tests {
     #[test]
     fn reorders_results() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..4 {
-            o.accept(s, t0, "s", &mut out);
+            o.accept(s, false, t0, "s", &mut out);
         }
         for s in [2, 0, 3, 1] {
             o.complete(s, detected(s), t0);
@@ -500,10 +575,10 @@ mod tests {
     #[test]
     fn a_lost_frame_holds_the_stream_for_the_gap_wait_only() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..3 {
-            o.accept(s, t0, "s", &mut out);
+            o.accept(s, false, t0, "s", &mut out);
             o.dispatched(s, t0);
         }
         o.complete(1, detected(1), t0);
@@ -520,10 +595,10 @@ mod tests {
     #[test]
     fn consecutive_lost_frames_cost_one_wait_not_one_each() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..4 {
-            o.accept(s, t0, "s", &mut out);
+            o.accept(s, false, t0, "s", &mut out);
             o.dispatched(s, t0);
         }
         o.complete(3, detected(3), t0);
@@ -534,10 +609,10 @@ mod tests {
     #[test]
     fn queued_frames_are_never_skipped_for_a_later_fast_failure() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..3 {
-            o.accept(s, t0, "s", &mut out);
+            o.accept(s, false, t0, "s", &mut out);
         }
         o.dispatched(0, t0);
         let failed = Outcome::Gap {
@@ -557,12 +632,12 @@ mod tests {
     #[test]
     fn missing_sequence_numbers_become_one_gap() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
-        o.accept(10, t0, "s", &mut out);
+        o.accept(10, false, t0, "s", &mut out);
         o.complete(10, detected(10), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
-        o.accept(15, t0, "s", &mut out);
+        o.accept(15, false, t0, "s", &mut out);
         o.complete(15, detected(15), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["10"]);
@@ -573,10 +648,10 @@ mod tests {
     #[test]
     fn drops_and_failures_leave_in_order_without_waiting() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..4 {
-            o.accept(s, t0, "s", &mut out);
+            o.accept(s, false, t0, "s", &mut out);
         }
         let gap = |reason| Outcome::Gap {
             reason,
@@ -593,9 +668,9 @@ mod tests {
     #[test]
     fn frame_timeout_reports_a_lone_lost_frame() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
-        o.accept(0, t0, "s", &mut out);
+        o.accept(0, false, t0, "s", &mut out);
         o.poll(t0 + TIMEOUT * 2, WAIT, TIMEOUT, "s", &mut out);
         assert!(out.is_empty(), "a queued frame is never timed out");
         o.dispatched(0, t0);
@@ -606,17 +681,57 @@ mod tests {
     }
 
     #[test]
-    fn restart_and_late_frames() {
+    fn a_restarted_numbering_is_a_new_epoch_after_the_old_one_leaves() {
         let t0 = Instant::now();
-        let mut o = StreamOrder::default();
+        let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
-        o.accept(5000, t0, "s", &mut out);
-        assert!(!o.is_idle());
-        assert!(!o.accept(4999, t0, "s", &mut out), "just behind: late");
-        assert!(o.accept(0, t0, "s", &mut out), "back to zero: a restart");
+        for s in 5000..5003 {
+            o.accept(s, false, t0, "s", &mut out);
+        }
+        o.complete(5000, detected(5000), t0);
+        o.complete(5002, detected(5002), t0);
+        o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["5000"]);
+        o.accept(2, true, t0, "s", &mut out);
+        assert_eq!(describe(&out), ["5000", "gap 5001+1 Lost", "5002"]);
+        o.complete(2, detected(2), t0);
+        o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["5000", "gap 5001+1 Lost", "5002", "1/2"]);
+        // The old epoch's result arriving now is late, not published.
+        o.complete(5001, detected(5001), t0);
+        assert_eq!(o.late, 1);
+    }
+
+    #[test]
+    fn results_held_past_a_far_hole_are_abandoned_when_the_numbering_restarts() {
+        // Three forged frames 100,000 ahead were believed; the genuine numbering carries on
+        // below them and is confirmed as a restart: the forged results are never published.
+        let t0 = Instant::now();
+        let mut o = StreamOrder::new(0, 300);
+        let mut out = vec![];
+        for s in [10, 11, 100_010, 100_011, 100_012] {
+            o.accept(s, false, t0, "s", &mut out);
+            o.complete(s, detected(s), t0);
+        }
+        o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["10", "11"]);
+        o.accept(14, true, t0, "s", &mut out);
+        o.complete(14, detected(14), t0);
+        o.poll(t0 + WAIT * 10, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["10", "11", "1/14"]);
+        assert_eq!(o.abandoned, 3);
+    }
+
+    #[test]
+    fn a_number_before_the_next_due_starts_a_new_epoch() {
+        let t0 = Instant::now();
+        let mut o = StreamOrder::new(0, 300);
+        let mut out = vec![];
+        o.accept(5000, false, t0, "s", &mut out);
+        o.accept(0, false, t0, "s", &mut out);
         assert_eq!(describe(&out), ["gap 5000+1 Lost"]);
         o.complete(0, detected(0), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
-        assert_eq!(describe(&out), ["gap 5000+1 Lost", "0"]);
+        assert_eq!(describe(&out), ["gap 5000+1 Lost", "1/0"]);
     }
 }

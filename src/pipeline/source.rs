@@ -24,7 +24,7 @@ use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::lease::Lease;
-use crate::pipeline::sequencer::{Outcome, SequencerMsg, PUBLISHER_RESTART_DISTANCE};
+use crate::pipeline::sequencer::{Outcome, SequencerMsg};
 use crate::protocol::{
     parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason,
 };
@@ -336,18 +336,20 @@ impl SourceState {
             max_streams: args.max_streams,
             max_seq_jump: args.max_seq_jump,
         };
-        let stream = match check_order(&mut self.last_seq, limits, &frame, Instant::now()) {
-            Ok(s) => s,
-            Err((code, message)) => {
-                refuse(Some(frame.seq), code, message);
-                return;
-            }
-        };
+        let (stream, numbering) =
+            match check_order(&mut self.last_seq, limits, &frame, Instant::now()) {
+                Ok(accepted) => accepted,
+                Err((code, message)) => {
+                    refuse(Some(frame.seq), code, message);
+                    return;
+                }
+            };
         args.stats.accepted.inc();
         let seq = frame.seq;
         let _ = args.sequencer.cast(SequencerMsg::Accepted {
             stream: stream.clone(),
             seq,
+            restarted: numbering == Numbering::Restarted,
         });
         // A header that is not a usable JPEG fails here, cheaply, instead of in a detector; on a
         // known stream its sequence number is accounted as a `failed` gap.
@@ -404,9 +406,16 @@ impl SourceState {
 struct StreamSeen {
     last: u64,
     seen: Instant,
-    /// A jump far ahead not yet believed: the next sequence number that would confirm it, and
-    /// how many consecutive frames have so far.
-    jump: Option<(u64, u32)>,
+    /// A far move not yet believed: the next sequence number that would confirm it, how many
+    /// consecutive frames have so far, and whether it goes back.
+    unconfirmed: Option<Unconfirmed>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Unconfirmed {
+    expected: u64,
+    frames: u32,
+    back: bool,
 }
 
 impl StreamSeen {
@@ -414,7 +423,7 @@ impl StreamSeen {
         Self {
             last: seq,
             seen: now,
-            jump: None,
+            unconfirmed: None,
         }
     }
 }
@@ -425,51 +434,75 @@ struct OrderLimits {
     max_seq_jump: u64,
 }
 
-/// Consecutive frames past a far jump that start a new numbering epoch.
+/// How an accepted frame's number relates to its stream's last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Numbering {
+    /// After the last one (or the stream is new to this node).
+    Continues,
+    /// The publisher's numbering restarted (confirmed): a new epoch of the stream.
+    Restarted,
+}
+
+/// Consecutive frames that make a far move of a stream's numbering believed.
 const JUMP_CONFIRMATIONS: u32 = 3;
 /// When `max_streams` are tracked, streams silent this long give up their place first.
 const STREAM_EVICT_IDLE: Duration = Duration::from_secs(30);
 
-/// Sequence numbers must increase per stream; a jump far back is a publisher restart; a jump
-/// far ahead is believed only after [`JUMP_CONFIRMATIONS`] consecutive frames, so one forged
-/// message cannot take a stream's numbering over.
+/// Sequence numbers increase per stream, by at most `max_seq_jump` at a time. A move further
+/// than that, ahead or back (0 counts as far back: a restarted publisher), is believed only
+/// after [`JUMP_CONFIRMATIONS`] consecutive frames, so one forged message can neither take a
+/// stream's numbering over nor send it backwards. A confirmed move back is a new epoch.
 fn check_order(
     streams: &mut HashMap<Arc<str>, StreamSeen>,
     limits: OrderLimits,
     frame: &Frame,
     now: Instant,
-) -> Result<Arc<str>, (ErrorCode, String)> {
+) -> Result<(Arc<str>, Numbering), (ErrorCode, String)> {
     if let Some((stream, seen)) = streams.get_key_value(frame.stream.as_str()) {
         let (stream, mut seen) = (stream.clone(), *seen);
-        let last = seen.last;
-        let restart = frame.seq == 0 || frame.seq + PUBLISHER_RESTART_DISTANCE < last;
-        if frame.seq <= last && !restart {
+        let (seq, last) = (frame.seq, seen.last);
+        let far_back = seq < last && (seq == 0 || last - seq > limits.max_seq_jump);
+        let far_ahead = seq > last && seq - last > limits.max_seq_jump;
+        // The next frame of a far move seen before, which may now be near `last` (a restart
+        // from 0 is confirmed by 1 and 2).
+        let confirming = seen.unconfirmed.filter(|u| u.expected == seq);
+        let back = confirming.map_or(far_back, |u| u.back);
+        if seq <= last && !far_back && confirming.is_none() {
             return Err((
                 ErrorCode::StaleSeq,
-                format!("sequence number {} is not after {last}", frame.seq),
+                format!("sequence number {seq} is not after {last}"),
             ));
         }
-        if !restart && frame.seq - last > limits.max_seq_jump {
-            let confirmed = match seen.jump {
-                Some((expected, n)) if expected == frame.seq => n + 1,
-                _ => 1,
-            };
-            if confirmed < JUMP_CONFIRMATIONS {
-                seen.jump = Some((frame.seq + 1, confirmed));
+        if far_back || far_ahead || confirming.is_some() {
+            let frames = confirming.map_or(1, |u| u.frames + 1);
+            if frames < JUMP_CONFIRMATIONS {
+                seen.unconfirmed = Some(Unconfirmed {
+                    expected: seq + 1,
+                    frames,
+                    back,
+                });
                 streams.insert(stream, seen);
+                let (code, how) = if back {
+                    (ErrorCode::SeqRestart, "a move back from")
+                } else {
+                    (ErrorCode::SeqJump, "more than max_seq_jump after")
+                };
                 return Err((
-                    ErrorCode::SeqJump,
+                    code,
                     format!(
-                        "sequence number {} is more than {} after {last}; {} more consecutive frames start a new numbering",
-                        frame.seq,
-                        limits.max_seq_jump,
-                        JUMP_CONFIRMATIONS - confirmed
+                        "sequence number {seq} is {how} {last}; {} more consecutive frames start a new numbering",
+                        JUMP_CONFIRMATIONS - frames
                     ),
                 ));
             }
         }
-        streams.insert(stream.clone(), StreamSeen::at(frame.seq, now));
-        return Ok(stream);
+        streams.insert(stream.clone(), StreamSeen::at(seq, now));
+        let numbering = if back {
+            Numbering::Restarted
+        } else {
+            Numbering::Continues
+        };
+        return Ok((stream, numbering));
     }
     if streams.len() >= limits.max_streams {
         streams.retain(|_, s| now.duration_since(s.seen) < STREAM_IDLE_FORGET);
@@ -493,7 +526,7 @@ fn check_order(
     }
     let stream: Arc<str> = Arc::from(frame.stream.as_str());
     streams.insert(stream.clone(), StreamSeen::at(frame.seq, now));
-    Ok(stream)
+    Ok((stream, Numbering::Continues))
 }
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
@@ -538,42 +571,66 @@ mod tests {
         max_seq_jump: 300,
     };
 
+    fn accept(
+        streams: &mut HashMap<Arc<str>, StreamSeen>,
+        seq: u64,
+    ) -> Result<Numbering, ErrorCode> {
+        check_order(streams, LIMITS, &frame("a", seq), Instant::now())
+            .map(|(_, numbering)| numbering)
+            .map_err(|(code, _)| code)
+    }
+
     #[test]
-    fn sequence_numbers_increase_and_restart_from_zero() {
-        let (mut streams, now) = (HashMap::new(), Instant::now());
-        assert!(check_order(&mut streams, LIMITS, &frame("a", 5), now).is_ok());
-        assert!(check_order(&mut streams, LIMITS, &frame("a", 6), now).is_ok());
-        assert_eq!(
-            check_order(&mut streams, LIMITS, &frame("a", 6), now)
-                .unwrap_err()
-                .0,
-            ErrorCode::StaleSeq
-        );
-        assert!(check_order(&mut streams, LIMITS, &frame("a", 0), now).is_ok());
+    fn sequence_numbers_increase_and_a_confirmed_restart_is_a_new_epoch() {
+        let mut streams = HashMap::new();
+        assert_eq!(accept(&mut streams, 5), Ok(Numbering::Continues));
+        assert_eq!(accept(&mut streams, 6), Ok(Numbering::Continues));
+        assert_eq!(accept(&mut streams, 6), Err(ErrorCode::StaleSeq));
+        assert_eq!(accept(&mut streams, 2), Err(ErrorCode::StaleSeq));
+        // A publisher that restarted from 0: believed on its third consecutive frame.
+        assert_eq!(accept(&mut streams, 0), Err(ErrorCode::SeqRestart));
+        assert_eq!(accept(&mut streams, 1), Err(ErrorCode::SeqRestart));
+        assert_eq!(accept(&mut streams, 2), Ok(Numbering::Restarted));
+        assert_eq!(accept(&mut streams, 3), Ok(Numbering::Continues));
+    }
+
+    #[test]
+    fn one_forged_frame_cannot_send_a_stream_backwards() {
+        let mut streams = HashMap::new();
+        for seq in 5000..5010 {
+            accept(&mut streams, seq).unwrap();
+        }
+        // Forged 0 and a forged number 2,000 back, between genuine frames: refused, and the
+        // genuine numbering carries on unaffected.
+        for (k, forged) in [0, 3000, 0, 3001].into_iter().enumerate() {
+            assert_eq!(accept(&mut streams, forged), Err(ErrorCode::SeqRestart));
+            assert_eq!(
+                accept(&mut streams, 5010 + k as u64),
+                Ok(Numbering::Continues)
+            );
+        }
     }
 
     #[test]
     fn one_far_jump_cannot_take_a_stream_over_but_consecutive_frames_can() {
-        let (mut streams, now) = (HashMap::new(), Instant::now());
-        check_order(&mut streams, LIMITS, &frame("a", 100), now).unwrap();
+        let mut streams = HashMap::new();
+        accept(&mut streams, 100).unwrap();
         // A forged frame 900 ahead is refused, and the genuine numbering carries on.
-        let err = check_order(&mut streams, LIMITS, &frame("a", 1000), now).unwrap_err();
-        assert_eq!(err.0, ErrorCode::SeqJump);
+        assert_eq!(accept(&mut streams, 1000), Err(ErrorCode::SeqJump));
         for seq in 101..110 {
-            check_order(&mut streams, LIMITS, &frame("a", seq), now).unwrap();
+            accept(&mut streams, seq).unwrap();
         }
         // Within the window is fine.
-        check_order(&mut streams, LIMITS, &frame("a", 409), now).unwrap();
+        accept(&mut streams, 409).unwrap();
         // A publisher that really jumped: believed on its third consecutive frame.
-        assert!(check_order(&mut streams, LIMITS, &frame("a", 5000), now).is_err());
-        assert!(check_order(&mut streams, LIMITS, &frame("a", 5001), now).is_err());
-        check_order(&mut streams, LIMITS, &frame("a", 5002), now).unwrap();
-        check_order(&mut streams, LIMITS, &frame("a", 5003), now).unwrap();
+        assert!(accept(&mut streams, 5000).is_err());
+        assert!(accept(&mut streams, 5001).is_err());
+        assert_eq!(accept(&mut streams, 5002), Ok(Numbering::Continues));
+        accept(&mut streams, 5003).unwrap();
         // Interleaved forgeries never confirm each other.
         for k in 0..5 {
-            let forged = frame("a", 9000 + 2 * k);
-            assert!(check_order(&mut streams, LIMITS, &forged, now).is_err());
-            check_order(&mut streams, LIMITS, &frame("a", 5004 + k), now).unwrap();
+            assert!(accept(&mut streams, 9000 + 2 * k).is_err());
+            accept(&mut streams, 5004 + k).unwrap();
         }
     }
 

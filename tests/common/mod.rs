@@ -164,6 +164,17 @@ impl Redis {
         }
     }
 
+    /// Send the server a signal by name (`STOP`, `CONT`): freeze it and let it go on.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("owned server").id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// Stop the server and start a new one on the same port.
     pub fn restart(&mut self) {
         self.stop();

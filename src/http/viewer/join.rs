@@ -152,16 +152,9 @@ mod tests {
 
     fn detections(seq: u64) -> OutputMessage {
         OutputMessage::Detections(DetectionsMessage {
-            stream: "cam".into(),
-            seq,
-            capture_ts_us: 0,
-            done_ts_us: 0,
-            model: "m".into(),
             width: 4,
             height: 4,
-            detections: vec![],
-            queued_ms: None,
-            detect_ms: None,
+            ..DetectionsMessage::without_boxes("cam", seq)
         })
     }
 
@@ -172,6 +165,7 @@ mod tests {
             count,
             reason,
             detail: None,
+            epoch: 0,
         })
     }
 

@@ -372,6 +372,7 @@ mod tests {
             detections: vec![],
             queued_ms: None,
             detect_ms: None,
+            epoch: 0,
         };
         let msg = encode_for_browser(&result, Counters::default(), b"\xFF\xD8jpeg");
         let len = u32::from_be_bytes(msg[..4].try_into().unwrap()) as usize;
