@@ -29,6 +29,8 @@
 //! membership and the node-to-node wire are in `cluster`; the admin API and viewer in `http`;
 //! `config` has one module per section of cluster.toml; `task` owns background work.
 
+#![warn(unreachable_pub)]
+
 pub mod client;
 pub mod jpeg;
 pub mod model;

@@ -13,14 +13,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 
 /// Longest wait for a TCP connection to Redis.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for a reply: kadr's commands are small (PUBLISH, SET, GET, a short script).
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between reconnection attempts, before jitter (which adds up to as much again).
-pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The reconnection settings of every `ConnectionManager` kadr makes.
-pub fn manager_config() -> ConnectionManagerConfig {
+pub(crate) fn manager_config() -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         // backon's delays start at 1 s and are multiplied by `factor` each time: 1 keeps them
         // at 1 s; the cap catches any later change of defaults.
@@ -34,7 +34,7 @@ pub fn manager_config() -> ConnectionManagerConfig {
 /// Open `url` and a reconnecting connection to it. Fails within a few seconds if Redis cannot
 /// be used, with `unavailable` and then the cause: refused, not found (DNS), timed out, or
 /// credentials refused. The URL is never shown with its password.
-pub async fn connect(
+pub(crate) async fn connect(
     url: &str,
     unavailable: impl FnOnce() -> String,
 ) -> anyhow::Result<(redis::Client, ConnectionManager)> {
@@ -70,7 +70,7 @@ pub async fn connect(
 }
 
 /// Why a connection failed, in the operator's words.
-pub fn describe(e: &RedisError) -> String {
+pub(crate) fn describe(e: &RedisError) -> String {
     let detail = e.to_string();
     if e.kind() == ErrorKind::AuthenticationFailed
         || detail.contains("WRONGPASS")
@@ -120,7 +120,7 @@ pub async fn subscribe(
 }
 
 /// What a node that cannot use the Redis at `url` says (the password redacted).
-pub fn unusable(url: &str) -> String {
+pub(crate) fn unusable(url: &str) -> String {
     format!(
         "Redis at {} cannot be used; start redis-server or set redis.url",
         redact(url)

@@ -13,10 +13,10 @@ use ort::environment::Environment;
 use thiserror::Error;
 
 /// Where `scripts/setup.sh` installs the library, relative to the repository root.
-pub const BUNDLED_DIR: &str = ".deps/onnxruntime";
+pub(crate) const BUNDLED_DIR: &str = ".deps/onnxruntime";
 /// Where it installs ONNX Runtime built with the OpenVINO execution provider.
-pub const OPENVINO_DIR: &str = ".deps/onnxruntime-openvino";
-pub const ENV_VAR: &str = "KADR_ONNXRUNTIME";
+pub(crate) const OPENVINO_DIR: &str = ".deps/onnxruntime-openvino";
+pub(crate) const ENV_VAR: &str = "KADR_ONNXRUNTIME";
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -36,7 +36,7 @@ static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 /// The first caller's `explicit` path wins; ONNX Runtime can be loaded only once per process.
-pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, RuntimeError> {
+pub(crate) fn environment(explicit: Option<&Path>) -> Result<&'static Environment, RuntimeError> {
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
@@ -44,7 +44,7 @@ pub fn environment(explicit: Option<&Path>) -> Result<&'static Environment, Runt
 }
 
 /// The library this process loaded, if it loaded one.
-pub fn loaded_library() -> Option<&'static Path> {
+pub(crate) fn loaded_library() -> Option<&'static Path> {
     LOADED.get().map(PathBuf::as_path)
 }
 
@@ -52,7 +52,7 @@ static LOADED: OnceLock<PathBuf> = OnceLock::new();
 
 /// Load the library at `path` (a file or a folder holding one) unless one is loaded already.
 /// A library that fails to load leaves the process free to load another.
-pub fn load(path: &Path) -> Result<&'static Environment, RuntimeError> {
+pub(crate) fn load(path: &Path) -> Result<&'static Environment, RuntimeError> {
     if let Some(env) = ENVIRONMENT.get() {
         return Ok(env);
     }
@@ -79,7 +79,7 @@ pub fn load(path: &Path) -> Result<&'static Environment, RuntimeError> {
 
 /// Explicit path, then `KADR_ONNXRUNTIME`, then `.deps/onnxruntime/` under the working directory
 /// or any folder above the executable (so `target/release/kadr` finds the repository's copy).
-pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+pub(crate) fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     if let Some(p) = explicit {
         return existing(p);
     }
@@ -90,7 +90,7 @@ pub fn find_library(explicit: Option<&Path>) -> Result<PathBuf, RuntimeError> {
 }
 
 /// The OpenVINO build of ONNX Runtime that `scripts/setup.sh` installs, if it is there.
-pub fn find_openvino_library() -> Option<PathBuf> {
+pub(crate) fn find_openvino_library() -> Option<PathBuf> {
     find_bundled(OPENVINO_DIR).ok()
 }
 

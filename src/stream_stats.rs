@@ -9,11 +9,11 @@ use serde::Serialize;
 
 use crate::protocol::GapReason;
 
-pub const LATENCY_WINDOW: usize = 1024;
+pub(crate) const LATENCY_WINDOW: usize = 1024;
 const FPS_WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
-pub struct StreamStats {
+pub(crate) struct StreamStats {
     frames_in: u64,
     frames_out: u64,
     dropped: u64,
@@ -39,7 +39,7 @@ pub struct Percentiles {
 
 /// One stream as `GET /streams` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StreamReport {
+pub(crate) struct StreamReport {
     pub stream: String,
     /// Frames accepted.
     pub frames_in: u64,
@@ -65,15 +65,15 @@ pub struct StreamReport {
 }
 
 impl StreamStats {
-    pub fn accepted(&mut self) {
+    pub(crate) fn accepted(&mut self) {
         self.frames_in += 1;
     }
 
-    pub fn error(&mut self) {
+    pub(crate) fn error(&mut self) {
         self.errors += 1;
     }
 
-    pub fn gap(&mut self, reason: GapReason, count: u64) {
+    pub(crate) fn gap(&mut self, reason: GapReason, count: u64) {
         match reason {
             GapReason::Dropped => self.dropped = self.dropped.saturating_add(count),
             GapReason::Failed => self.failed = self.failed.saturating_add(count),
@@ -83,7 +83,7 @@ impl StreamStats {
     }
 
     /// A detection was published: its latency, and where the time went when known.
-    pub fn published(&mut self, latency_ms: f64, timing: Option<(f64, f64)>, now: Instant) {
+    pub(crate) fn published(&mut self, latency_ms: f64, timing: Option<(f64, f64)>, now: Instant) {
         self.frames_out += 1;
         push_bounded(&mut self.latencies_ms, latency_ms);
         if let Some((queued, detect)) = timing {
@@ -104,7 +104,7 @@ impl StreamStats {
         }
     }
 
-    pub fn report(&mut self, stream: &str, late: u64, now: Instant) -> StreamReport {
+    pub(crate) fn report(&mut self, stream: &str, late: u64, now: Instant) -> StreamReport {
         self.trim(now);
         let n = self.published.len();
         let fps = match (self.published.front(), self.published.back()) {

@@ -53,7 +53,7 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// The actors of the `source` and `sequencer` roles.
 #[derive(Clone)]
-pub struct Ingress {
+pub(crate) struct Ingress {
     pub source: ActorRef<SourceMsg>,
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
@@ -64,7 +64,7 @@ impl Ingress {
     /// (what is gone is skipped): stop taking frames in, let the frames at detectors finish if
     /// their results can still be taken (up to `drain`), publish everything outstanding (what
     /// cannot finish becomes `lost` gaps), then stop the dispatcher and the sequencer.
-    pub async fn drain_and_stop(&self, gone: Option<&ActorCell>, drain: Duration) {
+    pub(crate) async fn drain_and_stop(&self, gone: Option<&ActorCell>, drain: Duration) {
         let alive = |cell: &ActorCell| gone.is_none_or(|g| g.get_id() != cell.get_id());
         let (source, dispatcher, sequencer) = (
             self.source.get_cell(),
@@ -112,30 +112,30 @@ impl Ingress {
 /// The node's actors as they are now (a restart replaces them): what the admin API, the viewer
 /// and shutdown talk to.
 #[derive(Clone, Default)]
-pub struct Running {
+pub(crate) struct Running {
     pub pool: Option<ActorRef<PoolMsg>>,
     pub ingress: Option<Ingress>,
 }
 
 /// A live view of [`Running`].
 #[derive(Clone)]
-pub struct Parts(watch::Receiver<Running>);
+pub(crate) struct Parts(watch::Receiver<Running>);
 
 impl Parts {
-    pub fn now(&self) -> Running {
+    pub(crate) fn now(&self) -> Running {
         self.0.borrow().clone()
     }
-    pub fn pool(&self) -> Option<ActorRef<PoolMsg>> {
+    pub(crate) fn pool(&self) -> Option<ActorRef<PoolMsg>> {
         self.0.borrow().pool.clone()
     }
-    pub fn dispatcher(&self) -> Option<ActorRef<DispatchMsg>> {
+    pub(crate) fn dispatcher(&self) -> Option<ActorRef<DispatchMsg>> {
         self.0
             .borrow()
             .ingress
             .as_ref()
             .map(|i| i.dispatcher.clone())
     }
-    pub fn sequencer(&self) -> Option<ActorRef<SequencerMsg>> {
+    pub(crate) fn sequencer(&self) -> Option<ActorRef<SequencerMsg>> {
         self.0
             .borrow()
             .ingress
@@ -146,7 +146,7 @@ impl Parts {
 
 /// Everything the ingress actors are made from, kept to make them again.
 #[derive(Clone)]
-pub struct IngressArgs {
+pub(crate) struct IngressArgs {
     pub cfg: Arc<Config>,
     pub node: Arc<str>,
     pub scope: String,
@@ -159,7 +159,7 @@ pub struct IngressArgs {
 }
 
 /// What the node supervisor is started with.
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     pub pool: Option<PoolArgs>,
     pub ingress: Option<IngressArgs>,
     pub running: watch::Sender<Running>,
@@ -170,7 +170,7 @@ pub struct NodeArgs {
     pub stats: Arc<Stats>,
 }
 
-pub enum NodeMsg {
+pub(crate) enum NodeMsg {
     /// Start the ingress again (after a failure, or a start that did not succeed).
     RestartIngress,
     /// Start the pool again.
@@ -182,16 +182,16 @@ pub enum NodeMsg {
 
 impl ractor::Message for NodeMsg {}
 
-pub struct NodeState {
+pub(crate) struct NodeState {
     args: NodeArgs,
     pool_budget: RestartBudget,
     ingress_budget: RestartBudget,
 }
 
-pub struct NodeSupervisor;
+pub(crate) struct NodeSupervisor;
 
 /// Start the tree; returns once every part runs (a part that cannot start fails the start).
-pub async fn start(
+pub(crate) async fn start(
     args: NodeArgs,
 ) -> anyhow::Result<(ActorRef<NodeMsg>, tokio::task::JoinHandle<()>)> {
     Actor::spawn(None, NodeSupervisor, args)
@@ -452,7 +452,7 @@ pub(crate) fn root_cause(message: &str) -> String {
 }
 
 /// Create the channel the supervisor publishes the running actors on.
-pub fn running_channel() -> (watch::Sender<Running>, Parts) {
+pub(crate) fn running_channel() -> (watch::Sender<Running>, Parts) {
     let (tx, rx) = watch::channel(Running::default());
     (tx, Parts(rx))
 }

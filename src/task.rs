@@ -48,28 +48,28 @@ impl Drop for OwnedTask {
 /// Many short tasks with one owner; finished ones are reaped as new ones start, so the set
 /// holds only what still runs. Dropping it aborts them all.
 #[derive(Debug, Default)]
-pub struct TaskSet(JoinSet<()>);
+pub(crate) struct TaskSet(JoinSet<()>);
 
 impl TaskSet {
-    pub fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&mut self, work: impl Future<Output = ()> + Send + 'static) {
         while self.0.try_join_next().is_some() {}
         self.0.spawn(work);
     }
 
     /// Tasks still running (or finished and not yet reaped).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 }
 
 /// Restarts of one part allowed within [`RESTART_WINDOW`] before a supervisor gives up.
 pub const MAX_RESTARTS: usize = 5;
-pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// A child that stopped or failed, and why, from a supervision event; `None` for the other
 /// events. How every supervisor of the node reads its children's ends.
-pub fn stopped_child(event: SupervisionEvent) -> Option<(ActorCell, String)> {
+pub(crate) fn stopped_child(event: SupervisionEvent) -> Option<(ActorCell, String)> {
     match event {
         SupervisionEvent::ActorTerminated(cell, _, reason) => {
             Some((cell, reason.unwrap_or_else(|| "stopped".into())))
@@ -82,14 +82,14 @@ pub fn stopped_child(event: SupervisionEvent) -> Option<(ActorCell, String)> {
 /// At most `max` restarts in any `window`: past it, a supervisor gives up instead of
 /// restarting a child whose failure a restart will not mend.
 #[derive(Debug)]
-pub struct RestartBudget {
+pub(crate) struct RestartBudget {
     max: usize,
     window: Duration,
     recent: VecDeque<Instant>,
 }
 
 impl RestartBudget {
-    pub fn new(max: usize, window: Duration) -> Self {
+    pub(crate) fn new(max: usize, window: Duration) -> Self {
         Self {
             max,
             window,
@@ -98,7 +98,7 @@ impl RestartBudget {
     }
 
     /// Spend one restart at `now`; false once the budget is spent.
-    pub fn spend(&mut self, now: Instant) -> bool {
+    pub(crate) fn spend(&mut self, now: Instant) -> bool {
         while self
             .recent
             .front()

@@ -201,7 +201,8 @@ async fn main() -> anyhow::Result<()> {
         channels.errors(&format!("lt{run}-*")),
     ];
     let pubsub = subscribe(&client, &patterns).await?;
-    let reader = tokio::spawn(read_results(
+    // Owned: stopped below, or aborted with its owner if the run fails on the way.
+    let reader = kadr::OwnedTask::spawn(read_results(
         client.clone(),
         pubsub,
         patterns,
@@ -214,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
     let frames = Arc::new(frames);
     let counts = Arc::new(PublishCounts::default());
     let total_per_stream = (args.fps * args.seconds).round() as u64;
+    // Joined below; a run that fails first exits the process, and them with it.
     let publishers: Vec<_> = names
         .iter()
         .enumerate()
@@ -267,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
         p.await??;
     }
     let cpu = CpuSample::take(&args.node_pids).since(&cpu_start);
-    reader.abort();
+    reader.stop().await;
 
     let st = tallies.lock().await;
     let total = total_of(&st);

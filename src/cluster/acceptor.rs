@@ -35,7 +35,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
-pub struct AcceptorLimits {
+pub(crate) struct AcceptorLimits {
     pub handshake_timeout: Duration,
     pub max_pending: usize,
 }
@@ -43,7 +43,7 @@ pub struct AcceptorLimits {
 /// Connections accepted and not yet authenticated, by peer address: a second handle on each
 /// socket, so it can be shut down when its time is up whoever holds the stream by then.
 #[derive(Default)]
-pub struct Pending(Mutex<HashMap<String, std::net::TcpStream>>);
+pub(crate) struct Pending(Mutex<HashMap<String, std::net::TcpStream>>);
 
 impl Pending {
     fn len(&self) -> usize {
@@ -63,7 +63,7 @@ impl Pending {
 }
 
 /// Told by the `NodeServer` when a session authenticates or closes.
-pub struct HandshakeWatch(pub Arc<Pending>);
+pub(crate) struct HandshakeWatch(pub Arc<Pending>);
 
 impl NodeEventSubscription for HandshakeWatch {
     fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
@@ -80,7 +80,7 @@ impl NodeEventSubscription for HandshakeWatch {
 }
 
 /// Accept peers on `listener` until the task is aborted.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     server: ActorRef<NodeServerMessage>,
     tls: Option<TlsAcceptor>,

@@ -28,7 +28,7 @@ use crate::task::TaskSet;
 
 /// What a node says about itself in each heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeInfo {
+pub(crate) struct NodeInfo {
     pub name: String,
     /// `host:port` peers dial.
     pub address: String,
@@ -56,7 +56,7 @@ pub struct NodeInfo {
 
 /// One node as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct MemberView {
+pub(crate) struct MemberView {
     #[serde(flatten)]
     pub info: NodeInfo,
     /// `up`: heard from within three heartbeats; `silent`: not, but its session is open;
@@ -69,13 +69,13 @@ pub struct MemberView {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     pub node: String,
     pub members: Vec<MemberView>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct JoinState {
+pub(crate) struct JoinState {
     /// The first peer a session became ready with.
     pub joined: Option<String>,
     /// What went wrong dialling, per address, most recent first.
@@ -90,7 +90,7 @@ impl JoinState {
     }
 }
 
-pub enum MembershipMsg {
+pub(crate) enum MembershipMsg {
     /// From a peer.
     Heartbeat(Box<NodeInfo>),
     Tick,
@@ -135,7 +135,7 @@ impl Message for MembershipMsg {
 }
 
 #[derive(Clone)]
-pub struct MembershipArgs {
+pub(crate) struct MembershipArgs {
     pub cfg: Config,
     pub scope: String,
     pub server: ActorRef<NodeServerMessage>,
@@ -161,7 +161,7 @@ struct Address {
     seen: Instant,
 }
 
-pub struct MembershipState {
+pub(crate) struct MembershipState {
     args: MembershipArgs,
     me: NodeInfo,
     peers: BTreeMap<String, Peer>,
@@ -173,7 +173,7 @@ pub struct MembershipState {
     dials: TaskSet,
 }
 
-pub struct Membership;
+pub(crate) struct Membership;
 
 /// Forgotten after this long without a heartbeat (seeds are never forgotten).
 const FORGET_AFTER: Duration = Duration::from_secs(60);

@@ -7,10 +7,10 @@
 //! never see each other: `members` holds every node's membership actor (heartbeats go to them);
 //! the pipeline's groups are in [`crate::pipeline`].
 
-pub mod acceptor;
-pub mod membership;
-pub mod tls;
-pub mod wire;
+pub(crate) mod acceptor;
+pub(crate) mod membership;
+pub(crate) mod tls;
+pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,17 +27,17 @@ use crate::node_stats::Stats;
 use crate::task::{stopped_child, OwnedTask, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 use membership::{Membership, MembershipArgs, MembershipMsg};
 
-pub const MEMBERS: &str = "members";
+pub(crate) const MEMBERS: &str = "members";
 
 /// The process-group scope of a cluster: its channel prefix.
-pub fn scope(channel_prefix: &str) -> String {
+pub(crate) fn scope(channel_prefix: &str) -> String {
     format!("kadr:{channel_prefix}")
 }
 
 /// This node's place in the cluster: the node server, the acceptor in front of it and the
 /// membership actor, all owned by a [`ClusterSupervisor`]. Dropping it (a node that fails to
 /// start after joining, say) stops them all.
-pub struct Cluster {
+pub(crate) struct Cluster {
     supervisor: ActorRef<ClusterMsg>,
     supervisor_done: Option<tokio::task::JoinHandle<()>>,
     membership: watch::Receiver<ActorRef<MembershipMsg>>,
@@ -50,7 +50,7 @@ impl Cluster {
     /// `backend`: what runs this node's detectors, told to the others in every heartbeat.
     /// `failed` is told why if the cluster's part of the node fails past repair (the node then
     /// gives up, as it does for its other parts).
-    pub async fn start(
+    pub(crate) async fn start(
         cfg: &Config,
         stats: Arc<Stats>,
         backend: Option<crate::model::Backend>,
@@ -107,12 +107,12 @@ impl Cluster {
     }
 
     /// The membership actor as it is now (a restart replaces it).
-    pub fn membership(&self) -> ActorRef<MembershipMsg> {
+    pub(crate) fn membership(&self) -> ActorRef<MembershipMsg> {
         self.membership.borrow().clone()
     }
 
     /// A live view of [`Cluster::membership`], for the admin API.
-    pub fn membership_watch(&self) -> watch::Receiver<ActorRef<MembershipMsg>> {
+    pub(crate) fn membership_watch(&self) -> watch::Receiver<ActorRef<MembershipMsg>> {
         self.membership.clone()
     }
 
@@ -141,7 +141,7 @@ impl Cluster {
     }
 
     /// Leave the cluster: stop the acceptor, the membership and the node server.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.supervisor.stop(None);
         if let Some(done) = self.supervisor_done.take() {

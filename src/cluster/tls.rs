@@ -13,14 +13,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::config::TlsConfig;
 
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     server_name: ServerName<'static>,
 }
 
 impl Tls {
-    pub fn load(cfg: &TlsConfig) -> anyhow::Result<Self> {
+    pub(crate) fn load(cfg: &TlsConfig) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
             .and_then(|it| it.collect())
@@ -61,19 +61,19 @@ impl Tls {
         })
     }
 
-    pub fn incoming(&self) -> ractor_cluster::IncomingEncryptionMode {
+    pub(crate) fn incoming(&self) -> ractor_cluster::IncomingEncryptionMode {
         ractor_cluster::IncomingEncryptionMode::Tls(self.acceptor.clone())
     }
 
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         self.acceptor.clone()
     }
 
-    pub fn connector(&self) -> TlsConnector {
+    pub(crate) fn connector(&self) -> TlsConnector {
         self.connector.clone()
     }
 
-    pub fn server_name(&self) -> ServerName<'static> {
+    pub(crate) fn server_name(&self) -> ServerName<'static> {
         self.server_name.clone()
     }
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Build a cast (fire-and-forget) message.
-pub fn cast(variant: &str, args: Vec<u8>) -> SerializedMessage {
+pub(crate) fn cast(variant: &str, args: Vec<u8>) -> SerializedMessage {
     SerializedMessage::Cast {
         variant: variant.to_string(),
         args,
@@ -20,7 +20,7 @@ pub fn cast(variant: &str, args: Vec<u8>) -> SerializedMessage {
 }
 
 /// A cast as JSON.
-pub fn cast_json<T: Serialize>(
+pub(crate) fn cast_json<T: Serialize>(
     variant: &str,
     value: &T,
 ) -> Result<SerializedMessage, BoxedDowncastErr> {
@@ -30,7 +30,7 @@ pub fn cast_json<T: Serialize>(
 }
 
 /// The variant and payload of a cast; calls are not part of kadr's protocol.
-pub fn open_cast(msg: SerializedMessage) -> Result<(String, Vec<u8>), String> {
+pub(crate) fn open_cast(msg: SerializedMessage) -> Result<(String, Vec<u8>), String> {
     match msg {
         SerializedMessage::Cast { variant, args, .. } => Ok((variant, args)),
         SerializedMessage::Call { variant, .. } => Err(format!("unexpected call {variant:?}")),
@@ -38,47 +38,47 @@ pub fn open_cast(msg: SerializedMessage) -> Result<(String, Vec<u8>), String> {
     }
 }
 
-pub fn from_json<T: DeserializeOwned>(variant: &str, args: &[u8]) -> Result<T, String> {
+pub(crate) fn from_json<T: DeserializeOwned>(variant: &str, args: &[u8]) -> Result<T, String> {
     serde_json::from_slice(args).map_err(|e| format!("bad {variant} message: {e}"))
 }
 
 /// Appends fixed-width big-endian fields and length-prefixed byte strings.
 #[derive(Default)]
-pub struct Writer(Vec<u8>);
+pub(crate) struct Writer(Vec<u8>);
 
 impl Writer {
-    pub fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Self(Vec::with_capacity(n))
     }
-    pub fn u64(&mut self, v: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
     /// A string of at most 65535 bytes (names and stream ids, validated long before).
-    pub fn short_str(&mut self, s: &str) -> &mut Self {
+    pub(crate) fn short_str(&mut self, s: &str) -> &mut Self {
         let n = s.len().min(u16::MAX as usize);
         self.0.extend_from_slice(&(n as u16).to_be_bytes());
         self.0.extend_from_slice(&s.as_bytes()[..n]);
         self
     }
     /// The rest of the message.
-    pub fn tail(&mut self, b: &[u8]) -> &mut Self {
+    pub(crate) fn tail(&mut self, b: &[u8]) -> &mut Self {
         self.0.extend_from_slice(b);
         self
     }
-    pub fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(self) -> Vec<u8> {
         self.0
     }
 }
 
 /// Reads what [`Writer`] wrote, checking every length against what is there.
-pub struct Reader {
+pub(crate) struct Reader {
     buf: Bytes,
     at: usize,
 }
 
 impl Reader {
-    pub fn new(buf: Vec<u8>) -> Self {
+    pub(crate) fn new(buf: Vec<u8>) -> Self {
         Self {
             buf: Bytes::from(buf),
             at: 0,
@@ -94,11 +94,11 @@ impl Reader {
         self.at = end;
         Ok(slice)
     }
-    pub fn u64(&mut self, what: &str) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, String> {
         let b = self.take(8, what)?;
         Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
     }
-    pub fn short_str(&mut self, what: &str) -> Result<String, String> {
+    pub(crate) fn short_str(&mut self, what: &str) -> Result<String, String> {
         let len = self.take(2, what)?;
         let n = u16::from_be_bytes([len[0], len[1]]) as usize;
         let b = self.take(n, what)?;
@@ -107,7 +107,7 @@ impl Reader {
             .map_err(|_| format!("{what} is not UTF-8"))
     }
     /// The rest of the message, without copying.
-    pub fn tail(self) -> Bytes {
+    pub(crate) fn tail(self) -> Bytes {
         self.buf.slice(self.at..)
     }
 }

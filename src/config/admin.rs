@@ -21,7 +21,7 @@ pub struct AdminConfig {
 }
 
 /// Most viewers a config may allow: each costs a Redis connection and a stream's bandwidth.
-pub const MAX_VIEWERS: usize = 64;
+pub(crate) const MAX_VIEWERS: usize = 64;
 
 impl Default for AdminConfig {
     fn default() -> Self {

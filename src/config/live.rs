@@ -128,10 +128,10 @@ impl LivePolicy {
 }
 
 /// Why a live frame was dropped, as the `detail` of its `dropped` gap.
-pub const SUPERSEDED: &str = "superseded: a newer frame of the stream was waiting";
+pub(crate) const SUPERSEDED: &str = "superseded: a newer frame of the stream was waiting";
 
 /// The detail of a gap for a frame dropped past its age limit.
-pub fn too_old_detail(waited: Duration, policy: &LivePolicy) -> String {
+pub(crate) fn too_old_detail(waited: Duration, policy: &LivePolicy) -> String {
     format!(
         "stale: waited {} ms, over live.max_wait_ms = {}",
         waited.as_millis(),

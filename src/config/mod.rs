@@ -13,21 +13,21 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-pub mod admin;
-pub mod cluster;
-pub mod limits;
-pub mod live;
-pub mod model;
-pub mod node;
-pub mod redis;
+pub(crate) mod admin;
+pub(crate) mod cluster;
+pub(crate) mod limits;
+pub(crate) mod live;
+pub(crate) mod model;
+pub(crate) mod node;
+pub(crate) mod redis;
 
-pub use admin::AdminConfig;
-pub use cluster::{ClusterConfig, TlsConfig};
-pub use limits::LimitsConfig;
-pub use live::LiveConfig;
-pub use model::{DetectorConfig, ModelConfig};
-pub use node::{NodeConfig, Role};
-pub use redis::RedisConfig;
+pub(crate) use admin::AdminConfig;
+pub(crate) use cluster::{ClusterConfig, TlsConfig};
+pub(crate) use limits::LimitsConfig;
+pub(crate) use live::LiveConfig;
+pub(crate) use model::{DetectorConfig, ModelConfig};
+pub(crate) use node::{NodeConfig, Role};
+pub(crate) use redis::RedisConfig;
 
 use crate::model::postprocess::PostprocessConfig;
 use crate::model::ModelOptions;

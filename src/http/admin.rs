@@ -39,7 +39,7 @@ use crate::task::OwnedTask;
 
 /// What the handlers talk to.
 #[derive(Clone)]
-pub struct AdminHandles {
+pub(crate) struct AdminHandles {
     pub node: String,
     pub backend: Option<crate::model::Backend>,
     pub stats: Arc<Stats>,
@@ -55,7 +55,7 @@ struct AppState {
     roles: Vec<crate::config::Role>,
 }
 
-pub struct Server {
+pub(crate) struct Server {
     handle: ServerHandle,
     /// The server's accept loop and workers: they end with the node.
     _running: OwnedTask,
@@ -67,13 +67,13 @@ const CALL_TIMEOUT_MS: u64 = 2000;
 
 /// Bind `admin.listen`, so a node fails on a taken port before it takes any work (the source
 /// lease among it); [`Server::start`] serves on it.
-pub fn bind(cfg: &Config) -> anyhow::Result<std::net::TcpListener> {
+pub(crate) fn bind(cfg: &Config) -> anyhow::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(cfg.admin.listen)
         .with_context(|| format!("admin.listen {} cannot be used", cfg.admin.listen))
 }
 
 impl Server {
-    pub async fn start(
+    pub(crate) async fn start(
         listener: std::net::TcpListener,
         cfg: &Config,
         handles: AdminHandles,
@@ -146,14 +146,14 @@ impl Server {
         })
     }
 
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         self.handle.stop(true).await;
     }
 }
 
 /// A `Host` a browser may have reached this server by: an IP address (DNS rebinding needs a
 /// name), `localhost`, or a name the operator allowed (`"*"` allows any).
-pub fn host_allowed(host: &str, allowed_hosts: &[String]) -> bool {
+pub(crate) fn host_allowed(host: &str, allowed_hosts: &[String]) -> bool {
     let name = match host.strip_prefix('[') {
         Some(v6) => {
             return v6

@@ -8,7 +8,7 @@ use crate::node_stats::Stats;
 use crate::stream_stats::{Percentiles, StreamReport};
 
 /// The Prometheus text exposition format.
-pub fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
+pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport]) -> String {
     let mut out = String::with_capacity(4096);
     let counters = [
         (

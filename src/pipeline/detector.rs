@@ -15,24 +15,24 @@ use tracing::warn;
 use super::messages::DispatchMsg;
 use crate::model::{ModelOptions, Yolo};
 use crate::node_stats::Stats;
-pub use crate::pipeline::messages::{DetectResult, DetectorMsg, Finished};
+pub(crate) use crate::pipeline::messages::{DetectResult, DetectorMsg, Finished};
 use crate::protocol::{now_us, DetectionsMessage};
 
-pub struct DetectorArgs {
+pub(crate) struct DetectorArgs {
     pub node: Arc<str>,
     pub scope: String,
     pub model: Arc<ModelOptions>,
     pub stats: Arc<Stats>,
 }
 
-pub struct DetectorState {
+pub(crate) struct DetectorState {
     args: DetectorArgs,
     /// `None` only while a frame is being processed on the blocking pool.
     yolo: Option<Box<Yolo>>,
     panic_on_next: bool,
 }
 
-pub struct Detector;
+pub(crate) struct Detector;
 
 impl Actor for Detector {
     type Msg = DetectorMsg;

@@ -30,14 +30,14 @@ use tracing::{debug, info, warn};
 use crate::config::live::{self, LiveConfig};
 use crate::node_stats::Stats;
 use crate::pipeline::messages::{DetectRequest, DetectResult, DetectorMsg, Finished};
-pub use crate::pipeline::messages::{DispatchMsg, DispatchStatus, Job};
+pub(crate) use crate::pipeline::messages::{DispatchMsg, DispatchStatus, Job};
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
 use crate::protocol::{ErrorCode, ErrorMessage, GapReason};
 
 /// Times a frame is sent to a detector before it is given up as failed.
 const MAX_ATTEMPTS: u8 = 2;
 
-pub struct DispatchArgs {
+pub(crate) struct DispatchArgs {
     pub node: Arc<str>,
     pub scope: String,
     pub max_in_flight: usize,
@@ -67,7 +67,7 @@ struct InFlight {
     since: Instant,
 }
 
-pub struct DispatchState {
+pub(crate) struct DispatchState {
     args: DispatchArgs,
     /// Detectors in the group, in the order they joined.
     targets: Vec<Target>,
@@ -86,6 +86,8 @@ pub struct DispatchState {
     detect_time: Option<Duration>,
     /// Waiting for the dispatcher to hold no frame.
     drained: Vec<RpcReplyPort<()>>,
+    /// Whether any stream has an age limit (`live.max_wait_ms`); worked out once.
+    age_limited: bool,
 }
 
 /// Round robin between streams: the first waiting frame of the stream served least recently
@@ -166,7 +168,7 @@ fn superseded(
     (waiting >= depth || stale_after.is_some_and(|t| waited >= t)).then_some(i)
 }
 
-pub struct Dispatcher;
+pub(crate) struct Dispatcher;
 
 impl Actor for Dispatcher {
     type Msg = DispatchMsg;
@@ -188,18 +190,7 @@ impl Actor for Dispatcher {
         let period =
             (args.frame_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         myself.send_interval(period, || DispatchMsg::Tick);
-        let mut state = DispatchState {
-            queue: VecDeque::with_capacity(args.queue_capacity),
-            served: HashMap::new(),
-            dispatches: 0,
-            detect_time: None,
-            drained: Vec::new(),
-            args,
-            targets: Vec::new(),
-            in_flight: HashMap::new(),
-            next: 0,
-            counts: HashMap::new(),
-        };
+        let mut state = DispatchState::new(args);
         let members =
             ractor::pg::get_scoped_members(&state.args.scope, &super::DETECTORS.to_string());
         state.join(members);
@@ -276,6 +267,22 @@ impl Actor for Dispatcher {
 }
 
 impl DispatchState {
+    fn new(args: DispatchArgs) -> Self {
+        DispatchState {
+            queue: VecDeque::with_capacity(args.queue_capacity),
+            served: HashMap::new(),
+            dispatches: 0,
+            detect_time: None,
+            drained: Vec::new(),
+            age_limited: args.live.any_age_limit(),
+            args,
+            targets: Vec::new(),
+            in_flight: HashMap::new(),
+            next: 0,
+            counts: HashMap::new(),
+        }
+    }
+
     fn join(&mut self, cells: Vec<ActorCell>) {
         for cell in cells {
             if self
@@ -487,7 +494,7 @@ impl DispatchState {
 
     /// Drop live frames that have waited past their stream's age limit (`live.max_wait_ms`).
     fn drop_too_old(&mut self, now: Instant) {
-        if !self.args.live.any_age_limit() {
+        if !self.age_limited {
             return;
         }
         let mut i = 0;
@@ -775,27 +782,16 @@ mod tests {
             cells.push(d.get_cell());
             rxs.push(rx);
         }
-        let mut state = DispatchState {
-            args: DispatchArgs {
-                node: Arc::from("n1"),
-                scope: "test".into(),
-                max_in_flight: 1,
-                queue_capacity: 8,
-                live: LiveConfig::default(),
-                frame_timeout: Duration::from_secs(30),
-                sequencer,
-                stats: Arc::new(Stats::default()),
-            },
-            targets: Vec::new(),
-            queue: VecDeque::new(),
-            in_flight: HashMap::new(),
-            next: 0,
-            counts: HashMap::new(),
-            served: HashMap::new(),
-            dispatches: 0,
-            detect_time: None,
-            drained: Vec::new(),
-        };
+        let mut state = DispatchState::new(DispatchArgs {
+            node: Arc::from("n1"),
+            scope: "test".into(),
+            max_in_flight: 1,
+            queue_capacity: 8,
+            live: LiveConfig::default(),
+            frame_timeout: Duration::from_secs(30),
+            sequencer,
+            stats: Arc::new(Stats::default()),
+        });
         state.join(cells);
         (state, rxs, seq_rx)
     }

@@ -14,7 +14,7 @@ use crate::protocol::{Channels, ErrorMessage, OutputMessage};
 /// A stream with nothing outstanding and no new frame for this long is forgotten by the
 /// sequencer, and its last published sequence number expires in Redis, so streams that come and
 /// go do not use memory for ever.
-pub const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
+pub(crate) const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 
 /// Publish a result and record the stream's last published `epoch:seq`, only while this node
 /// holds the source lease (taking it if it is free: Redis restarted and forgot it), and only if
@@ -46,7 +46,7 @@ return 1
 
 /// Where a stream's published output stands in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LastPublished {
+pub(crate) struct LastPublished {
     pub epoch: u64,
     pub seq: u64,
 }
@@ -64,7 +64,7 @@ impl LastPublished {
 
 /// A Redis connection that reconnects by itself, the source lease's fence, and one reused
 /// serialization buffer.
-pub struct Egress {
+pub(crate) struct Egress {
     conn: ConnectionManager,
     channels: Channels,
     fence: Fence,
@@ -74,7 +74,7 @@ pub struct Egress {
 }
 
 impl Egress {
-    pub fn new(
+    pub(crate) fn new(
         conn: ConnectionManager,
         channels: Channels,
         fence: Fence,
@@ -93,7 +93,7 @@ impl Egress {
     /// Publish a result, and record the stream's last published sequence number beside it (same
     /// step) for a source node that may take over; not if another node holds the lease now, nor
     /// if it was published already.
-    pub async fn publish_output(&mut self, stream: &str, msg: &OutputMessage) {
+    pub(crate) async fn publish_output(&mut self, stream: &str, msg: &OutputMessage) {
         let (first, last) = msg.seqs();
         if !self.serialize(msg) {
             return;
@@ -132,7 +132,7 @@ impl Egress {
     }
 
     /// The last epoch and sequence number published for `stream` by any source node, if recent.
-    pub async fn last_published(&mut self, stream: &str) -> Option<LastPublished> {
+    pub(crate) async fn last_published(&mut self, stream: &str) -> Option<LastPublished> {
         let key = self.channels.last_seq_key(stream);
         let got: redis::RedisResult<Option<String>> =
             redis::cmd("GET").arg(key).query_async(&mut self.conn).await;
@@ -145,7 +145,7 @@ impl Egress {
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are
     /// not fenced: any node may say a message was bad.
-    pub async fn publish_error(&mut self, channel_stream: &[u8], msg: &ErrorMessage) {
+    pub(crate) async fn publish_error(&mut self, channel_stream: &[u8], msg: &ErrorMessage) {
         let mut channel = self.channels.errors("").into_bytes();
         channel.extend_from_slice(channel_stream);
         if !self.serialize(msg) {

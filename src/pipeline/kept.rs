@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A stream that asked for a place this recently counts as keeping frames.
-pub const ACTIVE_WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const ACTIVE_WINDOW: Duration = Duration::from_secs(5);
 
 /// The places, shared by the source (which takes them) and the frames (which give them back
 /// when dropped, wherever they are by then).
 #[derive(Debug)]
-pub struct KeptFrames {
+pub(crate) struct KeptFrames {
     max: usize,
     held: Mutex<Held>,
 }
@@ -32,7 +32,7 @@ struct Held {
 
 /// Why a kept frame got no place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoPlace {
+pub(crate) enum NoPlace {
     /// Every place is taken.
     Full { max: usize },
     /// The stream holds its fair share already.
@@ -56,13 +56,13 @@ impl std::fmt::Display for NoPlace {
 
 /// One kept frame's place; given back when dropped.
 #[derive(Debug)]
-pub struct KeptPlace {
+pub(crate) struct KeptPlace {
     places: Arc<KeptFrames>,
     stream: Arc<str>,
 }
 
 impl KeptFrames {
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max: max.max(1),
             held: Mutex::new(Held::default()),
@@ -71,7 +71,11 @@ impl KeptFrames {
 
     /// Take a place for a kept frame of `stream`, if there is one and the stream is within its
     /// fair share.
-    pub fn take(self: &Arc<Self>, stream: &Arc<str>, now: Instant) -> Result<KeptPlace, NoPlace> {
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        stream: &Arc<str>,
+        now: Instant,
+    ) -> Result<KeptPlace, NoPlace> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let Held {
             by_stream, asked, ..
@@ -106,7 +110,7 @@ impl KeptFrames {
 
     /// Places taken now, in all and by `stream`.
     #[cfg(test)]
-    pub fn held(&self, stream: &str) -> (usize, usize) {
+    pub(crate) fn held(&self, stream: &str) -> (usize, usize) {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         (held.total, held.by_stream.get(stream).copied().unwrap_or(0))
     }

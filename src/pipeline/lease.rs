@@ -32,7 +32,7 @@ return 0
 const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 #[derive(Clone)]
-pub struct Lease {
+pub(crate) struct Lease {
     conn: ConnectionManager,
     key: String,
     /// Who holds it: the node's name and a random tag, so a restarted node with the same name
@@ -42,7 +42,7 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(conn: ConnectionManager, key: String, node: &str, ttl: Duration) -> Self {
+    pub(crate) fn new(conn: ConnectionManager, key: String, node: &str, ttl: Duration) -> Self {
         let tag: u64 = rand_tag();
         Self {
             conn,
@@ -52,12 +52,12 @@ impl Lease {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 
     /// Whether no node holds the lease.
-    pub async fn is_free(&mut self) -> redis::RedisResult<bool> {
+    pub(crate) async fn is_free(&mut self) -> redis::RedisResult<bool> {
         let exists: i64 = redis::cmd("EXISTS")
             .arg(&self.key)
             .query_async(&mut self.conn)
@@ -67,7 +67,7 @@ impl Lease {
 
     /// Extend the lease, or take it if it is free; false if another node holds it. Errors are
     /// Redis being unreachable.
-    pub async fn renew(&mut self) -> redis::RedisResult<bool> {
+    pub(crate) async fn renew(&mut self) -> redis::RedisResult<bool> {
         let renewed: i64 = redis::Script::new(RENEW)
             .key(&self.key)
             .arg(&self.token)
@@ -77,7 +77,7 @@ impl Lease {
         Ok(renewed == 1)
     }
 
-    pub async fn release(&mut self) {
+    pub(crate) async fn release(&mut self) {
         let _: redis::RedisResult<i64> = redis::Script::new(RELEASE)
             .key(&self.key)
             .arg(&self.token)
@@ -86,7 +86,7 @@ impl Lease {
     }
 
     /// What the egress needs to publish only while this lease is held.
-    pub fn fence(&self) -> Fence {
+    pub(crate) fn fence(&self) -> Fence {
         Fence {
             key: self.key.clone(),
             token: self.token.clone(),
@@ -96,7 +96,7 @@ impl Lease {
 
     /// Renew every third of the lease's lifetime until that fails; then say why. The source
     /// runs this while it reads, and a leaving node while it drains.
-    pub async fn renew_until_lost(mut self) -> String {
+    pub(crate) async fn renew_until_lost(mut self) -> String {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.tick().await;
         loop {
@@ -110,7 +110,7 @@ impl Lease {
     }
 
     /// Who holds it now (for the standby's log line).
-    pub async fn holder(&mut self) -> Option<String> {
+    pub(crate) async fn holder(&mut self) -> Option<String> {
         redis::cmd("GET")
             .arg(&self.key)
             .query_async(&mut self.conn)
@@ -125,7 +125,7 @@ impl Lease {
 /// `docker pause`, a VM migration) that wakes up with results in hand cannot publish them over
 /// the stream its successor has taken on: those frames are in the successor's `missing` gap.
 #[derive(Debug, Clone)]
-pub struct Fence {
+pub(crate) struct Fence {
     pub key: String,
     pub token: String,
     /// A free lease (Redis restarted and lost it) is taken for this long.

@@ -21,7 +21,7 @@ use crate::protocol::{DetectionsMessage, Frame};
 
 /// A frame this node's source accepted, on its way to a detector.
 #[derive(Debug)]
-pub struct Job {
+pub(crate) struct Job {
     pub stream: Arc<str>,
     pub frame: Frame,
     /// Never dropped for lateness.
@@ -70,7 +70,7 @@ impl DetectRequest {
 
 /// What a detector made of a frame, sent back to the frame's dispatcher.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub stream: String,
     pub seq: u64,
     /// The node whose detector did it, for the logs and the admin API.
@@ -80,7 +80,7 @@ pub struct Finished {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DetectResult {
+pub(crate) enum DetectResult {
     Detected(DetectionsMessage),
     /// The frame could not be detected (a JPEG that does not decode, say); `code` is one of
     /// the error codes in docs/protocol.md.
@@ -120,7 +120,7 @@ impl Message for DetectorMsg {
     }
 }
 
-pub enum DispatchMsg {
+pub(crate) enum DispatchMsg {
     /// From the local source.
     Submit(Job),
     /// From a detector, local or remote.
@@ -156,7 +156,7 @@ impl Message for DispatchMsg {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct DispatchStatus {
+pub(crate) struct DispatchStatus {
     /// Detectors in the cluster this dispatcher can send to.
     pub detectors: usize,
     pub in_flight: usize,

@@ -16,30 +16,30 @@
 //! ([`crate::cluster::scope`]): `detectors` holds every detector on every node, and
 //! `dispatcher.{node}` the dispatcher of the node a frame came from (results go back to it).
 
-pub mod detector;
-pub mod dispatch;
-pub mod egress;
-pub mod kept;
-pub mod lease;
-pub mod messages;
-pub mod pool;
-pub mod sequencer;
-pub mod source;
+pub(crate) mod detector;
+pub(crate) mod dispatch;
+pub(crate) mod egress;
+pub(crate) mod kept;
+pub(crate) mod lease;
+pub(crate) mod messages;
+pub(crate) mod pool;
+pub(crate) mod sequencer;
+pub(crate) mod source;
 
 use ractor::ActorRef;
 
 use messages::DispatchMsg;
 
 /// The group of every detector in the cluster.
-pub const DETECTORS: &str = "detectors";
+pub(crate) const DETECTORS: &str = "detectors";
 
 /// The group of one node's dispatcher.
-pub fn dispatcher_group(node: &str) -> String {
+pub(crate) fn dispatcher_group(node: &str) -> String {
     format!("dispatcher.{node}")
 }
 
 /// The dispatcher of `node`, local or remote, if it is in the cluster.
-pub fn dispatcher_of(scope: &str, node: &str) -> Option<ActorRef<DispatchMsg>> {
+pub(crate) fn dispatcher_of(scope: &str, node: &str) -> Option<ActorRef<DispatchMsg>> {
     ractor::pg::get_scoped_members(&scope.to_string(), &dispatcher_group(node))
         .into_iter()
         .next()

@@ -19,7 +19,7 @@ use crate::pipeline::detector::{Detector, DetectorArgs, DetectorMsg};
 use crate::task::{stopped_child, TaskSet};
 
 /// Most detectors one node may run (also the bound `POST /pool` enforces).
-pub const MAX_POOL_SIZE: usize = 256;
+pub(crate) const MAX_POOL_SIZE: usize = 256;
 
 pub enum PoolMsg {
     /// A replacement or additional detector is ready (or could not be started).
@@ -48,7 +48,7 @@ pub struct PoolStatus {
 }
 
 #[derive(Clone)]
-pub struct PoolArgs {
+pub(crate) struct PoolArgs {
     pub node: Arc<str>,
     pub scope: String,
     pub size: usize,
@@ -62,7 +62,7 @@ struct Slot {
     generation: u64,
 }
 
-pub struct PoolState {
+pub(crate) struct PoolState {
     args: PoolArgs,
     slots: Vec<Slot>,
     next_generation: u64,
@@ -70,7 +70,7 @@ pub struct PoolState {
     starting: TaskSet,
 }
 
-pub struct Pool;
+pub(crate) struct Pool;
 
 impl Pool {
     async fn spawn_detector(
@@ -250,5 +250,85 @@ impl PoolState {
         }
         self.args.stats.detectors.set(size as u64);
         info!(detectors = size, "detector pool resized");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// The random-weight model `scripts/setup.sh` generates: real ONNX Runtime, real sessions.
+    fn model() -> Arc<ModelOptions> {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("models/yolov7-tiny-random-384x640.onnx");
+        assert!(
+            path.exists(),
+            "{} missing: run scripts/setup.sh",
+            path.display()
+        );
+        Arc::new(ModelOptions::exact(path))
+    }
+
+    async fn status_until(
+        pool: &ActorRef<PoolMsg>,
+        what: &str,
+        done: impl Fn(PoolStatus) -> bool,
+    ) -> PoolStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = ractor::call!(pool, PoolMsg::Status).unwrap();
+            if done(status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{what}: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A detector that dies is replaced in its slot and counted; a resize grows and shrinks
+    /// the pool; a stopped pool takes its detectors with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_detector_is_replaced_and_the_pool_resizes() {
+        let stats = Arc::new(Stats::default());
+        let args = PoolArgs {
+            node: Arc::from("n1"),
+            scope: "pool-test".into(),
+            size: 2,
+            model: model(),
+            stats: stats.clone(),
+        };
+        let (pool, handle) = Actor::spawn(None, Pool, args).await.unwrap();
+        let children = pool.get_children();
+        assert_eq!(children.len(), 2);
+        assert_eq!(stats.detectors.get(), 2);
+
+        children[0].kill();
+        let status = status_until(&pool, "replaced", |s| {
+            s.alive == 2 && stats.detector_restarts.get() == 1
+        })
+        .await;
+        assert_eq!(status.size, 2);
+        let now: Vec<ActorId> = pool.get_children().iter().map(|c| c.get_id()).collect();
+        assert!(!now.contains(&children[0].get_id()) && now.contains(&children[1].get_id()));
+
+        let grown = ractor::call!(pool, PoolMsg::Resize, 3).unwrap();
+        assert_eq!(grown.size, 3);
+        status_until(&pool, "grown", |s| s.alive == 3).await;
+        let shrunk = ractor::call!(pool, PoolMsg::Resize, 1).unwrap();
+        assert_eq!((shrunk.size, shrunk.alive), (1, 1));
+        assert_eq!(stats.detectors.get(), 1);
+        // Retired detectors are stopped, not restarted.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(stats.detector_restarts.get(), 1);
+        let alive = pool.get_children();
+        pool.stop(None);
+        handle.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(alive
+            .iter()
+            .all(|c| c.get_status() == ractor::ActorStatus::Stopped));
     }
 }

@@ -21,7 +21,7 @@ use crate::stream_stats::{StreamReport, StreamStats};
 
 /// What became of one frame.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Detected(DetectionsMessage),
     Gap {
         reason: GapReason,
@@ -44,7 +44,7 @@ enum Slot {
 
 /// Ordering state of one stream. Pure: time is passed in.
 #[derive(Debug)]
-pub struct StreamOrder {
+pub(crate) struct StreamOrder {
     next: Option<u64>,
     slots: BTreeMap<u64, Slot>,
     /// The numbering the stream is in (see [`DetectionsMessage::epoch`]).
@@ -61,7 +61,7 @@ pub struct StreamOrder {
 
 impl StreamOrder {
     /// `max_hole`: `limits.max_seq_jump`, the widest move a publisher makes unconfirmed.
-    pub fn new(epoch: u64, max_hole: u64) -> Self {
+    pub(crate) fn new(epoch: u64, max_hole: u64) -> Self {
         Self {
             next: None,
             slots: BTreeMap::new(),
@@ -76,7 +76,7 @@ impl StreamOrder {
     /// Register an accepted frame. `restarted` (the source confirmed the publisher's numbering
     /// restarted), or a number before the next one due, starts a new epoch: what the old one
     /// still holds leaves first, into `out`.
-    pub fn accept(
+    pub(crate) fn accept(
         &mut self,
         seq: u64,
         restarted: bool,
@@ -125,14 +125,14 @@ impl StreamOrder {
     }
 
     /// A detector took the frame: from now on, the gap wait applies to it.
-    pub fn dispatched(&mut self, seq: u64, now: Instant) {
+    pub(crate) fn dispatched(&mut self, seq: u64, now: Instant) {
         if let Some(Slot::Pending { dispatched_at, .. }) = self.slots.get_mut(&seq) {
             dispatched_at.get_or_insert(now);
         }
     }
 
     /// Record an outcome. Unknown or already-skipped frames count as late.
-    pub fn complete(&mut self, seq: u64, outcome: Outcome, now: Instant) {
+    pub(crate) fn complete(&mut self, seq: u64, outcome: Outcome, now: Instant) {
         match self.slots.get_mut(&seq) {
             Some(slot @ Slot::Pending { .. }) => {
                 *slot = Slot::Done {
@@ -145,7 +145,7 @@ impl StreamOrder {
     }
 
     /// Emit everything that can leave now, in order, into `out`.
-    pub fn poll(
+    pub(crate) fn poll(
         &mut self,
         now: Instant,
         gap_wait: Duration,
@@ -228,12 +228,12 @@ impl StreamOrder {
         self.next = Some(next);
     }
 
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.slots.is_empty()
     }
 
     /// Nothing outstanding and no frame accepted for `for_at_least`: safe to forget.
-    pub fn is_stale(&self, now: Instant, for_at_least: Duration) -> bool {
+    pub(crate) fn is_stale(&self, now: Instant, for_at_least: Duration) -> bool {
         self.is_idle()
             && self
                 .last_active
@@ -287,7 +287,7 @@ fn push_gap(
 
 /// Messages the sequencer actor takes.
 #[derive(Debug)]
-pub enum SequencerMsg {
+pub(crate) enum SequencerMsg {
     /// The source accepted this frame; its outcome will follow. `restarted`: the source
     /// confirmed that the publisher's numbering restarted with it.
     Accepted {
@@ -318,7 +318,7 @@ pub enum SequencerMsg {
 
 impl ractor::Message for SequencerMsg {}
 
-pub struct SequencerArgs {
+pub(crate) struct SequencerArgs {
     pub egress: Egress,
     pub stats: Arc<Stats>,
     pub gap_wait: Duration,
@@ -327,14 +327,14 @@ pub struct SequencerArgs {
     pub max_seq_jump: u64,
 }
 
-pub struct SequencerState {
+pub(crate) struct SequencerState {
     args: SequencerArgs,
     streams: HashMap<Arc<str>, StreamOrder>,
     stats: HashMap<Arc<str>, StreamStats>,
     out: Vec<OutputMessage>,
 }
 
-pub struct Sequencer;
+pub(crate) struct Sequencer;
 
 impl Actor for Sequencer {
     type Msg = SequencerMsg;

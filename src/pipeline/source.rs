@@ -31,7 +31,7 @@ use crate::protocol::{
 use crate::redis_conn;
 use crate::task::OwnedTask;
 
-pub enum SourceMsg {
+pub(crate) enum SourceMsg {
     /// One pub/sub message: the channel it came on and its payload.
     Message {
         channel: Vec<u8>,
@@ -42,7 +42,7 @@ pub enum SourceMsg {
 
 impl ractor::Message for SourceMsg {}
 
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     pub redis: redis::Client,
     /// Only the holder of this lease reads the frames channels.
     pub lease: Lease,
@@ -62,7 +62,7 @@ pub struct SourceArgs {
     pub stats: Arc<Stats>,
 }
 
-pub struct SourceState {
+pub(crate) struct SourceState {
     args: SourceArgs,
     /// Where each stream's numbering stands.
     last_seq: HashMap<Arc<str>, StreamSeen>,
@@ -76,7 +76,7 @@ pub struct SourceState {
     pump: Option<OwnedTask>,
 }
 
-pub struct Source;
+pub(crate) struct Source;
 
 impl Actor for Source {
     type Msg = SourceMsg;

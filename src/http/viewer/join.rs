@@ -10,7 +10,7 @@ use crate::protocol::{DetectionsMessage, GapReason, OutputMessage};
 
 /// What a viewer has seen of its stream since it connected.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Frames read from the frames channel.
     pub frames: u64,
     /// Results with detections.
@@ -29,7 +29,7 @@ pub struct Counters {
 }
 
 /// Holds recent frames until their results arrive, then hands back the pair.
-pub struct Joiner {
+pub(crate) struct Joiner {
     /// (seq, JPEG), oldest first.
     frames: VecDeque<(u64, Bytes)>,
     capacity: usize,
@@ -38,7 +38,7 @@ pub struct Joiner {
 
 impl Joiner {
     /// Keep at most `capacity` frames waiting (results come within a few hundred ms).
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             frames: VecDeque::with_capacity(capacity),
             capacity: capacity.max(1),
@@ -46,7 +46,7 @@ impl Joiner {
         }
     }
 
-    pub fn frame(&mut self, seq: u64, jpeg: Bytes) {
+    pub(crate) fn frame(&mut self, seq: u64, jpeg: Bytes) {
         self.counters.frames += 1;
         if self.frames.back().is_some_and(|(last, _)| seq <= *last) {
             self.frames.clear(); // the publisher restarted its numbering
@@ -58,7 +58,7 @@ impl Joiner {
     }
 
     /// A result: the frame it belongs to, for detections whose frame is held.
-    pub fn result(&mut self, result: OutputMessage) -> Option<(DetectionsMessage, Bytes)> {
+    pub(crate) fn result(&mut self, result: OutputMessage) -> Option<(DetectionsMessage, Bytes)> {
         match result {
             OutputMessage::Detections(d) => {
                 self.counters.detected += 1;
@@ -86,7 +86,7 @@ impl Joiner {
         }
     }
 
-    pub fn error(&mut self) {
+    pub(crate) fn error(&mut self) {
         self.counters.errors += 1;
     }
 
@@ -106,7 +106,7 @@ impl Joiner {
 
 /// Sends to a browser only while it has credit (it acknowledges each frame it has drawn); what
 /// comes meanwhile replaces what waits, so a slow browser always gets the newest frame.
-pub struct Pacer<T> {
+pub(crate) struct Pacer<T> {
     credit: u32,
     max_credit: u32,
     waiting: Option<T>,
@@ -115,7 +115,7 @@ pub struct Pacer<T> {
 }
 
 impl<T> Pacer<T> {
-    pub fn new(max_credit: u32) -> Self {
+    pub(crate) fn new(max_credit: u32) -> Self {
         Self {
             credit: max_credit,
             max_credit,
@@ -125,7 +125,7 @@ impl<T> Pacer<T> {
     }
 
     /// A new item: returned if it may be sent now, else kept as the one to send next.
-    pub fn offer(&mut self, item: T) -> Option<T> {
+    pub(crate) fn offer(&mut self, item: T) -> Option<T> {
         if self.credit > 0 {
             self.credit -= 1;
             return Some(item);
@@ -137,7 +137,7 @@ impl<T> Pacer<T> {
     }
 
     /// The browser drew a frame: the waiting item, if any, may go.
-    pub fn ack(&mut self) -> Option<T> {
+    pub(crate) fn ack(&mut self) -> Option<T> {
         self.credit = (self.credit + 1).min(self.max_credit);
         let item = self.waiting.take()?;
         self.credit -= 1;

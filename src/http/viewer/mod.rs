@@ -14,7 +14,7 @@
 //! fewer than two are unacknowledged ([`Pacer`]): a slow browser skips to the newest frame and
 //! never falls behind.
 
-pub mod join;
+pub(crate) mod join;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::pipeline::sequencer::SequencerMsg;
 use crate::protocol::{self, parse_frame, Channels, DetectionsMessage, FrameLimits, OutputMessage};
-pub use join::{Counters, Joiner, Pacer};
+pub(crate) use join::{Counters, Joiner, Pacer};
 
 const VIEWER_PAGE: &str = include_str!("viewer.html");
 /// Frames held waiting for their results: about two seconds at 30 fps.
@@ -43,7 +43,7 @@ const MAX_CLIENT_MESSAGE: usize = 1024;
 /// Streams listed on the index page.
 const MAX_LISTED: usize = 1000;
 
-pub struct ViewerState {
+pub(crate) struct ViewerState {
     redis: redis::Client,
     channels: Channels,
     limits: FrameLimits,
@@ -53,7 +53,7 @@ pub struct ViewerState {
 }
 
 impl ViewerState {
-    pub fn new(cfg: &Config, parts: crate::supervisor::Parts) -> anyhow::Result<Self> {
+    pub(crate) fn new(cfg: &Config, parts: crate::supervisor::Parts) -> anyhow::Result<Self> {
         Ok(Self {
             redis: redis::Client::open(cfg.redis.url.as_str())?,
             channels: Channels::new(cfg.redis.channel_prefix.clone()),
@@ -68,7 +68,7 @@ impl ViewerState {
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
         .route("/view/{stream}", web::get().to(page))
         .route("/view/{stream}/ws", web::get().to(socket));
