@@ -28,6 +28,38 @@ pub const HEADER_LEN: usize = 24;
 pub const MAX_SEQ: u64 = (1 << 53) - 1;
 /// Flag bit: the publisher asks that this frame is never dropped (files, not live cameras).
 pub const FLAG_KEEP: u8 = 0b0000_0001;
+
+/// How frames reach a node, and results a client: both at once, on the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// PUBLISH on a channel: nothing kept, nothing waits.
+    #[default]
+    PubSub,
+    /// XADD to a Redis Stream of the same name: kept until trimmed, read through a consumer
+    /// group and acknowledged once the frame's result is out, so no node loss costs a frame.
+    Streams,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pubsub" => Ok(Self::PubSub),
+            "streams" => Ok(Self::Streams),
+            other => Err(format!("unknown transport {other:?}: pubsub or streams")),
+        }
+    }
+}
+
+/// Field of a frames stream entry holding the frame message.
+pub const FRAME_FIELD: &str = "frame";
+/// Fields of a results or errors stream entry: protocol version, and the JSON message.
+pub const VERSION_FIELD: &str = "v";
+pub const JSON_FIELD: &str = "json";
+/// Version of the results and errors entries (the `v` field).
+pub const RESULTS_VERSION: u32 = 1;
+/// The consumer group the source nodes read frames streams through.
+pub const CONSUMER_GROUP: &str = "kadr";
 const KNOWN_FLAGS: u8 = FLAG_KEEP;
 
 /// A frame as published, validated. `jpeg` shares the message buffer (no copy).
@@ -63,6 +95,7 @@ pub enum ErrorCode {
     StaleSeq,
     SeqJump,
     SeqRestart,
+    BadEntry,
     TooManyStreams,
     ZeroSize,
     ImageTooLarge,
@@ -75,7 +108,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::Truncated,
         Self::BadMagic,
         Self::BadVersion,
@@ -88,6 +121,7 @@ impl ErrorCode {
         Self::StaleSeq,
         Self::SeqJump,
         Self::SeqRestart,
+        Self::BadEntry,
         Self::TooManyStreams,
         Self::ZeroSize,
         Self::ImageTooLarge,
@@ -112,6 +146,7 @@ impl ErrorCode {
             Self::StaleSeq => "stale_seq",
             Self::SeqJump => "seq_jump",
             Self::SeqRestart => "seq_restart",
+            Self::BadEntry => "bad_entry",
             Self::TooManyStreams => "too_many_streams",
             Self::ZeroSize => "zero_size",
             Self::ImageTooLarge => "image_too_large",
@@ -270,7 +305,9 @@ pub fn encode_frame(
     out.extend_from_slice(jpeg);
 }
 
-/// Channel names, all under one configurable prefix.
+/// Channel and key names, all under one configurable prefix. A Redis Stream carries the same
+/// name as its channel (keys and channels are apart in Redis): `{prefix}:frames:{stream}` is
+/// both the channel and the stream a camera may publish to.
 #[derive(Debug, Clone)]
 pub struct Channels {
     prefix: String,

@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchArgs, DispatchMsg, Dispatcher};
 use crate::pipeline::egress::Egress;
+use crate::pipeline::frames_stream::StreamsReading;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{Pool, PoolArgs, PoolMsg};
 use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
@@ -368,6 +369,7 @@ async fn spawn_ingress(
                 args.conn.clone(),
                 channels.clone(),
                 args.lease.fence(),
+                cfg.redis.results_maxlen,
                 args.stats.clone(),
             ),
             stats: args.stats.clone(),
@@ -408,6 +410,12 @@ async fn spawn_ingress(
             max_seq_jump: cfg.limits.max_seq_jump,
             max_kept_frames: cfg.limits.max_kept_frames,
             max_pixels: cfg.limits.max_pixels,
+            streams: StreamsReading {
+                consumer: cfg.node.name.clone(),
+                count: cfg.redis.frames_read_count,
+                scan_every: Duration::from_millis(cfg.redis.frames_scan_ms),
+                max_streams: cfg.limits.max_streams,
+            },
             dispatcher: dispatcher.clone(),
             sequencer: sequencer.clone(),
             stats: args.stats.clone(),

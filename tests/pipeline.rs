@@ -1400,3 +1400,117 @@ async fn a_frozen_redis_duplicates_no_result() {
     assert!(s.detected > 0 && s.next_seq == Some(120), "{s:?}");
     t.stop().await;
 }
+
+/// Frames over Redis Streams, with hostile entries among them: an entry without the `frame`
+/// field (`bad_entry`), one whose frame is junk (`bad_magic`), a key of another type under the
+/// frames prefix, and the stream deleted and created again mid-way. Every good frame is
+/// detected once, in order; every entry is acknowledged (none left pending); results and
+/// errors are also in their streams, with the protocol version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_redis_streams_with_hostile_entries_among_them() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "sx").await;
+    let key = t.frames_channel();
+    let xadd = |fields: Vec<(&'static str, Vec<u8>)>| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&key).arg("*");
+        for (f, v) in fields {
+            cmd.arg(f).arg(v);
+        }
+        cmd
+    };
+    let frame = |seq: u64| {
+        let mut msg = Vec::new();
+        encode_frame(
+            &mut msg,
+            "sx",
+            seq,
+            kadr::protocol::now_us(),
+            FLAG_KEEP,
+            &jpeg,
+        );
+        msg
+    };
+    let mut conn = t.publisher.clone();
+    let other_type = format!("{}:frames:not-a-stream", t.prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&other_type)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for seq in 0..3 {
+        let _: String = xadd(vec![("frame", frame(seq))])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: String = xadd(vec![("picture", b"x".to_vec())])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: String = xadd(vec![("frame", b"junk".to_vec())])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for seq in 3..5 {
+        let _: String = xadd(vec![("frame", frame(seq))])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let out = t.collect(5, 2, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (5, vec![]));
+    let mut codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    codes.sort();
+    assert_eq!(codes, ["bad_entry", "truncated"]);
+
+    // The stream deleted and created again: found again, read from its start.
+    let _: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for seq in 5..7 {
+        let _: String = xadd(vec![("frame", frame(seq))])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let out = t.collect(2, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 5), (2, vec![]));
+
+    // Nothing pending, and the results stream holds the last two results, versioned.
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(&key)
+        .arg("kadr")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(pending[0], redis::Value::Int(0), "{pending:?}");
+    let results: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{}:detections:sx", t.prefix))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = results
+        .iter()
+        .map(|(_, fields)| {
+            assert_eq!(fields[0], ("v".to_string(), "1".to_string()));
+            let m: OutputMessage = serde_json::from_str(&fields[1].1).unwrap();
+            m.seqs().0
+        })
+        .collect();
+    assert_eq!(seqs, (0..7).collect::<Vec<u64>>());
+    let errors: i64 = redis::cmd("XLEN")
+        .arg(format!("{}:errors:sx", t.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(errors, 2);
+    t.stop().await;
+}

@@ -22,7 +22,9 @@ use tokio::sync::Mutex;
 
 use kadr::client::tally::{StreamTally, TallySummary};
 use kadr::percentiles;
-use kadr::protocol::{encode_frame, now_us, Channels, OutputChannel, OutputMessage, FLAG_KEEP};
+use kadr::protocol::{
+    encode_frame, now_us, Channels, OutputChannel, OutputMessage, Transport, FLAG_KEEP, FRAME_FIELD,
+};
 
 #[derive(Parser)]
 #[command(name = "kadr-loadtest", about = "Load generator for kadr")]
@@ -63,6 +65,12 @@ struct Args {
     /// Create this file when publishing starts (a script injecting faults waits for it).
     #[arg(long)]
     started_file: Option<PathBuf>,
+    /// `pubsub` (PUBLISH) or `streams` (XADD to a Redis Stream per camera).
+    #[arg(long, default_value = "pubsub")]
+    transport: Transport,
+    /// Streams: frames each stream keeps at most (approximately).
+    #[arg(long, default_value_t = kadr::client::publish::FRAMES_MAXLEN)]
+    frames_maxlen: u64,
 }
 
 #[derive(Serialize)]
@@ -227,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
                 fps: args.fps,
                 total: total_per_stream,
                 keep: args.keep,
+                transport: args.transport,
+                frames_maxlen: args.frames_maxlen,
             };
             tokio::spawn(publish_stream(
                 client.clone(),
@@ -403,6 +413,8 @@ struct PublishedStream {
     fps: f64,
     total: u64,
     keep: bool,
+    transport: Transport,
+    frames_maxlen: u64,
 }
 
 /// Publish `total` frames of one stream at `fps`, on a fixed schedule (a late frame does not
@@ -430,11 +442,27 @@ async fn publish_stream(
             jpeg,
         );
         loop {
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&stream.channel)
-                .arg(&msg[..])
-                .query_async(&mut conn)
-                .await;
+            let sent: redis::RedisResult<i64> = match stream.transport {
+                Transport::PubSub => {
+                    redis::cmd("PUBLISH")
+                        .arg(&stream.channel)
+                        .arg(&msg[..])
+                        .query_async(&mut conn)
+                        .await
+                }
+                // Nobody "hears" a stream entry: it waits for a node.
+                Transport::Streams => redis::cmd("XADD")
+                    .arg(&stream.channel)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(stream.frames_maxlen)
+                    .arg("*")
+                    .arg(FRAME_FIELD)
+                    .arg(&msg[..])
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(|_| 1),
+            };
             match sent {
                 Ok(0) => {
                     counts.unheard.fetch_add(1, Ordering::Relaxed);

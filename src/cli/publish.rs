@@ -5,8 +5,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use kadr::client::publish::{Input, Pace, PublishOptions};
-use kadr::protocol::Channels;
+use kadr::client::publish::{Input, Pace, PublishOptions, FRAMES_MAXLEN};
+use kadr::protocol::{Channels, Transport};
 
 use super::RedisArgs;
 
@@ -53,6 +53,15 @@ pub struct PublishArgs {
     /// Longest wait (ms) between reconnection attempts; waits double from 250 ms.
     #[arg(long, default_value_t = 10_000)]
     pub reconnect_max_ms: u64,
+    /// `pubsub`: PUBLISH each frame (nothing kept). `streams`: XADD it to a Redis Stream of
+    /// the same name, kept until a node has published its result (no frame lost to a node
+    /// failover or a node restart).
+    #[arg(long, default_value = "pubsub")]
+    pub transport: Transport,
+    /// Streams: frames the stream keeps at most (approximately), so Redis holds about this
+    /// many frames per camera; older ones are trimmed, read or not.
+    #[arg(long, default_value_t = FRAMES_MAXLEN)]
+    pub frames_maxlen: u64,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -93,6 +102,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         start_seq: args.start_seq,
         stall_timeout: Duration::from_millis(args.stall_timeout_ms.max(1)),
         reconnect_max: Duration::from_millis(args.reconnect_max_ms.max(250)),
+        transport: args.transport,
+        frames_maxlen: args.frames_maxlen.max(1),
     };
     let channel = Channels::new(opts.prefix.clone()).frames(&opts.stream);
     let report = kadr::client::publish::run(opts).await?;

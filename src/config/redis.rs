@@ -10,6 +10,13 @@ pub struct RedisConfig {
     pub url: String,
     /// Every channel is named `{channel_prefix}:...`.
     pub channel_prefix: String,
+    /// Results and errors are also appended to Redis Streams of their channels' names, each
+    /// kept to about this many entries (0: pub/sub only).
+    pub results_maxlen: u64,
+    /// Frames streams: entries read per stream at a time, and how often (ms) the node looks
+    /// for new frames streams.
+    pub frames_read_count: usize,
+    pub frames_scan_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -17,6 +24,9 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             channel_prefix: "kadr".into(),
+            results_maxlen: 3000,
+            frames_read_count: 8,
+            frames_scan_ms: 1000,
         }
     }
 }
@@ -38,6 +48,14 @@ impl RedisConfig {
                 ),
             );
         }
+        p.range("redis.results_maxlen", self.results_maxlen, 0, 10_000_000);
+        p.range(
+            "redis.frames_read_count",
+            self.frames_read_count as u64,
+            1,
+            1024,
+        );
+        p.range("redis.frames_scan_ms", self.frames_scan_ms, 10, 60_000);
         let prefix_ok = !self.channel_prefix.is_empty()
             && !self.channel_prefix.contains(['*', '?', '[', ']', ' ']);
         if !prefix_ok {

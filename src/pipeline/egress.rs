@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::lease::Fence;
 use crate::node_stats::Stats;
-use crate::protocol::{Channels, ErrorMessage, OutputMessage};
+use crate::protocol::{Channels, ErrorMessage, OutputMessage, CONSUMER_GROUP};
 
 /// A stream with nothing outstanding and no new frame for this long is forgotten by the
 /// sequencer, and its last published sequence number expires in Redis, so streams that come and
@@ -20,14 +20,27 @@ pub(crate) const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 /// holds the source lease (taking it if it is free: Redis restarted and forgot it), and only if
 /// the result comes after the last one published: a publish retried after its reply was lost
 /// (Redis stalled, then answered) is not published twice, and no node publishes out of order.
-/// KEYS: lease, last-seq. ARGV: token, lease ttl ms, channel, payload, epoch, first seq, last
-/// seq, last-seq expiry s. Returns 1 published, 0 fenced, 2 already published.
+/// In the same step: append it to the results stream (bounded, and expiring with the stream's
+/// last-seq), and acknowledge the frames-stream entries it accounts for, so a frame is
+/// acknowledged exactly when its result is out. A key of the wrong type (someone else's) costs
+/// the append or the acknowledgement, never the publish.
+/// KEYS: lease, last-seq, results stream, frames stream. ARGV: token, lease ttl ms, channel,
+/// payload, epoch, first seq, last seq, expiry s, results maxlen (0: none), consumer group,
+/// entry ids to acknowledge... Returns 1 published, 0 fenced, 2 already published.
 const PUBLISH_FENCED: &str = r#"
 local holder = redis.call("GET", KEYS[1])
 if holder == false then
   redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
 elseif holder ~= ARGV[1] then
   return 0
+end
+local function ack()
+  local i = 11
+  while i <= #ARGV do
+    local j = math.min(i + 499, #ARGV)
+    redis.pcall("XACK", KEYS[4], ARGV[10], unpack(ARGV, i, j))
+    i = j + 1
+  end
 end
 local prev = redis.call("GET", KEYS[2])
 if prev then
@@ -36,11 +49,28 @@ if prev then
   e, s = tonumber(e), tonumber(s)
   local epoch, first = tonumber(ARGV[5]), tonumber(ARGV[6])
   if e and s and (epoch < e or (epoch == e and first <= s)) then
+    ack()
     return 2
   end
 end
 redis.call("PUBLISH", ARGV[3], ARGV[4])
+if tonumber(ARGV[9]) > 0 then
+  redis.pcall("XADD", KEYS[3], "MAXLEN", "~", ARGV[9], "*", "v", "1", "json", ARGV[4])
+  redis.pcall("EXPIRE", KEYS[3], ARGV[8])
+end
 redis.call("SET", KEYS[2], ARGV[5] .. ":" .. ARGV[7], "EX", ARGV[8])
+ack()
+return 1
+"#;
+
+/// An error: published on the stream's error channel and appended to its errors stream.
+/// KEYS: errors stream. ARGV: channel, payload, results maxlen, expiry s.
+const PUBLISH_ERROR: &str = r#"
+redis.call("PUBLISH", ARGV[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  redis.pcall("XADD", KEYS[1], "MAXLEN", "~", ARGV[3], "*", "v", "1", "json", ARGV[2])
+  redis.pcall("EXPIRE", KEYS[1], ARGV[4])
+end
 return 1
 "#;
 
@@ -69,6 +99,9 @@ pub(crate) struct Egress {
     channels: Channels,
     fence: Fence,
     publish_fenced: redis::Script,
+    publish_error: redis::Script,
+    /// `redis.results_maxlen`: entries a results or errors stream keeps (0: none written).
+    results_maxlen: u64,
     stats: Arc<Stats>,
     buf: Vec<u8>,
 }
@@ -78,6 +111,7 @@ impl Egress {
         conn: ConnectionManager,
         channels: Channels,
         fence: Fence,
+        results_maxlen: u64,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
@@ -85,6 +119,8 @@ impl Egress {
             channels,
             fence,
             publish_fenced: redis::Script::new(PUBLISH_FENCED),
+            publish_error: redis::Script::new(PUBLISH_ERROR),
+            results_maxlen,
             stats,
             buf: Vec::with_capacity(4096),
         }
@@ -92,8 +128,13 @@ impl Egress {
 
     /// Publish a result, and record the stream's last published sequence number beside it (same
     /// step) for a source node that may take over; not if another node holds the lease now, nor
-    /// if it was published already.
-    pub(crate) async fn publish_output(&mut self, stream: &str, msg: &OutputMessage) {
+    /// if it was published already. `acks`: the frames-stream entries it accounts for.
+    pub(crate) async fn publish_output(
+        &mut self,
+        stream: &str,
+        msg: &OutputMessage,
+        acks: &[Arc<str>],
+    ) {
         let (first, last) = msg.seqs();
         if !self.serialize(msg) {
             return;
@@ -102,6 +143,8 @@ impl Egress {
         invocation
             .key(&self.fence.key)
             .key(self.channels.last_seq_key(stream))
+            .key(self.channels.detections(stream))
+            .key(self.channels.frames(stream))
             .arg(&self.fence.token)
             .arg(self.fence.ttl_ms)
             .arg(self.channels.detections(stream))
@@ -109,7 +152,12 @@ impl Egress {
             .arg(msg.epoch())
             .arg(first)
             .arg(last)
-            .arg(STREAM_IDLE_FORGET.as_secs());
+            .arg(STREAM_IDLE_FORGET.as_secs())
+            .arg(self.results_maxlen)
+            .arg(CONSUMER_GROUP);
+        for id in acks {
+            invocation.arg(&**id);
+        }
         let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
         if connection_lost(&result) {
             result = invocation.invoke_async(&mut self.conn).await;
@@ -145,17 +193,30 @@ impl Egress {
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are
     /// not fenced: any node may say a message was bad.
-    pub(crate) async fn publish_error(&mut self, channel_stream: &[u8], msg: &ErrorMessage) {
+    /// `known_stream`: the stream has frames accepted; only then is the error also appended to
+    /// its errors stream (junk on made-up stream names must not create keys in Redis).
+    pub(crate) async fn publish_error(
+        &mut self,
+        channel_stream: &[u8],
+        msg: &ErrorMessage,
+        known_stream: bool,
+    ) {
         let mut channel = self.channels.errors("").into_bytes();
         channel.extend_from_slice(channel_stream);
         if !self.serialize(msg) {
             return;
         }
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(&self.buf[..]);
-        let mut result: redis::RedisResult<()> = cmd.query_async(&mut self.conn).await;
+        let maxlen = if known_stream { self.results_maxlen } else { 0 };
+        let mut invocation = self.publish_error.prepare_invoke();
+        invocation
+            .key(&channel[..])
+            .arg(&channel[..])
+            .arg(&self.buf[..])
+            .arg(maxlen)
+            .arg(STREAM_IDLE_FORGET.as_secs());
+        let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
         if connection_lost(&result) {
-            result = cmd.query_async(&mut self.conn).await;
+            result = invocation.invoke_async(&mut self.conn).await;
         }
         if let Err(e) = result {
             self.stats.publish_errors.inc();
@@ -219,6 +280,7 @@ mod tests {
             redis.conn().await,
             channels.clone(),
             lease.fence(),
+            100,
             stats.clone(),
         );
         let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
@@ -241,7 +303,7 @@ mod tests {
             detections(0, 20), // an older epoch
             detections(1, 3),
         ] {
-            egress.publish_output("cam", &msg).await;
+            egress.publish_output("cam", &msg, &[]).await;
         }
         let published: Vec<OutputMessage> = pubsub
             .on_message()

@@ -108,6 +108,26 @@ impl KeptFrames {
         })
     }
 
+    /// Kept frames `stream` could take now: free places, within its fair share. A reader
+    /// that can wait (frames in a Redis Stream) asks first, and reads no more than this.
+    pub(crate) fn room(&self, stream: &str, now: Instant) -> usize {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let active = |s: &Arc<str>| {
+            held.asked
+                .get(s)
+                .is_some_and(|at| now.duration_since(*at) < ACTIVE_WINDOW)
+        };
+        let others_asking = held
+            .asked
+            .keys()
+            .filter(|s| active(s) && !held.by_stream.contains_key(*s) && &***s != stream)
+            .count();
+        let mine = held.by_stream.get(stream).copied().unwrap_or(0);
+        let streams = held.by_stream.len() + others_asking + usize::from(mine == 0);
+        let share = (self.max / streams.max(1)).max(1);
+        (self.max.saturating_sub(held.total)).min(share.saturating_sub(mine))
+    }
+
     /// Places taken now, in all and by `stream`.
     #[cfg(test)]
     pub(crate) fn held(&self, stream: &str) -> (usize, usize) {
@@ -216,5 +236,23 @@ mod tests {
         assert!(places.take(&b, now).is_err());
         drop(held);
         assert!(places.take(&b, now).is_ok());
+    }
+
+    #[test]
+    fn room_says_what_take_would_give() {
+        let now = Instant::now();
+        let places = KeptFrames::new(4);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert_eq!(places.room("a", now), 4);
+        let held: Vec<_> = (0..3).map(|_| places.take(&a, now).unwrap()).collect();
+        assert_eq!(places.room("a", now), 1);
+        // A second stream's share is half; the first is over its share until it gives back.
+        assert_eq!(places.room("b", now), 1);
+        let _b = places.take(&b, now).unwrap();
+        assert_eq!(places.room("a", now), 0);
+        assert_eq!(places.room("b", now), 0);
+        drop(held);
+        assert_eq!(places.room("a", now), 2);
+        assert_eq!(places.room("b", now), 1);
     }
 }

@@ -4,8 +4,9 @@
 //! Redis ─► source ─► dispatcher ─► detector (any node, in a pool) ─► dispatcher ─► sequencer ─► egress ─► Redis
 //! ```
 //!
-//! - [`source`]: holds the [`lease`] (one source node reads at a time), validates each message,
-//!   bounds kept frames ([`kept`]).
+//! - [`source`]: holds the [`lease`] (one source node reads at a time), validates each message
+//!   (from pub/sub, or from Redis Streams through [`frames_stream`]), bounds kept frames
+//!   ([`kept`]).
 //! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue;
 //!   [`crate::config::live`] says how long a live frame may wait there.
 //! - [`pool`] and [`detector`]: a node's detectors, one ONNX Runtime session each.
@@ -19,6 +20,7 @@
 pub(crate) mod detector;
 pub(crate) mod dispatch;
 pub(crate) mod egress;
+pub(crate) mod frames_stream;
 pub(crate) mod kept;
 pub(crate) mod lease;
 pub(crate) mod messages;

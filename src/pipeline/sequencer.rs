@@ -7,7 +7,7 @@
 //! result has waited the gap wait): no stream stalls behind a lost frame for longer than that
 //! wait, and every sequence number leaves exactly once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -294,6 +294,9 @@ pub(crate) enum SequencerMsg {
         stream: Arc<str>,
         seq: u64,
         restarted: bool,
+        /// Its entry, when it was read from a frames stream: acknowledged with the message that
+        /// accounts for it.
+        entry: Option<Arc<str>>,
     },
     /// A detector took this frame.
     Dispatched { stream: Arc<str>, seq: u64 },
@@ -327,9 +330,17 @@ pub(crate) struct SequencerArgs {
     pub max_seq_jump: u64,
 }
 
+/// A frames-stream entry of an accepted frame: `(epoch, seq, entry id)`.
+type Unacked = (u64, u64, Arc<str>);
+
 pub(crate) struct SequencerState {
     args: SequencerArgs,
     streams: HashMap<Arc<str>, StreamOrder>,
+    /// Frames-stream entries of accepted frames not yet accounted for, per stream, in the
+    /// order accepted: `(epoch, seq, entry id)`.
+    unacked: HashMap<Arc<str>, VecDeque<Unacked>>,
+    /// Entry ids to acknowledge with the message being published (reused).
+    acks: Vec<Arc<str>>,
     stats: HashMap<Arc<str>, StreamStats>,
     out: Vec<OutputMessage>,
 }
@@ -353,6 +364,8 @@ impl Actor for Sequencer {
         Ok(SequencerState {
             args,
             streams: HashMap::new(),
+            unacked: HashMap::new(),
+            acks: Vec::new(),
             stats: HashMap::new(),
             out: Vec::new(),
         })
@@ -370,6 +383,7 @@ impl Actor for Sequencer {
                 stream,
                 seq,
                 restarted,
+                entry,
             } => {
                 if !state.streams.contains_key(&stream) {
                     let order = take_over(state, &stream, seq).await;
@@ -384,6 +398,14 @@ impl Actor for Sequencer {
                     .stats
                     .abandoned
                     .add(order.abandoned - abandoned_before);
+                if let Some(id) = entry {
+                    let epoch = order.epoch;
+                    state
+                        .unacked
+                        .entry(stream.clone())
+                        .or_default()
+                        .push_back((epoch, seq, id));
+                }
                 poll_stream(state, &stream, now).await;
             }
             SequencerMsg::Dispatched { stream, seq } => {
@@ -405,18 +427,19 @@ impl Actor for Sequencer {
                 channel_stream,
                 error,
             } => {
-                // Counted per stream only for streams already known: a flood of made-up stream
-                // names must not grow this map.
-                if let Some(s) = std::str::from_utf8(&channel_stream)
+                // Counted (and kept in Redis) per stream only for streams already known: a
+                // flood of made-up stream names must not grow this map, nor Redis.
+                let known = std::str::from_utf8(&channel_stream)
                     .ok()
-                    .and_then(|name| state.stats.get_mut(name))
-                {
+                    .and_then(|name| state.stats.get_mut(name));
+                let is_known = known.is_some();
+                if let Some(s) = known {
                     s.error();
                 }
                 state
                     .args
                     .egress
-                    .publish_error(&channel_stream, &error)
+                    .publish_error(&channel_stream, &error, is_known)
                     .await;
             }
             SequencerMsg::Tick => {
@@ -435,6 +458,9 @@ impl Actor for Sequencer {
                     .retain(|_, o| !o.is_stale(now, STREAM_IDLE_FORGET));
                 let streams = &state.streams;
                 state.stats.retain(|s, _| streams.contains_key(s));
+                state
+                    .unacked
+                    .retain(|s, entries| !entries.is_empty() && streams.contains_key(s));
             }
             SequencerMsg::Flush(reply) => {
                 let names: Vec<Arc<str>> = state.streams.keys().cloned().collect();
@@ -527,7 +553,20 @@ async fn publish_pending(state: &mut SequencerState, stream: &str) {
                 }
             }
         }
-        state.args.egress.publish_output(stream, &msg).await;
+        // The frames-stream entries this message accounts for: accepted before it, in order.
+        state.acks.clear();
+        if let Some(entries) = state.unacked.get_mut(stream) {
+            let upto = (msg.epoch(), msg.seqs().1);
+            while entries.front().is_some_and(|(e, s, _)| (*e, *s) <= upto) {
+                let (_, _, id) = entries.pop_front().expect("front exists");
+                state.acks.push(id);
+            }
+        }
+        state
+            .args
+            .egress
+            .publish_output(stream, &msg, &state.acks)
+            .await;
     }
 }
 

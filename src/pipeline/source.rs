@@ -22,22 +22,52 @@ use crate::model::{check_size, JpegDecoder};
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
+use crate::pipeline::frames_stream::{read_frames_streams, StreamsReading};
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
 use crate::protocol::{
-    parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason,
+    parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason, FRAME_FIELD,
 };
 use crate::redis_conn;
 use crate::task::OwnedTask;
 
 pub(crate) enum SourceMsg {
-    /// One pub/sub message: the channel it came on and its payload.
+    /// One frame message: the channel it came on (or the frames stream it was read from, of
+    /// the same name) and its payload.
     Message {
         channel: Vec<u8>,
         payload: Bytes,
+        /// Read from a frames stream: the entry, acknowledged once its frame is accounted for.
+        entry: Option<StreamEntry>,
+        done: RpcReplyPort<Taken>,
+    },
+    /// A frames stream entry without a `frame` field: refused (its entry is acknowledged).
+    BadEntry {
+        channel: Vec<u8>,
+        id: String,
         done: RpcReplyPort<()>,
     },
+}
+
+/// A frame read from a Redis Stream.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamEntry {
+    pub id: Arc<str>,
+    /// Claimed from the pending entries of a node that stopped (or of this node's previous
+    /// reader): it may be a frame this node has inside already.
+    pub claimed: bool,
+}
+
+/// What became of a frame message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Registered with the sequencer: its entry is acknowledged when its result is published.
+    Accepted,
+    /// Refused (an error was published): its entry can be acknowledged now.
+    Refused,
+    /// A claimed entry of a frame this node holds already: its result will acknowledge it.
+    Inside,
 }
 
 impl ractor::Message for SourceMsg {}
@@ -57,6 +87,8 @@ pub(crate) struct SourceArgs {
     pub max_kept_frames: usize,
     /// Largest frame accepted, width x height, read from the JPEG header (`limits.max_pixels`).
     pub max_pixels: u64,
+    /// How frames streams are read (`[redis]`).
+    pub streams: StreamsReading,
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
@@ -88,20 +120,25 @@ impl Actor for Source {
         myself: ActorRef<Self::Msg>,
         args: SourceArgs,
     ) -> Result<SourceState, ActorProcessingErr> {
-        let pattern = args.channels.frames_pattern();
+        let kept = KeptFrames::new(args.max_kept_frames);
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let pump = OwnedTask::spawn(pump(
-            myself,
+            myself.clone(),
             args.redis.clone(),
-            pattern,
             args.lease.clone(),
             ready_tx,
             args.stats.clone(),
+            FramesStreams {
+                source: myself,
+                channels: args.channels.clone(),
+                reading: args.streams.clone(),
+                kept: kept.clone(),
+            },
         ));
         // Return once subscribed (or standing by), so frames published after start-up are seen.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
         Ok(SourceState {
-            kept: KeptFrames::new(args.max_kept_frames),
+            kept,
             jpeg: JpegDecoder::with_max_pixels(args.max_pixels)?,
             args,
             last_seq: HashMap::new(),
@@ -115,14 +152,31 @@ impl Actor for Source {
         msg: SourceMsg,
         state: &mut SourceState,
     ) -> Result<(), ActorProcessingErr> {
-        let SourceMsg::Message {
-            channel,
-            payload,
-            done,
-        } = msg;
         state.args.stats.received.inc();
-        state.take_in(&channel, payload).await;
-        let _ = done.send(());
+        match msg {
+            SourceMsg::Message {
+                channel,
+                payload,
+                entry,
+                done,
+            } => {
+                let taken = state.take_in(&channel, payload, entry).await;
+                let _ = done.send(taken);
+            }
+            SourceMsg::BadEntry { channel, id, done } => {
+                let channel_stream = state.args.channels.stream_of(&channel).unwrap_or_default();
+                refuse(
+                    &state.args,
+                    channel_stream,
+                    None,
+                    ErrorCode::BadEntry,
+                    format!(
+                        "frames stream entry {id} has no `{FRAME_FIELD}` field holding a frame message"
+                    ),
+                );
+                let _ = done.send(());
+            }
+        }
         Ok(())
     }
 
@@ -140,16 +194,25 @@ impl Actor for Source {
     }
 }
 
-/// Hold the source lease and, while holding it, read pub/sub messages; reconnect with backoff
-/// when Redis goes away; stand by while another node holds the lease.
+/// What the frames streams reader needs, started while the lease is held.
+struct FramesStreams {
+    source: ActorRef<SourceMsg>,
+    channels: Channels,
+    reading: StreamsReading,
+    kept: Arc<KeptFrames>,
+}
+
+/// Hold the source lease and, while holding it, read pub/sub messages and frames streams;
+/// reconnect with backoff when Redis goes away; stand by while another node holds the lease.
 async fn pump(
     source: ActorRef<SourceMsg>,
     redis: redis::Client,
-    pattern: String,
     mut lease: Lease,
     ready: tokio::sync::oneshot::Sender<()>,
     stats: Arc<Stats>,
+    streams: FramesStreams,
 ) {
+    let pattern = streams.channels.frames_pattern();
     const FIRST_BACKOFF: Duration = Duration::from_millis(250);
     let mut ready = Some(ready);
     let mut signal_ready = || {
@@ -221,6 +284,15 @@ async fn pump(
         let _renewer = OwnedTask::spawn(async move {
             let _ = lost_tx.send(renewing.renew_until_lost().await);
         });
+        // Frames streams are read only while the lease is held, like the channels: the reader
+        // is dropped (aborted) with this loop.
+        let _streams_reader = OwnedTask::spawn(read_frames_streams(
+            streams.source.clone(),
+            redis.clone(),
+            streams.channels.clone(),
+            streams.reading.clone(),
+            streams.kept.clone(),
+        ));
         let mut messages = conn.on_message();
         loop {
             tokio::select! {
@@ -236,7 +308,10 @@ async fn pump(
                     let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
                     let sent = source
-                        .call(|done| SourceMsg::Message { channel, payload, done }, None)
+                        .call(
+                            |done| SourceMsg::Message { channel, payload, entry: None, done },
+                            None,
+                        )
                         .await;
                     if sent.is_err() {
                         return; // the source stopped
@@ -279,21 +354,19 @@ impl Outage {
 }
 
 impl SourceState {
-    async fn take_in(&mut self, channel: &[u8], payload: Bytes) {
+    async fn take_in(
+        &mut self,
+        channel: &[u8],
+        payload: Bytes,
+        entry: Option<StreamEntry>,
+    ) -> Taken {
         let Some(channel_stream) = self.args.channels.stream_of(channel) else {
             debug!("message on an unexpected channel ignored");
-            return;
+            return Taken::Refused;
         };
         let args = &self.args;
         let refuse = |seq: Option<u64>, code: ErrorCode, message: String| {
-            let name = String::from_utf8_lossy(channel_stream);
-            warn!(stream = %name, ?seq, %code, %message, "frame refused");
-            args.stats.errors.inc();
-            let error = ErrorMessage::new(&name, seq, code, message);
-            let _ = args.sequencer.cast(SequencerMsg::Error {
-                channel_stream: channel_stream.to_vec(),
-                error,
-            });
+            refuse(args, channel_stream, seq, code, message)
         };
         // The stream named by the channel must itself be a valid stream id.
         let Ok(stream_name) = std::str::from_utf8(channel_stream) else {
@@ -302,7 +375,7 @@ impl SourceState {
                 ErrorCode::BadStreamId,
                 "stream id is not valid UTF-8".into(),
             );
-            return;
+            return Taken::Refused;
         };
         if stream_name.is_empty() || stream_name.len() > args.limits.max_stream_id_bytes {
             refuse(
@@ -314,13 +387,13 @@ impl SourceState {
                     args.limits.max_stream_id_bytes
                 ),
             );
-            return;
+            return Taken::Refused;
         }
         let frame = match parse_frame(payload, stream_name, args.limits) {
             Ok(f) => f,
             Err(e) => {
                 refuse(None, e.code(), e.to_string());
-                return;
+                return Taken::Refused;
             }
         };
         // The header is checked before the stream is registered: a burst of junk on new
@@ -329,7 +402,7 @@ impl SourceState {
         if let Err((code, message)) = &header {
             if !self.last_seq.contains_key(frame.stream.as_str()) {
                 refuse(Some(frame.seq), *code, message.clone());
-                return;
+                return Taken::Refused;
             }
         }
         let limits = OrderLimits {
@@ -339,9 +412,14 @@ impl SourceState {
         let (stream, numbering) =
             match check_order(&mut self.last_seq, limits, &frame, Instant::now()) {
                 Ok(accepted) => accepted,
+                // Claimed back from the stream's pending entries, and already inside: its
+                // result is on its way.
+                Err((ErrorCode::StaleSeq, _)) if entry.as_ref().is_some_and(|e| e.claimed) => {
+                    return Taken::Inside;
+                }
                 Err((code, message)) => {
                     refuse(Some(frame.seq), code, message);
-                    return;
+                    return Taken::Refused;
                 }
             };
         args.stats.accepted.inc();
@@ -350,6 +428,7 @@ impl SourceState {
             stream: stream.clone(),
             seq,
             restarted: numbering == Numbering::Restarted,
+            entry: entry.map(|e| e.id),
         });
         // A header that is not a usable JPEG fails here, cheaply, instead of in a detector; on a
         // known stream its sequence number is accounted as a `failed` gap.
@@ -363,7 +442,7 @@ impl SourceState {
                     detail: Some(message),
                 },
             });
-            return;
+            return Taken::Accepted;
         }
         let keep = frame.keep() || args.keep_all_frames;
         let permit = if keep {
@@ -382,7 +461,7 @@ impl SourceState {
                             detail: Some(no_place.to_string()),
                         },
                     });
-                    return;
+                    return Taken::Accepted;
                 }
             }
         } else {
@@ -398,7 +477,26 @@ impl SourceState {
         if let Err(e) = args.dispatcher.cast(DispatchMsg::Submit(job)) {
             warn!(error = %e, "dispatcher unavailable");
         }
+        Taken::Accepted
     }
+}
+
+/// Refuse a message: logged, counted, and published on its stream's error channel.
+fn refuse(
+    args: &SourceArgs,
+    channel_stream: &[u8],
+    seq: Option<u64>,
+    code: ErrorCode,
+    message: String,
+) {
+    let name = String::from_utf8_lossy(channel_stream);
+    warn!(stream = %name, ?seq, %code, %message, "frame refused");
+    args.stats.errors.inc();
+    let error = ErrorMessage::new(&name, seq, code, message);
+    let _ = args.sequencer.cast(SequencerMsg::Error {
+        channel_stream: channel_stream.to_vec(),
+        error,
+    });
 }
 
 /// Where one stream's numbering stands at the source.

@@ -17,7 +17,9 @@ use anyhow::{bail, Context};
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::protocol::{self, encode_frame, Channels, ErrorCode, ErrorMessage, FLAG_KEEP};
+use crate::protocol::{
+    self, encode_frame, Channels, ErrorCode, ErrorMessage, Transport, FLAG_KEEP, FRAME_FIELD,
+};
 use folder::ImageFolder;
 pub use input::{Input, InputError};
 use video::JpegFrames;
@@ -56,7 +58,15 @@ pub struct PublishOptions {
     pub stall_timeout: Duration,
     /// Longest wait between reconnection attempts (the wait doubles from 250 ms).
     pub reconnect_max: Duration,
+    /// PUBLISH on the frames channel, or XADD to the frames stream.
+    pub transport: Transport,
+    /// Streams: frames the stream keeps at most (approximately: `MAXLEN ~`), so Redis holds
+    /// about this many times the frame size per camera.
+    pub frames_maxlen: u64,
 }
+
+/// Frames a stream keeps by default: 10 s at 30 fps, about 45 MB of 1280x720 JPEG.
+pub const FRAMES_MAXLEN: u64 = 300;
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PublishReport {
@@ -93,6 +103,8 @@ struct Publisher {
     stream: String,
     frames_channel: String,
     errors_channel: String,
+    transport: Transport,
+    frames_maxlen: u64,
     flags: u8,
     message: Vec<u8>,
     seq: u64,
@@ -146,12 +158,29 @@ impl Publisher {
             self.flags,
             jpeg,
         );
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(&self.frames_channel)
-            .arg(&self.message[..])
-            .query_async(&mut self.conn)
-            .await
-            .context("publishing a frame")?;
+        match self.transport {
+            Transport::PubSub => {
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(&self.frames_channel)
+                    .arg(&self.message[..])
+                    .query_async(&mut self.conn)
+                    .await
+                    .context("publishing a frame")?;
+            }
+            Transport::Streams => {
+                let _: String = redis::cmd("XADD")
+                    .arg(&self.frames_channel)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(self.frames_maxlen)
+                    .arg("*")
+                    .arg(FRAME_FIELD)
+                    .arg(&self.message[..])
+                    .query_async(&mut self.conn)
+                    .await
+                    .context("appending a frame to its stream")?;
+            }
+        }
         self.seq += 1;
         self.sent += 1;
         Ok(())
@@ -197,6 +226,8 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         stream: opts.stream.clone(),
         frames_channel: channels.frames(&opts.stream),
         errors_channel: channels.errors(&opts.stream),
+        transport: opts.transport,
+        frames_maxlen: opts.frames_maxlen,
         flags: if opts.keep_all { FLAG_KEEP } else { 0 },
         message: Vec::new(),
         seq: opts.start_seq,

@@ -1,0 +1,416 @@
+//! Frames from Redis Streams: the second way in, beside pub/sub, for publishers that want no
+//! frame lost (`kadr publish --transport streams`).
+//!
+//! A camera appends each frame message to the stream `{prefix}:frames:{stream}` (the name of
+//! its pub/sub channel) in the field `frame`. While this node holds the source lease, the
+//! reader here finds those streams (SCAN, every `redis.frames_scan_ms`), reads them through the
+//! consumer group `kadr` and hands each entry to the source actor, exactly as a pub/sub message.
+//! An entry is acknowledged only once its frame is accounted for: a refused one at once, an
+//! accepted one by the sequencer's publish of its result or gap (the same Lua step). So the
+//! entries a node that stops leaves pending are exactly its frames without a published result,
+//! and the next lease holder claims them first (XAUTOCLAIM) and carries on from there.
+//!
+//! Kept frames wait in Redis rather than being shed: a stream that keeps frames is read only as
+//! far as it has room among `limits.max_kept_frames` (the pub/sub path must shed, since Redis's
+//! client reads on into a buffer of its own whether we read or not).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ractor::ActorRef;
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use tracing::{info, warn};
+
+use super::kept::KeptFrames;
+use super::source::{SourceMsg, StreamEntry, Taken};
+use crate::backoff::Backoff;
+use crate::protocol::{Channels, CONSUMER_GROUP, FLAG_KEEP, FRAME_FIELD};
+
+/// How the reader reads: entries per stream per read, how often it looks for new streams, and
+/// at most how many streams it reads (`limits.max_streams`).
+#[derive(Debug, Clone)]
+pub(crate) struct StreamsReading {
+    pub consumer: String,
+    pub count: usize,
+    pub scan_every: Duration,
+    pub max_streams: usize,
+}
+
+/// How long one read waits for new entries before it looks for new streams again.
+const BLOCK: Duration = Duration::from_millis(100);
+
+/// Read every frames stream until dropped (the source lease was lost): the owner aborts it.
+/// Redis errors are retried with backoff; a stream deleted or changed under it is found again.
+pub(crate) async fn read_frames_streams(
+    source: ActorRef<SourceMsg>,
+    redis: redis::Client,
+    channels: Channels,
+    reading: StreamsReading,
+    kept: Arc<KeptFrames>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+    loop {
+        let mut reader = Reader {
+            source: source.clone(),
+            channels: channels.clone(),
+            reading: reading.clone(),
+            kept: kept.clone(),
+            keys: Vec::new(),
+            keeping: HashSet::new(),
+            refused: Vec::new(),
+            warned_full: false,
+        };
+        match reader.run(&redis, &mut backoff).await {
+            Ok(()) => return, // the source stopped
+            Err(e) => {
+                let wait = backoff.next_wait();
+                warn!(error = %e, ?wait, "reading frames streams failed; trying again");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+struct Reader {
+    source: ActorRef<SourceMsg>,
+    channels: Channels,
+    reading: StreamsReading,
+    kept: Arc<KeptFrames>,
+    /// The frames streams read, with their stream names.
+    keys: Vec<(String, Arc<str>)>,
+    /// Streams whose last frame was KEEP: read only as far as they have room.
+    keeping: HashSet<Arc<str>>,
+    /// Entries refused (key, id), to acknowledge after each read.
+    refused: Vec<(String, String)>,
+    warned_full: bool,
+}
+
+/// The source actor stopped: nothing more to read for.
+struct SourceGone;
+
+impl Reader {
+    async fn run(
+        &mut self,
+        redis: &redis::Client,
+        backoff: &mut Backoff,
+    ) -> redis::RedisResult<()> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Duration::from_secs(10))
+            .set_connection_timeout(Duration::from_secs(5));
+        let mut conn = redis
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        let mut next_scan = Instant::now();
+        loop {
+            if Instant::now() >= next_scan {
+                if self.discover(&mut conn).await?.is_err() {
+                    return Ok(());
+                }
+                next_scan = Instant::now() + self.reading.scan_every;
+            }
+            backoff.reset();
+            let Some((keys, count)) = self.readable() else {
+                tokio::time::sleep(BLOCK.min(self.reading.scan_every)).await;
+                continue;
+            };
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(CONSUMER_GROUP)
+                .arg(&self.reading.consumer)
+                .arg("COUNT")
+                .arg(count)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS");
+            for key in &keys {
+                cmd.arg(key);
+            }
+            for _ in &keys {
+                cmd.arg(">");
+            }
+            let reply: Value = match cmd.query_async(&mut conn).await {
+                Ok(v) => v,
+                // A stream deleted (or Redis restarted and forgot the groups), or a key that is
+                // no longer a stream: look again now, and create the groups again.
+                Err(e) if matches!(e.code(), Some("NOGROUP") | Some("WRONGTYPE")) => {
+                    info!(error = %e, "frames streams changed; looking for them again");
+                    self.keys.clear();
+                    next_scan = Instant::now();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for (key, entries) in streams_of(&reply) {
+                if self.take(&key, entries, false).await.is_err() {
+                    return Ok(());
+                }
+            }
+            self.acknowledge_refused(&mut conn).await?;
+        }
+    }
+
+    /// Find frames streams not yet read: create the group (from the stream's start, so frames
+    /// published before any node ran are read too), then claim what another reader left
+    /// pending, oldest first, before anything new is read.
+    async fn discover(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Result<(), SourceGone>> {
+        let pattern = self.channels.frames_pattern();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .arg("TYPE")
+                .arg("stream")
+                .query_async(conn)
+                .await?;
+            found.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for key in found {
+            // Names that are not UTF-8 or not under the prefix are refused by the source when
+            // read; here they are skipped: only a readable name can be followed.
+            let Ok(key) = String::from_utf8(key) else {
+                continue;
+            };
+            if self.keys.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            let Some(stream) = self.channels.stream_of(key.as_bytes()) else {
+                continue;
+            };
+            let stream: Arc<str> = Arc::from(String::from_utf8_lossy(stream).as_ref());
+            if self.keys.len() >= self.reading.max_streams {
+                if !self.warned_full {
+                    warn!(
+                        max = self.reading.max_streams,
+                        "more frames streams than limits.max_streams; the rest are not read"
+                    );
+                    self.warned_full = true;
+                }
+                break;
+            }
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&key)
+                .arg(CONSUMER_GROUP)
+                .arg("0")
+                .query_async(conn)
+                .await;
+            match created {
+                Ok(()) => info!(%key, "reading a new frames stream"),
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => {
+                    warn!(%key, error = %e, "cannot read this frames stream");
+                    continue;
+                }
+            }
+            if self.claim(conn, &key).await?.is_err() {
+                return Ok(Err(SourceGone));
+            }
+            self.keys.push((key, stream));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Take over every entry of `key` still pending (read by a node that stopped, or by this
+    /// node's previous reader) and hand them to the source in order.
+    async fn claim(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        key: &str,
+    ) -> redis::RedisResult<Result<(), SourceGone>> {
+        let mut start = "0-0".to_string();
+        let mut claimed = 0usize;
+        loop {
+            let reply: Value = redis::cmd("XAUTOCLAIM")
+                .arg(key)
+                .arg(CONSUMER_GROUP)
+                .arg(&self.reading.consumer)
+                .arg(0)
+                .arg(&start)
+                .arg("COUNT")
+                .arg(100)
+                .query_async(conn)
+                .await?;
+            let parts = reply.as_sequence().unwrap_or(&[]);
+            let next = parts.first().and_then(text).unwrap_or_else(|| "0-0".into());
+            let entries = parts.get(1).and_then(Value::as_sequence).unwrap_or(&[]);
+            claimed += entries.len();
+            if self.take(key, entries, true).await.is_err() {
+                return Ok(Err(SourceGone));
+            }
+            self.acknowledge_refused(conn).await?;
+            if next == "0-0" {
+                break;
+            }
+            start = next;
+        }
+        if claimed > 0 {
+            info!(%key, claimed, "frames left pending by another reader taken over");
+        }
+        Ok(Ok(()))
+    }
+
+    /// The streams to read now and how many entries each: a stream that keeps frames only as
+    /// far as it has room for them.
+    fn readable(&self) -> Option<(Vec<String>, usize)> {
+        let now = Instant::now();
+        let mut count = self.reading.count;
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for (key, stream) in &self.keys {
+            if self.keeping.contains(stream) {
+                let room = self.kept.room(stream, now);
+                if room == 0 {
+                    continue;
+                }
+                count = count.min(room);
+            }
+            keys.push(key.clone());
+        }
+        (!keys.is_empty()).then_some((keys, count.max(1)))
+    }
+
+    /// Hand entries to the source one at a time, in order.
+    async fn take(
+        &mut self,
+        key: &str,
+        entries: &[Value],
+        claimed: bool,
+    ) -> Result<(), SourceGone> {
+        for entry in entries {
+            // A claimed entry trimmed away meanwhile comes back as nil: nothing to read.
+            let Some((id, fields)) = entry_of(entry) else {
+                continue;
+            };
+            let payload = fields
+                .chunks_exact(2)
+                .find(|kv| bytes_of(&kv[0]).is_some_and(|f| f == FRAME_FIELD.as_bytes()))
+                .and_then(|kv| bytes_of(&kv[1]))
+                .map(Bytes::copy_from_slice);
+            let channel = key.as_bytes().to_vec();
+            let Some(payload) = payload else {
+                let sent = self
+                    .source
+                    .call(
+                        |done| SourceMsg::BadEntry {
+                            channel,
+                            id: id.clone(),
+                            done,
+                        },
+                        None,
+                    )
+                    .await;
+                if sent.is_err() {
+                    return Err(SourceGone);
+                }
+                self.refused.push((key.to_string(), id));
+                continue;
+            };
+            if let Some(stream) = self.keys.iter().find(|(k, _)| k == key).map(|(_, s)| s) {
+                // Byte 5 of a frame message is its flags.
+                if payload.get(5).is_some_and(|f| f & FLAG_KEEP != 0) {
+                    self.keeping.insert(stream.clone());
+                } else {
+                    self.keeping.remove(stream);
+                }
+            }
+            let entry = StreamEntry {
+                id: Arc::from(id.as_str()),
+                claimed,
+            };
+            let taken = self
+                .source
+                .call(
+                    |done| SourceMsg::Message {
+                        channel,
+                        payload,
+                        entry: Some(entry),
+                        done,
+                    },
+                    None,
+                )
+                .await;
+            match taken {
+                Ok(ractor::rpc::CallResult::Success(Taken::Refused)) => {
+                    self.refused.push((key.to_string(), id))
+                }
+                Ok(ractor::rpc::CallResult::Success(_)) => {}
+                _ => return Err(SourceGone),
+            }
+        }
+        Ok(())
+    }
+
+    async fn acknowledge_refused(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<()> {
+        // Refused entries of one read may span streams: each is acknowledged on its own key.
+        let mut refused = std::mem::take(&mut self.refused);
+        refused.sort();
+        for chunk in refused.chunk_by(|a, b| a.0 == b.0) {
+            let mut cmd = redis::cmd("XACK");
+            cmd.arg(&chunk[0].0).arg(CONSUMER_GROUP);
+            for (_, id) in chunk {
+                cmd.arg(id);
+            }
+            let _: i64 = cmd.query_async(conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `[key, [entry...]]` pairs of an XREADGROUP reply (an array in RESP2, a map in RESP3; nil when
+/// nothing came).
+fn streams_of(reply: &Value) -> Vec<(String, &[Value])> {
+    let mut out = Vec::new();
+    if let Some(items) = reply.as_sequence() {
+        for item in items {
+            if let Some([k, v]) = item.as_sequence() {
+                if let (Some(key), Some(entries)) = (text(k), v.as_sequence()) {
+                    out.push((key, entries));
+                }
+            }
+        }
+    } else if let Value::Map(items) = reply {
+        for (k, v) in items {
+            if let (Some(key), Some(entries)) = (text(k), v.as_sequence()) {
+                out.push((key, entries));
+            }
+        }
+    }
+    out
+}
+
+/// An entry `[id, [field, value, ...]]`.
+fn entry_of(entry: &Value) -> Option<(String, &[Value])> {
+    let parts = entry.as_sequence()?;
+    let id = text(parts.first()?)?;
+    let fields = parts.get(1)?.as_sequence()?;
+    Some((id, fields))
+}
+
+fn bytes_of(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
