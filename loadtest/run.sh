@@ -3,7 +3,7 @@
 #
 #   loadtest/run.sh [SECONDS] [SECTION...]   # SECONDS per 30 fps load run (default 60)
 #
-# SECTIONs (default: all, in this order): peer configs streams scaling live
+# SECTIONs (default: all, in this order): peer configs streams scaling live transports
 #
 # 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
 #    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 trap 'echo "run.sh: stopped: \"$BASH_COMMAND\" failed (line $LINENO, status $?)" >&2' ERR
 SECONDS_PER_RUN=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
-SECTIONS=${*:-peer configs streams scaling live}
+SECTIONS=${*:-peer configs streams scaling live transports}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
 STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
@@ -167,5 +167,27 @@ for variant in nobf16 defaults; do
 done
 }
 want live && run_live
+
+# --- 6. Transports: saturating KEEP runs over pub/sub and over Redis Streams, alternated twice
+# on one node (ratios of one sitting), with Redis's memory sampled while Streams run.
+run_transports() {
+echo "== transports" >&2
+start_node lt-1 - "${NODE_PORTS[@]}"
+local pid=$LAST_PID
+for round in 1 2; do
+    for t in pubsub streams; do
+        local mem="$OUT/transport-$t-$round.redis-memory"
+        : > "$mem"
+        ( for _ in $(seq 40); do redis-cli -u "$REDIS_URL" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p' >> "$mem"; sleep 1; done ) &
+        local sampler=$!
+        $LOAD --transport "$t" --keep --fps "$SATURATE" --seconds 30 --node-pid "$pid" \
+            --prefix "kadr" --label "$t, KEEP, $SATURATE fps offered (round $round)" \
+            --json "$OUT/transport-$t-$round.json" >/dev/null
+        kill "$sampler" 2>/dev/null || true
+    done
+done
+stop_nodes
+}
+want transports && run_transports
 
 .deps/venv/bin/python loadtest/report.py "$OUT"

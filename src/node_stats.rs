@@ -78,6 +78,8 @@ pub struct Stats {
     pub too_old: Counter,
     /// Frames sent to another detector because the one holding them was lost.
     pub redispatched: Counter,
+    /// Kept frames also sent to a second detector because the first stayed silent.
+    pub resent: Counter,
     /// Results that came after their frame was accounted for (sent again, or timed out).
     pub late_results: Counter,
     /// Messages from peers that could not be decoded.

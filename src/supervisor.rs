@@ -390,6 +390,9 @@ async fn spawn_ingress(
             queue_capacity: cfg.limits.queue_capacity,
             live: cfg.live.clone(),
             frame_timeout: cfg.frame_timeout(),
+            gap_wait: cfg.gap_wait(),
+            resend_after: (cfg.limits.resend_after_ms > 0)
+                .then(|| Duration::from_millis(cfg.limits.resend_after_ms)),
             sequencer: sequencer.clone(),
             stats: args.stats.clone(),
         },

@@ -18,6 +18,15 @@ fn venv_python() -> Option<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_example_publishes_a_video_and_prints_detections() {
+    python_example_over("pubsub").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_example_over_redis_streams() {
+    python_example_over("streams").await;
+}
+
+async fn python_example_over(transport: &str) {
     let (Some(py), Some(model), Some(video)) = (
         venv_python(),
         common::model_384x640(),
@@ -41,6 +50,8 @@ async fn python_example_publishes_a_video_and_prints_detections() {
             "0",
             "--redis-url",
             &redis.url,
+            "--transport",
+            transport,
             "--video",
         ])
         .arg(&video)

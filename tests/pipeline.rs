@@ -1114,11 +1114,8 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\ngap_wait_ms = 3000\n";
-    if let Some((detected, gaps)) = flood_beside_a_camera(extra, 0, 0).await {
-        assert_eq!(
-            detected, 10,
-            "every camera frame detected despite the flood: {gaps:?}"
-        );
+    if let Some(camera) = flood_beside_a_camera(extra, 0, 0).await {
+        camera.was_not_starved();
     }
 }
 
@@ -1128,11 +1125,11 @@ async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_kept_frames_sheds_its_own_not_another_cameras() {
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\nmax_kept_frames = 8\ngap_wait_ms = 3000\n";
-    if let Some((detected, gaps)) = flood_beside_a_camera(extra, FLAG_KEEP, FLAG_KEEP).await {
+    if let Some(camera) = flood_beside_a_camera(extra, FLAG_KEEP, FLAG_KEEP).await {
         // The camera's first kept frame may find the node full; from then on it has its share.
         assert!(
-            detected >= 9,
-            "camera frames detected despite the flood: {detected}, gaps {gaps:?}"
+            camera.detected >= 9,
+            "camera frames detected despite the flood: {camera:?}"
         );
     }
 }
@@ -1144,11 +1141,8 @@ async fn a_flood_of_kept_frames_sheds_its_own_not_another_cameras() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_kept_frames_does_not_starve_a_live_camera() {
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\nmax_kept_frames = 64\ngap_wait_ms = 3000\n";
-    if let Some((detected, gaps)) = flood_beside_a_camera(extra, FLAG_KEEP, 0).await {
-        assert!(
-            detected >= 9,
-            "live camera frames detected beside a kept flood: {detected}, gaps {gaps:?}"
-        );
+    if let Some(camera) = flood_beside_a_camera(extra, FLAG_KEEP, 0).await {
+        camera.was_not_starved();
     }
 }
 
@@ -1158,7 +1152,7 @@ async fn flood_beside_a_camera(
     extra: &str,
     flood_flags: u8,
     camera_flags: u8,
-) -> Option<(u64, Vec<(GapReason, u64)>)> {
+) -> Option<CameraBesideFlood> {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return None;
     };
@@ -1202,7 +1196,17 @@ async fn flood_beside_a_camera(
     }
     let out = t.collect(10, 0, Duration::from_secs(60)).await;
     flood.await.unwrap();
-    let (detected, gaps) = check_order(&out.messages, 0);
+    let (detected, _) = check_order(&out.messages, 0);
+    let gaps = out
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            OutputMessage::Gap(g) => Some((g.reason, g.detail.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .collect();
+    let last_detected =
+        matches!(out.messages.last(), Some(OutputMessage::Detections(d)) if d.seq == 9);
     // The flood's gaps come out in its own order, behind its kept frames still at the
     // detector: wait for them.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1215,7 +1219,35 @@ async fn flood_beside_a_camera(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     t.stop().await;
-    Some((detected, gaps))
+    Some(CameraBesideFlood {
+        detected,
+        gaps,
+        last_detected,
+    })
+}
+
+/// What became of a camera's 10 frames beside a flood.
+#[derive(Debug)]
+struct CameraBesideFlood {
+    detected: u64,
+    /// Its gaps: reason and detail.
+    gaps: Vec<(GapReason, String)>,
+    last_detected: bool,
+}
+
+impl CameraBesideFlood {
+    /// A live camera is not starved by another stream: it only ever loses a frame to its own
+    /// newer frame (the live rule: how many depends on how fast this machine detects), and its
+    /// newest frame is detected.
+    fn was_not_starved(&self) {
+        assert!(
+            self.gaps
+                .iter()
+                .all(|(r, d)| *r == GapReason::Dropped && d.starts_with("superseded")),
+            "the camera lost frames to the flood: {self:?}"
+        );
+        assert!(self.last_detected && self.detected >= 3, "{self:?}");
+    }
 }
 
 /// KEEP overload: a publisher far faster than the pool, every frame marked KEEP. The node holds

@@ -2,10 +2,13 @@
 """Publish a video to kadr and print its detections: a complete client in plain redis-py.
 
     python3 examples/python/kadr_client.py --video clip.mp4 --stream cam1
+    python3 examples/python/kadr_client.py --video clip.mp4 --stream cam1 --transport streams
 
 Frames are cut from the video with ffmpeg (1280x720 JPEG), wrapped in kadr's 24-byte header
 (docs/protocol.md) and published on `kadr:frames:<stream>`; results arrive in frame order on
-`kadr:detections:<stream>`, refused frames on `kadr:errors:<stream>`.
+`kadr:detections:<stream>`, refused frames on `kadr:errors:<stream>`. With `--transport
+streams` the same names are Redis Streams: frames are XADDed (kept until a node has answered),
+results read with XREAD from an entry id (`--from`: resume after the last id a run printed).
 """
 import argparse
 import glob
@@ -53,40 +56,69 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=25.0, help="publishing rate (0: as fast as possible)")
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the results")
+    ap.add_argument("--transport", choices=["pubsub", "streams"], default="pubsub")
+    ap.add_argument("--from", dest="from_id", default=None,
+                    help="streams: read results after this entry id (default: from now on)")
     args = ap.parse_args()
 
     r = redis.Redis.from_url(args.redis_url)
     frames = list(jpeg_frames(args.video, args.max_frames))
-    # Subscribe before publishing, so no result is missed.
-    sub = r.pubsub()
-    sub.subscribe(f"{args.prefix}:detections:{args.stream}", f"{args.prefix}:errors:{args.stream}")
-    while sub.get_message(timeout=1.0) is not None:
-        pass  # the subscribe confirmations
+    frames_key = f"{args.prefix}:frames:{args.stream}"
+    detections, errors = f"{args.prefix}:detections:{args.stream}", f"{args.prefix}:errors:{args.stream}"
+    streams = args.transport == "streams"
+    if streams:
+        # Where to read from: an id a previous run printed, or the newest entry now.
+        def newest(key):
+            last = r.xrevrange(key, count=1)
+            return last[0][0] if last else "0-0"
+        positions = {k: args.from_id or newest(k) for k in (detections, errors)}
+    else:
+        # Subscribe before publishing, so no result is missed.
+        sub = r.pubsub()
+        sub.subscribe(detections, errors)
+        while sub.get_message(timeout=1.0) is not None:
+            pass  # the subscribe confirmations
 
     def publish():
         start = time.monotonic()
         for seq, jpeg in enumerate(frames):
             if args.fps > 0:
                 time.sleep(max(0.0, start + seq / args.fps - time.monotonic()))
-            r.publish(f"{args.prefix}:frames:{args.stream}", frame_message(args.stream, seq, jpeg, keep=True))
+            message = frame_message(args.stream, seq, jpeg, keep=True)
+            if streams:
+                r.xadd(frames_key, {"frame": message}, maxlen=300, approximate=True)
+            else:
+                r.publish(frames_key, message)
 
     threading.Thread(target=publish, daemon=True).start()
 
+    def messages():
+        """Results and errors as they come (JSON texts), one second at a time."""
+        if not streams:
+            msg = sub.get_message(timeout=1.0)
+            return [msg["data"]] if msg and msg["type"] == "message" else []
+        out = []
+        for key, entries in r.xread(positions, block=1000) or []:
+            for entry_id, fields in entries:
+                positions[key.decode()] = entry_id
+                out.append(fields[b"json"])
+        if out:
+            print(f"last id {positions[detections]!r}", file=sys.stderr)
+        return out
+
     accounted, deadline = 0, time.monotonic() + args.timeout
     while accounted < len(frames) and time.monotonic() < deadline:
-        msg = sub.get_message(timeout=1.0)
-        if not msg or msg["type"] != "message":
-            continue
-        result = json.loads(msg["data"])
-        if result["type"] == "detections":
-            accounted += 1
-            names = ", ".join(f'{d["class"]} {d["score"]:.2f}' for d in result["detections"][:3])
-            print(f'frame {result["seq"]}: {len(result["detections"])} objects {names}')
-        elif result["type"] == "gap":
-            accounted += result["count"]
-            print(f'frames {result["seq"]}..{result["seq"] + result["count"] - 1}: {result["reason"]}')
-        else:
-            print(f'error: {result["code"]}: {result["message"]}', file=sys.stderr)
+        for data in messages():
+            result = json.loads(data)
+            if result["type"] == "detections":
+                accounted += 1
+                names = ", ".join(f'{d["class"]} {d["score"]:.2f}' for d in result["detections"][:3])
+                print(f'frame {result["seq"]}: {len(result["detections"])} objects {names}')
+            elif result["type"] == "gap":
+                accounted += result["count"]
+                print(f'frames {result["seq"]}..{result["seq"] + result["count"] - 1}: {result["reason"]}')
+            else:
+                print(f'error: {result["code"]}: {result["message"]}', file=sys.stderr)
     print(f"{accounted} of {len(frames)} frames accounted for")
     return 0 if accounted == len(frames) else 1
 

@@ -18,6 +18,10 @@ pub struct LimitsConfig {
     pub gap_wait_ms: u64,
     /// A frame with no result after this long is reported lost even if nothing waits behind it.
     pub frame_timeout_ms: u64,
+    /// A kept frame whose detector has not answered within this long also goes to another
+    /// detector (0: three running-average detection times, at least 100 ms); never more than
+    /// half of `gap_wait_ms`.
+    pub resend_after_ms: u64,
     /// Never drop frames for lateness, on any stream (a publisher can ask per frame too).
     pub keep_all_frames: bool,
     /// Streams tracked at once; frames of further streams are refused with an error.
@@ -41,6 +45,7 @@ impl Default for LimitsConfig {
             queue_capacity: 256,
             gap_wait_ms: 1000,
             frame_timeout_ms: 30_000,
+            resend_after_ms: 0,
             keep_all_frames: false,
             max_streams: 1024,
             max_seq_jump: 300,
@@ -72,6 +77,7 @@ impl LimitsConfig {
             100_000,
         );
         p.range("limits.gap_wait_ms", self.gap_wait_ms, 1, 3_600_000);
+        p.range("limits.resend_after_ms", self.resend_after_ms, 0, 3_600_000);
         p.range(
             "limits.frame_timeout_ms",
             self.frame_timeout_ms,

@@ -102,6 +102,11 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             stats.fenced.get(),
         ),
         (
+            "kadr_frames_resent_total",
+            "Kept frames also sent to a second detector because the first stayed silent.",
+            stats.resent.get(),
+        ),
+        (
             "kadr_results_already_published_total",
             "Results not published again: Redis had them already (a retried publish).",
             stats.already_published.get(),

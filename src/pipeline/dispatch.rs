@@ -45,6 +45,10 @@ pub(crate) struct DispatchArgs {
     /// How long each stream's live frames may wait (`[live]`).
     pub live: LiveConfig,
     pub frame_timeout: Duration,
+    /// The sequencer's gap wait: a silent detector's kept frame is sent again well within it.
+    pub gap_wait: Duration,
+    /// `limits.resend_after_ms`; `None` (0): worked out from the detection time.
+    pub resend_after: Option<Duration>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
 }
@@ -65,6 +69,9 @@ struct InFlight {
     attempts: u8,
     detector: ActorId,
     since: Instant,
+    /// A kept frame sent again to a second detector because the first stayed silent: the
+    /// first result wins.
+    resent_to: Option<ActorId>,
 }
 
 pub(crate) struct DispatchState {
@@ -187,8 +194,11 @@ impl Actor for Dispatcher {
             vec![myself.get_cell()],
         );
         ractor::pg::monitor_scope(args.scope.clone(), myself.get_cell());
-        let period =
-            (args.frame_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        // Often enough to time out frames, and to send a silent detector's kept frame again
+        // well within the gap wait.
+        let period = (args.frame_timeout / 4)
+            .min(args.gap_wait / 8)
+            .clamp(Duration::from_millis(20), Duration::from_secs(1));
         myself.send_interval(period, || DispatchMsg::Tick);
         let mut state = DispatchState::new(args);
         let members =
@@ -213,7 +223,9 @@ impl Actor for Dispatcher {
                 state.dispatch();
             }
             DispatchMsg::Tick => {
-                state.expire(Instant::now());
+                let now = Instant::now();
+                state.expire(now);
+                state.resend_silent(now);
                 state.dispatch();
             }
             DispatchMsg::Status(reply) => {
@@ -318,6 +330,16 @@ impl DispatchState {
             debug!(detector = %id, "detector left");
             return;
         }
+        // A frame sent to a second detector too stays with the one still there.
+        for f in self.in_flight.values_mut() {
+            if f.resent_to == Some(id) {
+                f.resent_to = None;
+            } else if f.detector == id {
+                if let Some(other) = f.resent_to.take() {
+                    f.detector = other;
+                }
+            }
+        }
         let lost: Vec<(Arc<str>, u64)> = self
             .in_flight
             .iter()
@@ -358,11 +380,13 @@ impl DispatchState {
             self.args.stats.late_results.inc();
             return;
         };
-        if let Some(t) = self
-            .targets
-            .iter_mut()
-            .find(|t| t.actor.get_id() == f.detector)
-        {
+        // Which of two detectors answered is not known: both are counted free again (the
+        // other one's late answer is ignored), so a frozen detector costs at most one more
+        // frame, itself sent again in turn.
+        for t in self.targets.iter_mut().filter(|t| {
+            let id = t.actor.get_id();
+            id == f.detector || Some(id) == f.resent_to
+        }) {
             t.held = t.held.saturating_sub(1);
         }
         let stream = f.job.stream;
@@ -424,6 +448,61 @@ impl DispatchState {
                 GapReason::Lost,
                 "no result within the frame timeout".into(),
             );
+        }
+    }
+
+    /// How long a kept frame may stay at a detector without an answer before a second detector
+    /// gets it too: `limits.resend_after_ms`, or (0) three running-average detection times,
+    /// at least 100 ms; never more than half the gap wait, so the copy's result comes before
+    /// the sequencer gives the frame up as lost.
+    fn resend_after(&self) -> Duration {
+        let half_gap = self.args.gap_wait / 2;
+        let wait = match (self.args.resend_after, self.detect_time) {
+            (Some(fixed), _) => fixed,
+            (None, Some(avg)) => (avg * 3).max(Duration::from_millis(100)),
+            (None, None) => half_gap,
+        };
+        wait.min(half_gap)
+    }
+
+    /// Send each kept frame whose detector has been silent too long to another detector with
+    /// room (once): a frozen or cut-off detector node then costs no kept frame. Live frames are
+    /// not sent again: a newer frame of their stream is on its way.
+    fn resend_silent(&mut self, now: Instant) {
+        let after = self.resend_after();
+        let limit = self.args.max_in_flight;
+        let mut silent: Vec<(Arc<str>, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| {
+                f.job.keep && f.resent_to.is_none() && now.duration_since(f.since) >= after
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        silent.sort_by_key(|(_, seq)| *seq);
+        for key in silent {
+            let f = self.in_flight.get_mut(&key).expect("listed above");
+            let Some(target) = self
+                .targets
+                .iter_mut()
+                .filter(|t| t.actor.get_id() != f.detector && t.held < limit)
+                .min_by_key(|t| t.held)
+            else {
+                return; // no detector free now: the next tick tries again
+            };
+            let request = DetectRequest {
+                origin: self.args.node.clone(),
+                stream: f.job.stream.clone(),
+                seq: f.job.frame.seq,
+                capture_ts_us: f.job.frame.capture_ts_us,
+                jpeg: f.job.frame.jpeg.clone(),
+            };
+            if target.actor.cast(DetectorMsg::Detect(request)).is_ok() {
+                target.held += 1;
+                f.resent_to = Some(target.actor.get_id());
+                self.args.stats.resent.inc();
+                debug!(stream = %key.0, seq = key.1, "silent detector: kept frame sent to another one too");
+            }
         }
     }
 
@@ -570,6 +649,7 @@ impl DispatchState {
                             attempts: attempts + 1,
                             detector: target.actor.get_id(),
                             since: Instant::now(),
+                            resent_to: None,
                         },
                     );
                 }
@@ -789,6 +869,8 @@ mod tests {
             queue_capacity: 8,
             live: LiveConfig::default(),
             frame_timeout: Duration::from_secs(30),
+            gap_wait: Duration::from_secs(1),
+            resend_after: None,
             sequencer,
             stats: Arc::new(Stats::default()),
         });
@@ -869,6 +951,71 @@ mod tests {
         state.finish(detected(1));
         assert_eq!(state.args.stats.late_results.get(), 1);
         assert_eq!(state.in_flight.len(), 1);
+    }
+
+    /// A kept frame at a silent detector goes to a second one after the resend wait; the first
+    /// answer is the frame's result, the other is ignored and counted; live frames are never
+    /// sent again.
+    #[tokio::test]
+    async fn a_kept_frame_at_a_silent_detector_is_sent_to_another_and_the_first_answer_wins() {
+        let (mut state, mut detectors, mut sequencer) = state_with(2).await;
+        state.args.resend_after = Some(Duration::from_millis(200));
+        state.enqueue(Waiting {
+            job: job("cam", 7, true),
+            attempts: 0,
+        });
+        state.enqueue(Waiting {
+            job: job("live", 3, false),
+            attempts: 0,
+        });
+        state.dispatch();
+        assert_eq!(state.in_flight.len(), 2);
+        let t0 = state.in_flight.values().map(|f| f.since).min().unwrap();
+        let silent = state.in_flight[&(Arc::from("cam"), 7)].detector;
+        let (silent_i, other_i) = if silent == state.targets[0].actor.get_id() {
+            (0, 1)
+        } else {
+            (1, 0)
+        };
+        // Each detector has one frame; the limit is one each: nothing free to resend to until
+        // the live frame is answered.
+        state.resend_silent(t0 + Duration::from_millis(500));
+        assert_eq!(state.args.stats.resent.get(), 0);
+        state.finish(Finished {
+            result: detected(3).result,
+            stream: "live".into(),
+            ..detected(3)
+        });
+        state.resend_silent(t0 + Duration::from_millis(100));
+        assert_eq!(state.args.stats.resent.get(), 0, "not before the wait");
+        state.resend_silent(t0 + Duration::from_millis(500));
+        assert_eq!(state.args.stats.resent.get(), 1);
+        let mut got = vec![];
+        while let Some(DetectorMsg::Detect(r)) = next(&mut detectors[other_i]).await {
+            got.push((r.stream.to_string(), r.seq));
+        }
+        assert!(got.contains(&("cam".to_string(), 7)), "{got:?}");
+        // Sent once only, and never the live frame.
+        state.resend_silent(t0 + Duration::from_millis(900));
+        assert_eq!(state.args.stats.resent.get(), 1);
+        assert!(
+            next(&mut detectors[silent_i]).await.is_some(),
+            "the first send"
+        );
+
+        // The copy answers first: that is the result; the silent one's later answer is late.
+        state.finish(detected(7));
+        state.finish(detected(7));
+        assert_eq!(state.args.stats.late_results.get(), 1);
+        assert!(state.in_flight.is_empty());
+        assert!(state.targets.iter().all(|t| t.held == 0));
+        let mut completed = vec![];
+        while let Some(msg) = next(&mut sequencer).await {
+            if let SequencerMsg::Completed { stream, seq, .. } = msg {
+                completed.push((stream.to_string(), seq));
+            }
+        }
+        assert_eq!(completed, [("live".to_string(), 3), ("cam".to_string(), 7)]);
     }
 
     #[tokio::test]
