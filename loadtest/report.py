@@ -92,3 +92,19 @@ for variant, what in (("nobf16", "a CPU acting without bf16 (KADR_CPU_FLAGS='': 
                   f"| {ps['worst_latency_ms_p50']} / {ps['worst_latency_ms_p99']} "
                   f"| {ps['fair_share']} ({ps['detected_min']} / {ps['detected_max']}) | {ps['after_next_frame']} |")
     print()
+
+rows = [(t, r, load(f"transport-{t}-{r}.json")) for r in (1, 2) for t in ("pubsub", "streams")]
+if any(x for _, _, x in rows):
+    print("| transport (KEEP, saturating) | round | detected fps | vs pub/sub, same round | dropped | missing | Redis used memory, max MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for t, r, x in rows:
+        if not x:
+            continue
+        base = load(f"transport-pubsub-{r}.json")
+        ratio = x["delivered_fps"] / base["delivered_fps"] if base and base["delivered_fps"] else float("nan")
+        mem_path = os.path.join(out, f"transport-{t}-{r}.redis-memory")
+        mem = [int(v) for v in open(mem_path).read().split()] if os.path.exists(mem_path) else []
+        peak = f"{max(mem) / 2**20:.0f}" if mem else "?"
+        gaps = x.get("gaps", {})
+        print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {gaps.get('dropped', 0)} | {gaps.get('missing', 0)} | {peak} |")
+    print()

@@ -184,6 +184,12 @@ for round in 1 2; do
             --prefix "kadr" --label "$t, KEEP, $SATURATE fps offered (round $round)" \
             --json "$OUT/transport-$t-$round.json" >/dev/null
         kill "$sampler" 2>/dev/null || true
+        # Next run on an idle node: no frames of this run left in Redis or inside the node.
+        redis-cli -u "$REDIS_URL" --scan --pattern 'kadr:frames:lt*' | xargs -r redis-cli -u "$REDIS_URL" del >/dev/null
+        for _ in $(seq 120); do
+            curl -s http://127.0.0.1:7510/metrics | grep -qE '^kadr_frames_(queued|in_flight)(\{[^}]*\})? [1-9]' || break
+            sleep 0.5
+        done
     done
 done
 stop_nodes

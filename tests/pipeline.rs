@@ -42,7 +42,11 @@ struct TestNode {
 impl TestNode {
     /// `extra` is appended to the config (sections `[detector]`, `[limits]`).
     async fn start(model: &Path, extra: &str, stream: &str) -> TestNode {
-        let redis = common::Redis::start();
+        Self::start_on(common::Redis::start(), model, extra, stream).await
+    }
+
+    /// On a Redis of the test's choosing.
+    async fn start_on(redis: common::Redis, model: &Path, extra: &str, stream: &str) -> TestNode {
         let prefix = unique_prefix();
         let node = Node::start_with(
             &common::single_node_config(model, &redis.url, &prefix, extra),
@@ -1544,5 +1548,88 @@ async fn frames_over_redis_streams_with_hostile_entries_among_them() {
         .await
         .unwrap();
     assert_eq!(errors, 2);
+    t.stop().await;
+}
+
+/// Redis killed and started again mid-stream with `appendonly yes` (`appendfsync everysec`),
+/// frames over Streams: the frames stream, its consumer group and the results stream come back
+/// from the append-only file, the node reconnects, the results it could not publish meanwhile
+/// are published once Redis is back, and the publisher's frames go on. Every frame is detected
+/// once, in order, and the results stream holds them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_a_redis_restart_with_aof_loses_no_frame() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    if !redis.owned() {
+        common::skip("REDIS_URL is set; this test restarts its own server");
+        return;
+    }
+    let mut t = TestNode::start_on(redis, &model, "[detector]\npool_size = 1\n", "aof").await;
+    let (url, key) = (t.redis.url.clone(), t.frames_channel());
+    // The camera: 60 kept frames at 20 fps; a frame Redis cannot take now is tried again.
+    let camera = tokio::spawn(async move {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+        for seq in 0..60u64 {
+            let mut msg = Vec::new();
+            encode_frame(
+                &mut msg,
+                "aof",
+                seq,
+                kadr::protocol::now_us(),
+                FLAG_KEEP,
+                &jpeg,
+            );
+            loop {
+                let added: redis::RedisResult<String> = redis::cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg("frame")
+                    .arg(&msg)
+                    .query_async(&mut conn)
+                    .await;
+                if added.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    t.redis.restart();
+    camera.await.unwrap();
+
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let results_key = format!("{}:detections:aof", t.prefix);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let seqs = loop {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&results_key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let seqs: Vec<(String, u64)> = entries
+            .iter()
+            .map(|(_, f)| {
+                let m: serde_json::Value = serde_json::from_str(&f[1].1).unwrap();
+                (
+                    m["type"].as_str().unwrap().to_string(),
+                    m["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        if seqs.last().is_some_and(|(_, s)| *s == 59) || Instant::now() > deadline {
+            break seqs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let expected: Vec<(String, u64)> = (0..60).map(|s| ("detections".to_string(), s)).collect();
+    assert_eq!(seqs, expected, "{}", t.node.stats());
     t.stop().await;
 }

@@ -159,7 +159,8 @@ impl Egress {
             invocation.arg(&**id);
         }
         let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
-        if connection_lost(&result) {
+        let mut retry = Retry::new();
+        while connection_lost(&result) && retry.wait().await {
             result = invocation.invoke_async(&mut self.conn).await;
         }
         match result {
@@ -215,7 +216,8 @@ impl Egress {
             .arg(maxlen)
             .arg(STREAM_IDLE_FORGET.as_secs());
         let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
-        if connection_lost(&result) {
+        let mut retry = Retry::new();
+        while connection_lost(&result) && retry.wait().await {
             result = invocation.invoke_async(&mut self.conn).await;
         }
         if let Err(e) = result {
@@ -238,8 +240,37 @@ impl Egress {
 }
 
 /// The connection manager notices a lost connection on the first command after it and
-/// reconnects: a command that failed so is worth one more try, so a Redis restart costs no
-/// result.
+/// reconnects: a command that failed so is tried again, from at once to every 500 ms, for up
+/// to [`PUBLISH_RETRY_FOR`], so a Redis restart costs no result (the fenced script refuses a
+/// result Redis already has, so a try whose answer was lost is harmless). Results wait in order
+/// meanwhile; past it, the result is counted in `kadr_publish_errors_total` and, over Streams,
+/// its frame's entry stays pending.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(10);
+
+struct Retry {
+    until: tokio::time::Instant,
+    wait: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        Self {
+            until: tokio::time::Instant::now() + PUBLISH_RETRY_FOR,
+            wait: Duration::ZERO,
+        }
+    }
+
+    /// Wait before the next try; false once the time is up.
+    async fn wait(&mut self) -> bool {
+        if tokio::time::Instant::now() + self.wait > self.until {
+            return false;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        true
+    }
+}
+
 fn connection_lost<T>(result: &redis::RedisResult<T>) -> bool {
     result
         .as_ref()

@@ -42,6 +42,10 @@ enum Slot {
     },
 }
 
+/// The detail of a `missing` gap in a stream read from a Redis Stream.
+pub(crate) const TRIMMED: &str =
+    "never read: trimmed from the frames stream (its MAXLEN) before a node read it, or never published";
+
 /// Ordering state of one stream. Pure: time is passed in.
 #[derive(Debug)]
 pub(crate) struct StreamOrder {
@@ -55,6 +59,8 @@ pub(crate) struct StreamOrder {
     pub late: u64,
     /// Accepted frames abandoned when the numbering restarted.
     pub abandoned: u64,
+    /// Its frames come from a Redis Stream: numbers never seen were most likely trimmed.
+    pub(crate) read_from_stream: bool,
     /// When a frame of this stream was last accepted.
     last_active: Option<Instant>,
 }
@@ -69,6 +75,7 @@ impl StreamOrder {
             max_hole,
             late: 0,
             abandoned: 0,
+            read_from_stream: false,
             last_active: None,
         }
     }
@@ -173,6 +180,7 @@ impl StreamOrder {
             if seq > next {
                 // Never accepted: skipped only when something behind them is overdue.
                 if overdue.is_some_and(|o| o > next) {
+                    let detail = self.read_from_stream.then(|| TRIMMED.to_string());
                     push_gap(
                         out,
                         stream,
@@ -180,7 +188,7 @@ impl StreamOrder {
                         next,
                         seq - next,
                         GapReason::Missing,
-                        None,
+                        detail,
                     );
                     next = seq;
                     continue;
@@ -399,6 +407,7 @@ impl Actor for Sequencer {
                     .abandoned
                     .add(order.abandoned - abandoned_before);
                 if let Some(id) = entry {
+                    order.read_from_stream = true;
                     let epoch = order.epoch;
                     state
                         .unacked
@@ -772,5 +781,23 @@ mod tests {
         o.complete(0, detected(0), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["gap 5000+1 Lost", "1/0"]);
+    }
+
+    #[test]
+    fn numbers_never_read_from_a_frames_stream_are_missing_as_trimmed() {
+        let t0 = Instant::now();
+        let mut o = StreamOrder::new(0, 300);
+        o.read_from_stream = true;
+        let mut out = vec![];
+        for s in [0, 5] {
+            o.accept(s, false, t0, "s", &mut out);
+            o.complete(s, detected(s), t0);
+        }
+        o.poll(t0 + WAIT, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["0", "gap 1+4 Missing", "5"]);
+        let OutputMessage::Gap(g) = &out[1] else {
+            unreachable!()
+        };
+        assert_eq!(g.detail.as_deref(), Some(TRIMMED));
     }
 }

@@ -129,26 +129,37 @@ pub struct Redis {
     port: u16,
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
+    /// Settings beyond the defaults (no persistence), kept across restarts.
+    settings: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(&["--appendonly", "no"])
+    }
+
+    /// A server of our own with these settings (e.g. `--appendonly yes`); `REDIS_URL` still
+    /// wins (check [`Redis::owned`]).
+    pub fn start_with(settings: &[&str]) -> Redis {
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
         if let Ok(url) = std::env::var("REDIS_URL") {
             return Redis {
                 url,
                 port: 0,
                 child: None,
                 dir: None,
+                settings,
             };
         }
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Self::spawn(port, dir.path());
+        let child = Self::spawn(port, dir.path(), &settings);
         Redis {
             url: format!("redis://127.0.0.1:{port}"),
             port,
             child: Some(child),
             dir: Some(dir),
+            settings,
         }
     }
 
@@ -189,10 +200,10 @@ impl Redis {
             .expect("owned server")
             .path()
             .to_path_buf();
-        self.child = Some(Self::spawn(self.port, &dir));
+        self.child = Some(Self::spawn(self.port, &dir, &self.settings));
     }
 
-    fn spawn(port: u16, dir: &Path) -> Child {
+    fn spawn(port: u16, dir: &Path, settings: &[String]) -> Child {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -201,9 +212,8 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(settings)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
