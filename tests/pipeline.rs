@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, FLAG_KEEP};
+use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, Transport, FLAG_KEEP};
 use kadr::Node;
 use kadr::PoolMsg;
 
@@ -37,6 +37,8 @@ struct TestNode {
     node: Node,
     subscriber: redis::aio::PubSub,
     publisher: redis::aio::MultiplexedConnection,
+    /// How `publish` sends frames: PUBLISH, or XADD to the frames stream of the same name.
+    transport: Transport,
 }
 
 impl TestNode {
@@ -62,6 +64,7 @@ impl TestNode {
             node,
             subscriber,
             publisher,
+            transport: Transport::PubSub,
         }
     }
 
@@ -111,12 +114,26 @@ impl TestNode {
     }
 
     async fn publish_raw(&mut self, channel: &[u8], payload: &[u8]) {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async(&mut self.publisher)
-            .await
-            .unwrap();
+        match self.transport {
+            Transport::PubSub => {
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload)
+                    .query_async(&mut self.publisher)
+                    .await
+                    .unwrap();
+            }
+            Transport::Streams => {
+                let _: String = redis::cmd("XADD")
+                    .arg(channel)
+                    .arg("*")
+                    .arg("frame")
+                    .arg(payload)
+                    .query_async(&mut self.publisher)
+                    .await
+                    .unwrap();
+            }
+        }
     }
 
     /// Publish a frame of the test's stream.
@@ -1299,10 +1316,20 @@ async fn kept_frames_beyond_the_configured_bound_are_shed_with_the_reason() {
 /// output is a new epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_frame_cannot_send_a_stream_backwards_and_a_real_restart_is_a_new_epoch() {
+    forged_frames_backwards_over(Transport::PubSub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_a_forged_frame_cannot_send_a_stream_backwards() {
+    forged_frames_backwards_over(Transport::Streams).await;
+}
+
+async fn forged_frames_backwards_over(transport: Transport) {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
     let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "back").await;
+    t.transport = transport;
     for seq in 2000..2010 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
@@ -1389,6 +1416,15 @@ async fn results_of_forged_frames_far_ahead_never_surface_in_the_genuine_stream(
 /// of order (a retried publish whose first try Redis had carried out used to repeat a result).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_duplicates_no_result() {
+    frozen_redis_over(Transport::PubSub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_a_frozen_redis_duplicates_no_result() {
+    frozen_redis_over(Transport::Streams).await;
+}
+
+async fn frozen_redis_over(transport: Transport) {
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
@@ -1407,11 +1443,24 @@ async fn a_frozen_redis_duplicates_no_result() {
         for seq in 0..120u64 {
             let mut msg = Vec::new();
             encode_frame(&mut msg, "frozen", seq, kadr::protocol::now_us(), 0, &jpeg);
-            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(msg)
-                .query_async(&mut conn)
-                .await;
+            let _: redis::RedisResult<redis::Value> = match transport {
+                Transport::PubSub => {
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(msg)
+                        .query_async(&mut conn)
+                        .await
+                }
+                Transport::Streams => {
+                    redis::cmd("XADD")
+                        .arg(&channel)
+                        .arg("*")
+                        .arg("frame")
+                        .arg(msg)
+                        .query_async(&mut conn)
+                        .await
+                }
+            };
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
