@@ -500,6 +500,10 @@ impl DispatchState {
             if target.actor.cast(DetectorMsg::Detect(request)).is_ok() {
                 target.held += 1;
                 f.resent_to = Some(target.actor.get_id());
+                let _ = self.args.sequencer.cast(SequencerMsg::Dispatched {
+                    stream: key.0.clone(),
+                    seq: key.1,
+                });
                 self.args.stats.resent.inc();
                 debug!(stream = %key.0, seq = key.1, "silent detector: kept frame sent to another one too");
             }

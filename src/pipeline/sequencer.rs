@@ -131,10 +131,12 @@ impl StreamOrder {
         self.flush(stream, out);
     }
 
-    /// A detector took the frame: from now on, the gap wait applies to it.
+    /// A detector took the frame: from now on, the gap wait applies to it. A frame sent again
+    /// (its detector left, or stayed silent) waits the gap wait anew, so the second detector's
+    /// result is not given up before it could come.
     pub(crate) fn dispatched(&mut self, seq: u64, now: Instant) {
         if let Some(Slot::Pending { dispatched_at, .. }) = self.slots.get_mut(&seq) {
-            dispatched_at.get_or_insert(now);
+            *dispatched_at = Some(now);
         }
     }
 
@@ -799,5 +801,24 @@ mod tests {
             unreachable!()
         };
         assert_eq!(g.detail.as_deref(), Some(TRIMMED));
+    }
+
+    #[test]
+    fn a_frame_sent_again_waits_the_gap_wait_anew() {
+        let t0 = Instant::now();
+        let mut o = StreamOrder::new(0, 300);
+        let mut out = vec![];
+        for s in 0..2 {
+            o.accept(s, false, t0, "s", &mut out);
+            o.dispatched(s, t0);
+        }
+        o.complete(1, detected(1), t0);
+        // Sent to a second detector just before the wait ran out: it has a wait of its own.
+        o.dispatched(0, t0 + WAIT * 9 / 10);
+        o.poll(t0 + WAIT * 3 / 2, WAIT, TIMEOUT, "s", &mut out);
+        assert!(out.is_empty(), "{:?}", describe(&out));
+        o.complete(0, detected(0), t0 + WAIT * 3 / 2);
+        o.poll(t0 + WAIT * 3 / 2, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["0", "1"]);
     }
 }
