@@ -1147,11 +1147,18 @@ async fn a_flooding_stream_sheds_its_own_frames_not_another_cameras() {
 async fn a_flood_of_kept_frames_sheds_its_own_not_another_cameras() {
     let extra = "[detector]\npool_size = 1\n[limits]\nqueue_capacity = 8\nmax_kept_frames = 8\ngap_wait_ms = 3000\n";
     if let Some(camera) = flood_beside_a_camera(extra, FLAG_KEEP, FLAG_KEEP).await {
-        // The camera's first kept frame may find the node full; from then on it has its share.
+        // The camera keeps frames from before the flood starts: the flood never has more than
+        // its half. How many camera frames are detected depends on how fast this machine
+        // detects (a camera behind its own share sheds its own frames); what must never
+        // happen is a camera frame shed because the flood took the room.
         assert!(
-            camera.detected >= 9,
-            "camera frames detected despite the flood: {camera:?}"
+            camera
+                .gaps
+                .iter()
+                .all(|(r, d)| *r == GapReason::Dropped && d.contains("this stream holds its share")),
+            "camera frames shed for the flood's sake: {camera:?}"
         );
+        assert!(camera.detected >= 3, "{camera:?}");
     }
 }
 
@@ -1178,6 +1185,8 @@ async fn flood_beside_a_camera(
         return None;
     };
     let mut t = TestNode::start(&model, extra, "cam").await;
+    // The camera's first frame, then the flood beside the rest.
+    t.publish(0, camera_flags, &jpeg).await;
     // The flood: 200 fps for 3 s on a stream of its own, from its own connection.
     let flood = {
         let (url, channel, jpeg) = (
@@ -1210,10 +1219,9 @@ async fn flood_beside_a_camera(
         })
     };
     // The camera: 5 fps, during the flood.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for seq in 0..10 {
-        t.publish(seq, camera_flags, &jpeg).await;
+    for seq in 1..10 {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        t.publish(seq, camera_flags, &jpeg).await;
     }
     let out = t.collect(10, 0, Duration::from_secs(60)).await;
     flood.await.unwrap();

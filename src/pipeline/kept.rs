@@ -92,13 +92,15 @@ impl KeptFrames {
                     now.duration_since(**at) < ACTIVE_WINDOW && !by_stream.contains_key(*s)
                 })
                 .count();
-        if held.total >= self.max {
-            return Err(NoPlace::Full { max: self.max });
-        }
+        // Its own share first: a stream at its share (beside others) is told so, even when that
+        // fills the node.
         let mine = held.by_stream.get(stream).copied().unwrap_or(0);
         let share = (self.max / streams).max(1);
-        if mine >= share {
+        if mine >= share && streams > 1 {
             return Err(NoPlace::OverShare { share, streams });
+        }
+        if held.total >= self.max {
+            return Err(NoPlace::Full { max: self.max });
         }
         held.total += 1;
         *held.by_stream.entry(stream.clone()).or_insert(0) += 1;
