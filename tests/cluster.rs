@@ -578,6 +578,55 @@ fn tls_between_nodes_refuses_plaintext_and_foreign_certificates() {
     );
 }
 
+/// Settings of a node with the source role and a 1 s lease; `seeded`: it joins through n1.
+fn source_settings(ports: &[u16], seeded: bool) -> Vec<String> {
+    let mut settings = vec![
+        "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string(),
+        "cluster.source_lease_ms=1000".to_string(),
+    ];
+    if seeded {
+        settings.push(format!("cluster.seeds=[\"127.0.0.1:{}\"]", ports[0]));
+    }
+    settings
+}
+
+/// Two source nodes on one Redis: n1 holds the source lease, n2 joined it and stands by.
+struct SourcePair {
+    config: PathBuf,
+    ports: Vec<u16>,
+    n1: NodeProcess,
+    n2: NodeProcess,
+}
+
+impl SourcePair {
+    fn start(dir: &Path, model: &Path, redis: &str) -> SourcePair {
+        let config = write_config(dir, model, redis);
+        let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+        let mut n1 = NodeProcess::start(
+            &config,
+            "n1",
+            ports[0],
+            &source_settings(&ports, false),
+            COOKIE,
+        );
+        n1.wait_members(&["n1"], Duration::from_secs(60));
+        let mut n2 = NodeProcess::start(
+            &config,
+            "n2",
+            ports[1],
+            &source_settings(&ports, true),
+            COOKIE,
+        );
+        n2.wait_members(&["n1", "n2"], Duration::from_secs(60));
+        SourcePair {
+            config,
+            ports,
+            n1,
+            n2,
+        }
+    }
+}
+
 #[test]
 fn a_standby_source_node_takes_over_and_reports_what_was_lost() {
     let (Some(model), Some(video)) = (common::model_384x640(), common::video("bigbuckbunny.mp4"))
@@ -586,20 +635,12 @@ fn a_standby_source_node_takes_over_and_reports_what_was_lost() {
     };
     let redis = common::Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &model, &redis.url);
-    let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
-    let source = [
-        "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string(),
-        "cluster.source_lease_ms=1000".to_string(),
-    ];
-    let with_seed = |mut v: Vec<String>| {
-        v.push(format!("cluster.seeds=[\"127.0.0.1:{}\"]", ports[0]));
-        v
-    };
-    let mut n1 = NodeProcess::start(&config, "n1", ports[0], &source, COOKIE);
-    n1.wait_members(&["n1"], Duration::from_secs(60));
-    let mut n2 = NodeProcess::start(&config, "n2", ports[1], &with_seed(source.to_vec()), COOKIE);
-    n2.wait_members(&["n1", "n2"], Duration::from_secs(60));
+    let SourcePair {
+        config,
+        ports,
+        mut n1,
+        mut n2,
+    } = SourcePair::start(dir.path(), &model, &redis.url);
     assert!(n2.log().contains("standing by"), "{}", n2.log());
 
     // The source node dies mid-stream; the standby takes over within the lease.
@@ -622,7 +663,13 @@ fn a_standby_source_node_takes_over_and_reports_what_was_lost() {
     );
 
     // n1 comes back as the standby; n2 keeps the stream.
-    let mut n1 = NodeProcess::start(&config, "n1", ports[0], &with_seed(source.to_vec()), COOKIE);
+    let mut n1 = NodeProcess::start(
+        &config,
+        "n1",
+        ports[0],
+        &source_settings(&ports, true),
+        COOKIE,
+    );
     n1.wait_members(&["n1", "n2"], Duration::from_secs(60));
     n2.wait_members(&["n1", "n2"], Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -652,18 +699,7 @@ fn over_streams_a_source_failover_and_a_subscriber_restart_lose_nothing() {
     };
     let redis = common::Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &model, &redis.url);
-    let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
-    let source = [
-        "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string(),
-        "cluster.source_lease_ms=1000".to_string(),
-    ];
-    let mut n1 = NodeProcess::start(&config, "n1", ports[0], &source, COOKIE);
-    n1.wait_members(&["n1"], Duration::from_secs(60));
-    let mut seeded = source.to_vec();
-    seeded.push(format!("cluster.seeds=[\"127.0.0.1:{}\"]", ports[0]));
-    let mut n2 = NodeProcess::start(&config, "n2", ports[1], &seeded, COOKIE);
-    n2.wait_members(&["n1", "n2"], Duration::from_secs(60));
+    let SourcePair { mut n1, n2, .. } = SourcePair::start(dir.path(), &model, &redis.url);
 
     let resume = dir.path().join("sx.resume");
     let printed = |k: usize| dir.path().join(format!("sx.{k}.jsonl"));

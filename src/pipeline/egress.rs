@@ -8,6 +8,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::lease::Fence;
+use crate::backoff::Backoff;
 use crate::node_stats::Stats;
 use crate::protocol::{Channels, ErrorMessage, OutputMessage, CONSUMER_GROUP};
 
@@ -249,24 +250,31 @@ const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(10);
 
 struct Retry {
     until: tokio::time::Instant,
-    wait: Duration,
+    tried_again: bool,
+    backoff: Backoff,
 }
 
 impl Retry {
     fn new() -> Self {
         Self {
             until: tokio::time::Instant::now() + PUBLISH_RETRY_FOR,
-            wait: Duration::ZERO,
+            tried_again: false,
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
         }
     }
 
-    /// Wait before the next try; false once the time is up.
+    /// Wait before the next try (none before the first); false once the time is up.
     async fn wait(&mut self) -> bool {
-        if tokio::time::Instant::now() + self.wait > self.until {
+        let wait = if self.tried_again {
+            self.backoff.next_wait()
+        } else {
+            Duration::ZERO
+        };
+        self.tried_again = true;
+        if tokio::time::Instant::now() + wait > self.until {
             return false;
         }
-        tokio::time::sleep(self.wait).await;
-        self.wait = (self.wait * 2).clamp(Duration::from_millis(50), Duration::from_millis(500));
+        tokio::time::sleep(wait).await;
         true
     }
 }

@@ -290,6 +290,11 @@ impl Reader {
         entries: &[Value],
         claimed: bool,
     ) -> Result<(), SourceGone> {
+        let stream = self
+            .keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, s)| s.clone());
         for entry in entries {
             // A claimed entry trimmed away meanwhile comes back as nil: nothing to read.
             let Some((id, fields)) = entry_of(entry) else {
@@ -319,7 +324,7 @@ impl Reader {
                 self.refused.push((key.to_string(), id));
                 continue;
             };
-            if let Some(stream) = self.keys.iter().find(|(k, _)| k == key).map(|(_, s)| s) {
+            if let Some(stream) = &stream {
                 // Byte 5 of a frame message is its flags.
                 if payload.get(5).is_some_and(|f| f & FLAG_KEEP != 0) {
                     self.keeping.insert(stream.clone());
