@@ -108,3 +108,15 @@ if any(x for _, _, x in rows):
         gaps = x.get("gaps", {})
         print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {gaps.get('dropped', 0)} | {gaps.get('missing', 0)} | {peak} |")
     print()
+
+rows = [(t, r, load(f"tracker-{t}-{r}.json")) for r in (1, 2) for t in ("true", "false")]
+if any(x for _, _, x in rows):
+    print("| tracker.enabled (saturated) | round | detected fps | vs off, same round | latency p50 / p99 ms |")
+    print("| --- | --- | --- | --- | --- |")
+    for t, r, x in rows:
+        if not x:
+            continue
+        off = load(f"tracker-false-{r}.json")
+        ratio = x["delivered_fps"] / off["delivered_fps"] if off and off["delivered_fps"] else float("nan")
+        print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {x['latency_ms_p50']} / {x['latency_ms_p99']} |")
+    print()

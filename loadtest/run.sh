@@ -3,7 +3,7 @@
 #
 #   loadtest/run.sh [SECONDS] [SECTION...]   # SECONDS per 30 fps load run (default 60)
 #
-# SECTIONs (default: all, in this order): peer configs streams scaling live transports
+# SECTIONs (default: all, in this order): peer configs streams scaling live transports tracking
 #
 # 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
 #    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
@@ -14,6 +14,9 @@
 # 4. Scaling: one node pinned to one core, then a second node pinned to the other.
 # 5. Live: freshness when detection is slower than the cameras (see below): the shipped [live]
 #    rule and live.queue_depth = 1, on the same node settings.
+# 6. Transports: saturating KEEP runs over pub/sub and over Redis Streams.
+# 7. Tracking: kadr's tracker against Roboflow's trackers and norfair (loadtest/tracking/run.sh),
+#    and a saturated node with the tracker on and off, alternated twice.
 # Every step says what it does; a step that fails says which and why before the script stops.
 # Results go to loadtest/results/*.json and markdown tables on stdout.
 set -Eeuo pipefail
@@ -21,7 +24,7 @@ cd "$(dirname "$0")/.."
 trap 'echo "run.sh: stopped: \"$BASH_COMMAND\" failed (line $LINENO, status $?)" >&2' ERR
 SECONDS_PER_RUN=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
-SECTIONS=${*:-peer configs streams scaling live transports}
+SECTIONS=${*:-peer configs streams scaling live transports tracking}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
 STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
@@ -195,5 +198,22 @@ done
 stop_nodes
 }
 want transports && run_transports
+
+# --- 7. Tracking: quality and speed against the peers, then what it costs a saturated node
+# (detections on the real video, tracker on and off, alternated twice).
+run_tracking() {
+echo "== tracking" >&2
+loadtest/tracking/run.sh
+for round in 1 2; do
+    for t in true false; do
+        start_node lt-1 - --set "tracker.enabled=$t" "${NODE_PORTS[@]}"
+        $LOAD --fps "$SATURATE" --seconds 30 --node-pid "$LAST_PID" \
+            --label "tracker.enabled = $t, $SATURATE fps offered (round $round)" \
+            --json "$OUT/tracker-$t-$round.json" >/dev/null
+        stop_nodes
+    done
+done
+}
+want tracking && run_tracking
 
 .deps/venv/bin/python loadtest/report.py "$OUT"

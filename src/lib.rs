@@ -35,6 +35,7 @@ pub mod client;
 pub mod jpeg;
 pub mod model;
 pub mod protocol;
+pub mod tracker;
 
 mod backoff;
 mod cluster;
@@ -51,7 +52,7 @@ mod task;
 #[cfg(test)]
 mod test_redis;
 
-pub use config::{Config, ConfigError, Purpose};
+pub use config::{Config, ConfigError, Purpose, TrackerConfig};
 pub use node::{raise_open_files_limit, Node};
 pub use node_stats::Stats;
 pub use pipeline::pool::PoolMsg;

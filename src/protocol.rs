@@ -337,6 +337,11 @@ impl Channels {
     pub fn last_seq_key(&self, stream: &str) -> String {
         format!("{}:last-seq:{stream}", self.prefix)
     }
+    /// Key holding a stream's tracker (its tracks and next id), written with each result, so
+    /// a source node that takes over carries on with the same track ids.
+    pub fn tracker_key(&self, stream: &str) -> String {
+        format!("{}:tracker:{stream}", self.prefix)
+    }
     /// Key of the lease that lets one source node at a time read the frames channels.
     pub fn source_lease_key(&self) -> String {
         format!("{}:source-lease", self.prefix)
@@ -374,6 +379,11 @@ pub struct Detection {
     pub score: f32,
     #[serde(rename = "box")]
     pub bbox: [f32; 4],
+    /// The object's id on this stream, from the node's tracker (`[tracker]`): the same object
+    /// keeps it from frame to frame. Left out for a detection no track follows (a low score,
+    /// an object seen once) and when the tracker is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<u64>,
 }
 
 /// Everything published on a stream's detections channel, in sequence order.

@@ -41,10 +41,10 @@ use crate::config::Config;
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchArgs, DispatchMsg, Dispatcher};
 use crate::pipeline::egress::Egress;
-use crate::pipeline::frames_stream::StreamsReading;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{Pool, PoolArgs, PoolMsg};
 use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
+use crate::pipeline::source::StreamsReading;
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
 use crate::protocol::Channels;
 use crate::task::{stopped_child, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
@@ -376,6 +376,7 @@ async fn spawn_ingress(
             gap_wait: cfg.gap_wait(),
             frame_timeout: cfg.frame_timeout(),
             max_seq_jump: cfg.limits.max_seq_jump,
+            tracker: cfg.tracker.enabled.then(|| cfg.tracker.clone()),
         },
         supervisor.clone(),
     )

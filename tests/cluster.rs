@@ -807,6 +807,164 @@ fn over_streams_a_source_failover_and_a_subscriber_restart_lose_nothing() {
     }
 }
 
+/// Track ids follow a stream across a source failover: the standby carries on with the tracker
+/// the killed node saved with its last result, so every object keeps its id. The stream is ten
+/// frames of a mirrored picture (its objects take the first ids), then the picture itself, the
+/// same in every frame: each of its boxes must keep one id throughout, before the kill and
+/// after it (ids that a tracker started afresh after the kill would not give: it counts from
+/// 1 again).
+#[test]
+fn track_ids_survive_a_source_failover() {
+    let (Some(model), Some(fixtures)) = (common::model_384x640(), common::fixtures()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let still = dir.path().join("still");
+    std::fs::create_dir(&still).unwrap();
+    let picture = fixtures.join("yolov7/zidane.jpg");
+    let mirrored = dir.path().join("mirrored.jpg");
+    image::imageops::flip_horizontal(&image::open(&picture).unwrap().to_rgb8())
+        .save(&mirrored)
+        .unwrap();
+    const FRAMES: u64 = 100;
+    const MIRRORED: u64 = 10;
+    for i in 0..FRAMES {
+        let source = if i < MIRRORED { &mirrored } else { &picture };
+        std::os::unix::fs::symlink(source, still.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    let SourcePair { mut n1, n2, .. } = SourcePair::start(dir.path(), &model, &redis.url);
+    let mut publisher = common::kadr()
+        .args([
+            "publish",
+            "--stream",
+            "still",
+            "--prefix",
+            "kc",
+            "--keep-all",
+        ])
+        .args([
+            "--fps",
+            "10",
+            "--transport",
+            "streams",
+            "--redis-url",
+            &redis.url,
+        ])
+        .arg("--input")
+        .arg(&still)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    n1.kill9();
+    assert!(publisher.wait().unwrap().success());
+    let out = common::kadr()
+        .args([
+            "subscribe",
+            "--stream",
+            "still",
+            "--prefix",
+            "kc",
+            "--from",
+            "0",
+        ])
+        .args(["--count", &FRAMES.to_string(), "--idle-timeout", "60"])
+        .args(["--redis-url", &redis.url])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let results: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = results.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..FRAMES).collect::<Vec<_>>(),
+        "every frame, in order"
+    );
+    let log = n2.log();
+    assert!(
+        log.contains("source holds the lease"),
+        "n2 never took over:\n{log}"
+    );
+
+    type Boxed = (u64, [f64; 4], Option<u64>);
+    let boxes = |r: &Value| -> Vec<Boxed> {
+        assert_eq!(r["type"], "detections", "{r}");
+        r["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let b: Vec<f64> = d["box"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect();
+                (
+                    d["class_id"].as_u64().unwrap(),
+                    [b[0], b[1], b[2], b[3]],
+                    d["track_id"].as_u64(),
+                )
+            })
+            .collect()
+    };
+    let iou = |a: &[f64; 4], b: &[f64; 4]| {
+        let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+        let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+        let area = |r: &[f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+        w * h / (area(a) + area(b) - w * h)
+    };
+    let ids = |r: &Value| -> Vec<u64> { boxes(r).iter().filter_map(|b| b.2).collect() };
+    let mirrored_ids: Vec<u64> = results[..MIRRORED as usize].iter().flat_map(ids).collect();
+    assert!(
+        !mirrored_ids.is_empty(),
+        "no track ids at all: {}",
+        results[0]
+    );
+    // The picture's objects, with the ids they got (seen twice in a row by now).
+    let reference = &results[MIRRORED as usize + 5];
+    let objects: Vec<Boxed> = boxes(reference)
+        .into_iter()
+        .filter(|(_, _, id)| id.is_some())
+        .collect();
+    assert!(
+        !objects.is_empty(),
+        "the picture got no track ids: {reference}"
+    );
+    let mut checked = 0;
+    // A tracker started afresh on this frame would number its objects 1, 2, 3... in order:
+    // these ids must not be those, or the check below could not tell a carried tracker from
+    // a new one.
+    let fresh: Vec<u64> = (1..=objects.len() as u64).collect();
+    let reference_ids: Vec<u64> = objects.iter().filter_map(|o| o.2).collect();
+    assert_ne!(reference_ids, fresh, "{reference}");
+    for r in &results[MIRRORED as usize + 5..] {
+        for (class, bbox, id) in boxes(r) {
+            let Some(same) = objects
+                .iter()
+                .find(|(c, b, _)| *c == class && iou(b, &bbox) > 0.9)
+            else {
+                continue;
+            };
+            assert_eq!(id, same.2, "frame {}: {bbox:?} changed id", r["seq"]);
+            checked += 1;
+        }
+    }
+    let frames = FRAMES - MIRRORED - 5;
+    assert!(
+        checked as u64 >= frames * objects.len() as u64 * 9 / 10,
+        "only {checked} boxes matched the picture's {} in {frames} frames",
+        objects.len()
+    );
+}
+
 /// With Redis gone, a source node says so (`/health` 503 `redis_down`, `/metrics`), and a
 /// SIGTERM still stops it within its drain time (it used to hang for over a minute).
 #[test]

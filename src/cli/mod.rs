@@ -5,6 +5,7 @@ pub mod detect;
 pub mod node;
 pub mod publish;
 pub mod subscribe;
+pub mod track;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -32,6 +33,9 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// Print a stream's results as JSON lines, with live progress on stderr.
     Subscribe(subscribe::SubscribeArgs),
+    /// Track objects offline in a MOTChallenge detections file, with the node's tracker;
+    /// prints the rows with track ids.
+    Track(track::TrackArgs),
 }
 
 /// Where a client finds Redis and the channels.
@@ -51,5 +55,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchModel(args) => bench_model::run(args).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,
+        Command::Track(args) => track::run(args),
     }
 }

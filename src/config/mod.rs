@@ -2,7 +2,7 @@
 //! `docs/configuration.md`; unknown fields are refused so a typo never passes silently.
 //!
 //! Each section has a module of its own with its struct, defaults and checks ([`node`],
-//! [`cluster`], [`admin`], [`redis`], [`model`] (with `[detector]`), [`limits`], [`live`]);
+//! [`cluster`], [`admin`], [`redis`], [`model`] (with `[detector]`), [`limits`], [`live`], [`tracker`]);
 //! this one reads the file, applies overrides and secrets, and reports every problem found, each
 //! with its key's path, at once.
 
@@ -20,6 +20,7 @@ pub(crate) mod live;
 pub(crate) mod model;
 pub(crate) mod node;
 pub(crate) mod redis;
+pub(crate) mod tracker;
 
 pub(crate) use admin::AdminConfig;
 pub(crate) use cluster::{ClusterConfig, TlsConfig};
@@ -28,6 +29,7 @@ pub(crate) use live::LiveConfig;
 pub(crate) use model::{DetectorConfig, ModelConfig};
 pub(crate) use node::{NodeConfig, Role};
 pub(crate) use redis::RedisConfig;
+pub use tracker::TrackerConfig;
 
 use crate::model::postprocess::PostprocessConfig;
 use crate::model::ModelOptions;
@@ -101,6 +103,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Object ids from frame to frame, per stream.
+    #[serde(default)]
+    pub tracker: TrackerConfig,
 }
 
 /// A secret read from the config or the environment; never printed.
@@ -251,6 +256,7 @@ impl Config {
         self.redis.check(&mut p);
         self.limits.check(&mut p);
         p.0.extend(self.live.problems());
+        self.tracker.check(&mut p);
         if purpose == Purpose::Node {
             self.node.check(&mut p);
             self.cluster.check(&mut p);

@@ -426,6 +426,7 @@ impl Yolo {
                 class: names[d.class_id as usize].clone(),
                 score: d.score,
                 bbox: d.bbox,
+                track_id: None,
             })
             .collect();
         Ok(ImageDetections {

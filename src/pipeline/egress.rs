@@ -25,9 +25,11 @@ pub(crate) const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 /// last-seq), and acknowledge the frames-stream entries it accounts for, so a frame is
 /// acknowledged exactly when its result is out. A key of the wrong type (someone else's) costs
 /// the append or the acknowledgement, never the publish.
-/// KEYS: lease, last-seq, results stream, frames stream. ARGV: token, lease ttl ms, channel,
-/// payload, epoch, first seq, last seq, expiry s, results maxlen (0: none), consumer group,
-/// entry ids to acknowledge... Returns 1 published, 0 fenced, 2 already published.
+/// The stream's tracker is saved in the same step too, so it always matches the last result.
+/// KEYS: lease, last-seq, results stream, frames stream, tracker. ARGV: token, lease ttl ms,
+/// channel, payload, epoch, first seq, last seq, expiry s, results maxlen (0: none), consumer
+/// group, tracker state ("": none), entry ids to acknowledge... Returns 1 published, 0 fenced,
+/// 2 already published.
 const PUBLISH_FENCED: &str = r#"
 local holder = redis.call("GET", KEYS[1])
 if holder == false then
@@ -36,7 +38,7 @@ elseif holder ~= ARGV[1] then
   return 0
 end
 local function ack()
-  local i = 11
+  local i = 12
   while i <= #ARGV do
     local j = math.min(i + 499, #ARGV)
     redis.pcall("XACK", KEYS[4], ARGV[10], unpack(ARGV, i, j))
@@ -60,6 +62,9 @@ if tonumber(ARGV[9]) > 0 then
   redis.pcall("EXPIRE", KEYS[3], ARGV[8])
 end
 redis.call("SET", KEYS[2], ARGV[5] .. ":" .. ARGV[7], "EX", ARGV[8])
+if ARGV[11] ~= "" then
+  redis.call("SET", KEYS[5], ARGV[11], "EX", ARGV[8])
+end
 ack()
 return 1
 "#;
@@ -91,6 +96,14 @@ impl LastPublished {
         let max = crate::protocol::MAX_SEQ;
         (epoch <= max && seq <= max).then_some(Self { epoch, seq })
     }
+}
+
+/// What a source node finds in Redis for a stream new to it.
+#[derive(Debug, Default)]
+pub(crate) struct TakenOver {
+    pub last: Option<LastPublished>,
+    /// The tracker saved with the last result (see `Tracker::save`), unchecked.
+    pub tracker: Option<Vec<u8>>,
 }
 
 /// A Redis connection that reconnects by itself, the source lease's fence, and one reused
@@ -129,12 +142,14 @@ impl Egress {
 
     /// Publish a result, and record the stream's last published sequence number beside it (same
     /// step) for a source node that may take over; not if another node holds the lease now, nor
-    /// if it was published already. `acks`: the frames-stream entries it accounts for.
+    /// if it was published already. `acks`: the frames-stream entries it accounts for;
+    /// `tracker`: the stream's saved tracker after this message (empty: none).
     pub(crate) async fn publish_output(
         &mut self,
         stream: &str,
         msg: &OutputMessage,
         acks: &[Arc<str>],
+        tracker: &[u8],
     ) {
         let (first, last) = msg.seqs();
         if !self.serialize(msg) {
@@ -146,6 +161,7 @@ impl Egress {
             .key(self.channels.last_seq_key(stream))
             .key(self.channels.detections(stream))
             .key(self.channels.frames(stream))
+            .key(self.channels.tracker_key(stream))
             .arg(&self.fence.token)
             .arg(self.fence.ttl_ms)
             .arg(self.channels.detections(stream))
@@ -155,7 +171,8 @@ impl Egress {
             .arg(last)
             .arg(STREAM_IDLE_FORGET.as_secs())
             .arg(self.results_maxlen)
-            .arg(CONSUMER_GROUP);
+            .arg(CONSUMER_GROUP)
+            .arg(tracker);
         for id in acks {
             invocation.arg(&**id);
         }
@@ -181,16 +198,23 @@ impl Egress {
         }
     }
 
-    /// The last epoch and sequence number published for `stream` by any source node, if recent.
-    pub(crate) async fn last_published(&mut self, stream: &str) -> Option<LastPublished> {
-        let key = self.channels.last_seq_key(stream);
-        let got: redis::RedisResult<Option<String>> =
-            redis::cmd("GET").arg(key).query_async(&mut self.conn).await;
-        let last = got.unwrap_or_else(|e| {
-            warn!(error = %e, "could not read the last published sequence number");
-            None
+    /// Where `stream` stands in Redis, as a source node that takes it over needs to know: the
+    /// last epoch and sequence number published by any node (if recent), and the tracker
+    /// saved with it.
+    pub(crate) async fn taken_over(&mut self, stream: &str) -> TakenOver {
+        let got: redis::RedisResult<(Option<String>, Option<Vec<u8>>)> = redis::cmd("MGET")
+            .arg(self.channels.last_seq_key(stream))
+            .arg(self.channels.tracker_key(stream))
+            .query_async(&mut self.conn)
+            .await;
+        let (last, tracker) = got.unwrap_or_else(|e| {
+            warn!(error = %e, "could not read where the stream stands in Redis");
+            (None, None)
         });
-        last.as_deref().and_then(LastPublished::parse)
+        TakenOver {
+            last: last.as_deref().and_then(LastPublished::parse),
+            tracker,
+        }
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are
@@ -342,7 +366,7 @@ mod tests {
             detections(0, 20), // an older epoch
             detections(1, 3),
         ] {
-            egress.publish_output("cam", &msg, &[]).await;
+            egress.publish_output("cam", &msg, &[], b"").await;
         }
         let published: Vec<OutputMessage> = pubsub
             .on_message()
@@ -356,9 +380,20 @@ mod tests {
         );
         assert_eq!(stats.already_published.get(), 3);
         assert_eq!(
-            egress.last_published("cam").await,
+            egress.taken_over("cam").await.last,
             Some(LastPublished { epoch: 1, seq: 3 })
         );
+        assert_eq!(egress.taken_over("cam").await.tracker, None);
+        // A tracker saved with a result, and only with one that is published.
+        egress
+            .publish_output("cam", &detections(1, 4), &[], b"saved-4")
+            .await;
+        egress
+            .publish_output("cam", &detections(1, 4), &[], b"again-4")
+            .await;
+        let now = egress.taken_over("cam").await;
+        assert_eq!(now.last, Some(LastPublished { epoch: 1, seq: 4 }));
+        assert_eq!(now.tracker.as_deref(), Some(&b"saved-4"[..]));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! - [`source`]: holds the [`lease`] (one source node reads at a time), validates each message
-//!   (from pub/sub, or from Redis Streams through [`frames_stream`]), bounds kept frames
+//!   (from pub/sub, or from Redis Streams through its frames-stream reader), bounds kept frames
 //!   ([`kept`]).
 //! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue;
 //!   [`crate::config::live`] says how long a live frame may wait there.
@@ -20,7 +20,6 @@
 pub(crate) mod detector;
 pub(crate) mod dispatch;
 pub(crate) mod egress;
-pub(crate) mod frames_stream;
 pub(crate) mod kept;
 pub(crate) mod lease;
 pub(crate) mod messages;

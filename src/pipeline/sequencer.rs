@@ -5,7 +5,8 @@
 //! at a detector for longer than the gap wait while a later frame is finished is skipped and
 //! reported as a gap (and so is a run of sequence numbers that never arrived, once a later
 //! result has waited the gap wait): no stream stalls behind a lost frame for longer than that
-//! wait, and every sequence number leaves exactly once.
+//! wait, and every sequence number leaves exactly once. On the way out, each stream's tracker
+//! gives its detections their track ids (the tracker needs frames in order: here they are).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,10 +15,12 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
+use crate::config::TrackerConfig;
 use crate::node_stats::Stats;
 use crate::pipeline::egress::{Egress, STREAM_IDLE_FORGET};
 use crate::protocol::{DetectionsMessage, ErrorMessage, GapMessage, GapReason, OutputMessage};
 use crate::stream_stats::{StreamReport, StreamStats};
+use crate::tracker::Tracker;
 
 /// What became of one frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -338,6 +341,8 @@ pub(crate) struct SequencerArgs {
     pub frame_timeout: Duration,
     /// `limits.max_seq_jump`: see [`StreamOrder::new`].
     pub max_seq_jump: u64,
+    /// `[tracker]`, if enabled: each stream's detections get track ids on their way out.
+    pub tracker: Option<TrackerConfig>,
 }
 
 /// A frames-stream entry of an accepted frame: `(epoch, seq, entry id)`.
@@ -352,6 +357,9 @@ pub(crate) struct SequencerState {
     /// Entry ids to acknowledge with the message being published (reused).
     acks: Vec<Arc<str>>,
     stats: HashMap<Arc<str>, StreamStats>,
+    /// Each stream's tracker (when `[tracker]` is enabled), and its saved state (reused).
+    trackers: HashMap<Arc<str>, Tracker>,
+    saved_tracker: Vec<u8>,
     out: Vec<OutputMessage>,
 }
 
@@ -377,6 +385,8 @@ impl Actor for Sequencer {
             unacked: HashMap::new(),
             acks: Vec::new(),
             stats: HashMap::new(),
+            trackers: HashMap::new(),
+            saved_tracker: Vec::new(),
             out: Vec::new(),
         })
     }
@@ -469,6 +479,7 @@ impl Actor for Sequencer {
                     .retain(|_, o| !o.is_stale(now, STREAM_IDLE_FORGET));
                 let streams = &state.streams;
                 state.stats.retain(|s, _| streams.contains_key(s));
+                state.trackers.retain(|s, _| streams.contains_key(s));
                 state
                     .unacked
                     .retain(|s, entries| !entries.is_empty() && streams.contains_key(s));
@@ -501,12 +512,28 @@ impl Actor for Sequencer {
 }
 
 /// A stream new to this sequencer may have run on another source node before (which died or
-/// left): carry on in its epoch, after the last number it published. Frames between that one
-/// and `first` never came out: report them as one gap. A `first` at or before it is a publisher
-/// that restarted meanwhile: a new epoch.
+/// left): carry on in its epoch, after the last number it published, with its tracker. Frames
+/// between that one and `first` never came out: report them as one gap. A `first` at or before
+/// it is a publisher that restarted meanwhile: a new epoch.
 async fn take_over(state: &mut SequencerState, stream: &Arc<str>, first: u64) -> StreamOrder {
     let max_hole = state.args.max_seq_jump;
-    let Some(last) = state.args.egress.last_published(stream).await else {
+    let found = state.args.egress.taken_over(stream).await;
+    if let Some(cfg) = &state.args.tracker {
+        let tracker = match found
+            .tracker
+            .as_deref()
+            .map(|saved| Tracker::restore(cfg.clone(), saved))
+        {
+            Some(Ok(tracker)) => tracker,
+            Some(Err(e)) => {
+                warn!(%stream, error = %e, "the stream's saved tracker is not usable: its tracks start afresh");
+                Tracker::new(cfg.clone())
+            }
+            None => Tracker::new(cfg.clone()),
+        };
+        state.trackers.insert(stream.clone(), tracker);
+    }
+    let Some(last) = found.last else {
         return StreamOrder::new(0, max_hole);
     };
     if first <= last.seq {
@@ -545,7 +572,13 @@ async fn publish_pending(state: &mut SequencerState, stream: &str) {
     let mut per_stream = state.stats.get_mut(stream);
     let now = Instant::now();
     let now_us = crate::protocol::now_us();
-    for msg in state.out.drain(..) {
+    let mut tracker = state.trackers.get_mut(stream);
+    for mut msg in state.out.drain(..) {
+        state.saved_tracker.clear();
+        if let Some(t) = tracker.as_deref_mut() {
+            track(t, &mut msg);
+            t.save(&mut state.saved_tracker);
+        }
         match &msg {
             OutputMessage::Detections(d) => {
                 state.args.stats.detected.inc();
@@ -576,8 +609,20 @@ async fn publish_pending(state: &mut SequencerState, stream: &str) {
         state
             .args
             .egress
-            .publish_output(stream, &msg, &state.acks)
+            .publish_output(stream, &msg, &state.acks, &state.saved_tracker)
             .await;
+    }
+}
+
+/// Give a result's detections their track ids, or move the tracks on over a gap's frames. A
+/// message of a new epoch (the publisher's numbering restarted) ends the old epoch's tracks.
+fn track(tracker: &mut Tracker, msg: &mut OutputMessage) {
+    if msg.epoch() != tracker.epoch() {
+        tracker.start_epoch(msg.epoch());
+    }
+    match msg {
+        OutputMessage::Detections(d) => tracker.track(&mut d.detections),
+        OutputMessage::Gap(g) => tracker.skip(g.count),
     }
 }
 

@@ -22,7 +22,6 @@ use crate::model::{check_size, JpegDecoder};
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
-use crate::pipeline::frames_stream::{read_frames_streams, StreamsReading};
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
@@ -31,6 +30,11 @@ use crate::protocol::{
 };
 use crate::redis_conn;
 use crate::task::OwnedTask;
+use frames_stream::read_frames_streams;
+pub(crate) use frames_stream::StreamsReading;
+
+/// The reader of frames streams: part of the source (it hands entries to this actor).
+mod frames_stream;
 
 pub(crate) enum SourceMsg {
     /// One frame message: the channel it came on (or the frames stream it was read from, of

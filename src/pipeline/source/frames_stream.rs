@@ -24,9 +24,9 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tracing::{info, warn};
 
-use super::kept::KeptFrames;
-use super::source::{SourceMsg, StreamEntry, Taken};
+use super::{SourceMsg, StreamEntry, Taken};
 use crate::backoff::Backoff;
+use crate::pipeline::kept::KeptFrames;
 use crate::protocol::{Channels, CONSUMER_GROUP, FLAG_KEEP, FRAME_FIELD};
 
 /// How the reader reads: entries per stream per read, how often it looks for new streams, and
@@ -217,10 +217,18 @@ impl Reader {
                     continue;
                 }
             }
-            if self.claim(conn, &key).await?.is_err() {
-                return Ok(Err(SourceGone));
+            // Registered before the claim, so claimed KEEP frames count towards the stream's
+            // room for kept frames like read ones; unregistered again if the claim fails, so
+            // the next scan claims it anew.
+            self.keys.push((key.clone(), stream));
+            match self.claim(conn, &key).await {
+                Ok(Ok(())) => {}
+                Ok(Err(gone)) => return Ok(Err(gone)),
+                Err(e) => {
+                    self.keys.pop();
+                    return Err(e);
+                }
             }
-            self.keys.push((key, stream));
         }
         Ok(Ok(()))
     }
