@@ -109,7 +109,7 @@ if any(x for _, _, x in rows):
         print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {gaps.get('dropped', 0)} | {gaps.get('missing', 0)} | {peak} |")
     print()
 
-rows = [(t, r, load(f"tracker-{t}-{r}.json")) for r in (1, 2) for t in ("true", "false")]
+rows = [(t, r, load(f"tracker-{t}-{r}.json")) for r in (1, 2, 3) for t in ("true", "false")]
 if any(x for _, _, x in rows):
     print("| tracker.enabled (saturated) | round | detected fps | vs off, same round | latency p50 / p99 ms |")
     print("| --- | --- | --- | --- | --- |")

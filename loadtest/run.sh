@@ -16,7 +16,7 @@
 #    rule and live.queue_depth = 1, on the same node settings.
 # 6. Transports: saturating KEEP runs over pub/sub and over Redis Streams.
 # 7. Tracking: kadr's tracker against Roboflow's trackers and norfair (loadtest/tracking/run.sh),
-#    and a saturated node with the tracker on and off, alternated twice.
+#    and a saturated node with the tracker on and off, alternated three times.
 # Every step says what it does; a step that fails says which and why before the script stops.
 # Results go to loadtest/results/*.json and markdown tables on stdout.
 set -Eeuo pipefail
@@ -200,12 +200,14 @@ stop_nodes
 want transports && run_transports
 
 # --- 7. Tracking: quality and speed against the peers, then what it costs a saturated node
-# (detections on the real video, tracker on and off, alternated twice).
+# (detections on the real video, tracker on and off, alternated three times).
 run_tracking() {
 echo "== tracking" >&2
 loadtest/tracking/run.sh
-for round in 1 2; do
-    for t in true false; do
+for round in 1 2 3; do
+    # Each order in turn, so neither setting always runs first.
+    local order="true false"; [ $((round % 2)) = 0 ] && order="false true"
+    for t in $order; do
         start_node lt-1 - --set "tracker.enabled=$t" "${NODE_PORTS[@]}"
         $LOAD --fps "$SATURATE" --seconds 30 --node-pid "$LAST_PID" \
             --label "tracker.enabled = $t, $SATURATE fps offered (round $round)" \

@@ -17,7 +17,10 @@ VENV=.deps/tracking-venv
 if [ ! -x "$VENV/bin/python" ]; then
     echo "tracking: installing trackers, norfair and py-motmetrics into $VENV" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q trackers==2.6.1 norfair==2.1.1 motmetrics==1.4.0
+    "$VENV/bin/pip" install -q trackers==2.6.1 motmetrics==1.4.0 filterpy==1.4.5
+    # norfair 2.1.1 asks for rich<13, trackers for a newer one; norfair's tracking does not
+    # use rich (only its drawing does), so it goes in without its pins.
+    "$VENV/bin/pip" install -q --no-deps norfair==2.1.1
 fi
 cargo build --release --quiet --bin kadr
 OUT=loadtest/results/tracking

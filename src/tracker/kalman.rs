@@ -7,13 +7,13 @@
 //! so: it is exactly four independent filters of two states (position, velocity) each. That is
 //! what this computes, with 2x2 covariances instead of 8x8 matrix products.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const POSITION_NOISE: f64 = 1.0 / 20.0;
 const VELOCITY_NOISE: f64 = 1.0 / 160.0;
 
 /// One coordinate: position, velocity, and their covariance `[pp, pv, vv]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Axis {
     pos: f64,
     vel: f64,
@@ -56,8 +56,9 @@ impl Axis {
     }
 }
 
-/// A box's motion state. Boxes in and out are corners `[x1, y1, x2, y2]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// A box's motion state. Boxes in and out are corners `[x1, y1, x2, y2]`. Saved (for another
+/// node to carry on) as 20 numbers in single precision: it is written with every result.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Motion {
     x: Axis,
     y: Axis,
@@ -124,6 +125,42 @@ impl Motion {
         [self.x, self.y, self.aspect, self.height]
             .iter()
             .all(Axis::is_finite)
+    }
+}
+
+impl Serialize for Motion {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = [0f32; 20];
+        for (i, a) in [self.x, self.y, self.aspect, self.height]
+            .iter()
+            .enumerate()
+        {
+            let [pp, pv, vv] = a.cov;
+            for (j, v) in [a.pos, a.vel, pp, pv, vv].into_iter().enumerate() {
+                out[5 * i + j] = v as f32;
+            }
+        }
+        out.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Motion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <[f32; 20]>::deserialize(d)?;
+        let axis = |i: usize| {
+            let f = |j: usize| f64::from(v[5 * i + j]);
+            Axis {
+                pos: f(0),
+                vel: f(1),
+                cov: [f(2), f(3), f(4)],
+            }
+        };
+        Ok(Self {
+            x: axis(0),
+            y: axis(1),
+            aspect: axis(2),
+            height: axis(3),
+        })
     }
 }
 

@@ -63,22 +63,31 @@ pub struct Observation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Phase {
     /// Seen this many frames in a row, not yet confirmed: no id.
+    #[serde(rename = "t")]
     Tentative(u32),
     /// Matched in the latest frame.
+    #[serde(rename = "f")]
     Followed,
     /// Confirmed, not matched lately.
+    #[serde(rename = "l")]
     Lost,
 }
 
+/// Saved with short names: a stream's tracks are written to Redis with every result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Track {
     /// 0 while tentative.
     id: u64,
+    #[serde(rename = "c")]
     class_id: u32,
+    #[serde(rename = "p")]
     phase: Phase,
+    #[serde(rename = "m")]
     motion: Motion,
     /// Tracker frames at which it started and was last matched.
+    #[serde(rename = "b")]
     born: u64,
+    #[serde(rename = "s")]
     seen: u64,
     /// The detection it matched in the current frame.
     #[serde(skip)]
@@ -646,6 +655,21 @@ mod tests {
             .unwrap()
             .replace("\"next_id\":3", "\"next_id\":2");
         assert!(Tracker::restore(TrackerConfig::default(), text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_saved_track_is_small() {
+        let mut t = tracker();
+        let dets: Vec<Observation> = (0..50)
+            .map(|i| obs(1000.0 + 20.0 * i as f32, 300.0 + 7.5 * i as f32, 0.9))
+            .collect();
+        for _ in 0..5 {
+            t.update(&dets);
+        }
+        let mut saved = Vec::new();
+        t.save(&mut saved);
+        let per_track = saved.len() / 50;
+        assert!(per_track < 300, "{per_track} bytes a track");
     }
 
     #[test]
