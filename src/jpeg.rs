@@ -10,9 +10,46 @@ pub fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&SOI)
 }
 
-/// The width and height a JPEG declares in its frame header (SOFn), read without decoding.
-/// `None` when no frame header comes before the scan.
-pub fn dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
+/// What a JPEG's frame header (SOFn) declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub width: u32,
+    pub height: u32,
+    /// Bits per sample: 8 for nearly every JPEG; 12 (or 16, lossless) for medical and some
+    /// industrial cameras.
+    pub precision: u8,
+    /// The SOF marker's code: 0xC0 baseline, 0xC1 extended sequential, 0xC2 progressive,
+    /// 0xC3 lossless, 0xC5..=0xC7 hierarchical, 0xC9..=0xCF arithmetic-coded.
+    pub sof: u8,
+}
+
+impl FrameHeader {
+    /// Why the node will not decode it, if it will not: only 8-bit Huffman-coded sequential
+    /// (baseline or extended) and progressive JPEGs are served (docs/protocol.md). The others
+    /// would pass a size check and then fail, or decode slowly, at a detector.
+    pub fn unsupported(&self) -> Option<String> {
+        let process = match self.sof {
+            0xC0..=0xC2 => None,
+            0xC3 => Some("lossless"),
+            0xC5..=0xC7 => Some("hierarchical"),
+            _ => Some("arithmetic-coded"),
+        };
+        match (process, self.precision) {
+            (Some(p), _) => Some(format!(
+                "a {p} JPEG (SOF{}): only 8-bit baseline or progressive JPEG is served",
+                self.sof - 0xC0
+            )),
+            (None, 8) => None,
+            (None, bits) => Some(format!(
+                "a JPEG of {bits}-bit samples: only 8-bit baseline or progressive JPEG is served"
+            )),
+        }
+    }
+}
+
+/// The frame header of a JPEG, read without decoding. `None` when no frame header comes
+/// before the scan.
+pub fn frame_header(jpeg: &[u8]) -> Option<FrameHeader> {
     if !is_jpeg(jpeg) {
         return None;
     }
@@ -23,15 +60,26 @@ pub fn dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
         // SOF0..SOF15, except DHT (C4), JPG (C8) and DAC (CC), which share the range.
         if matches!(code, 0xC0..=0xCF) && !matches!(code, 0xC4 | 0xC8 | 0xCC) {
             // Length (2), precision (1), height (2), width (2).
+            let precision = *jpeg.get(body + 2)?;
             let h = u16::from_be_bytes([*jpeg.get(body + 3)?, *jpeg.get(body + 4)?]);
             let w = u16::from_be_bytes([*jpeg.get(body + 5)?, *jpeg.get(body + 6)?]);
-            return Some((w as u32, h as u32));
+            return Some(FrameHeader {
+                width: w.into(),
+                height: h.into(),
+                precision,
+                sof: code,
+            });
         }
         if code == 0xDA || len < 2 {
             return None;
         }
         i = body + len;
     }
+}
+
+/// The width and height a JPEG declares in its frame header (SOFn), read without decoding.
+pub fn dimensions(jpeg: &[u8]) -> Option<(u32, u32)> {
+    frame_header(jpeg).map(|h| (h.width, h.height))
 }
 
 /// The end of the first complete JPEG in `buf` (which must start at its SOI marker). Walks the
@@ -102,6 +150,31 @@ mod tests {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
         out.into_inner()
+    }
+
+    #[test]
+    fn only_8_bit_huffman_sequential_and_progressive_jpegs_are_served() {
+        let mut jpeg = sample();
+        let header = frame_header(&jpeg).expect("a frame header");
+        assert_eq!((header.precision, header.sof), (8, 0xC0));
+        assert_eq!(header.unsupported(), None);
+        // The same headers as a 12-bit, a lossless and an arithmetic-coded JPEG would have.
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 4] = 12;
+        let twelve = frame_header(&jpeg).unwrap().unsupported().expect("refused");
+        assert!(twelve.contains("12-bit"), "{twelve}");
+        jpeg[sof + 4] = 8;
+        for (code, what) in [
+            (0xC3, "lossless"),
+            (0xC9, "arithmetic"),
+            (0xC5, "hierarchical"),
+        ] {
+            jpeg[sof + 1] = code;
+            let why = frame_header(&jpeg).unwrap().unsupported().expect("refused");
+            assert!(why.contains(what), "{why}");
+        }
+        jpeg[sof + 1] = 0xC2;
+        assert_eq!(frame_header(&jpeg).unwrap().unsupported(), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ mod backoff;
 mod cluster;
 mod config;
 mod http;
+mod log_budget;
 mod node;
 mod node_stats;
 mod pipeline;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::protocol::GapReason;
+use crate::protocol::{ErrorCode, GapReason};
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -44,8 +44,10 @@ pub struct Stats {
     pub received: Counter,
     /// Frames accepted and registered with the sequencer.
     pub accepted: Counter,
-    /// Messages refused (each also published on the stream's error channel).
+    /// Messages refused (each also published on the stream's error channel), and by code, in
+    /// the order of [`ErrorCode::ALL`].
     pub errors: Counter,
+    pub errors_by_code: [Counter; ErrorCode::ALL.len()],
     pub detected: Counter,
     pub dropped: Counter,
     pub failed: Counter,
@@ -103,6 +105,14 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// A message refused with `code`.
+    pub(crate) fn refused(&self, code: ErrorCode) {
+        self.errors.inc();
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors_by_code[i].inc();
+        }
+    }
+
     pub fn gap(&self, reason: GapReason, count: u64) {
         match reason {
             GapReason::Dropped => self.dropped.add(count),

@@ -80,7 +80,7 @@ impl Frame {
 
 /// Every code a client can receive on `{prefix}:errors:{stream}` (docs/protocol.md lists each;
 /// a test keeps the two in step). Serialized in snake_case, as [`ErrorCode::as_str`] gives it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Truncated,

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::log_budget::LogBudget;
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchArgs, DispatchMsg, Dispatcher};
 use crate::pipeline::egress::Egress;
@@ -423,6 +424,7 @@ async fn spawn_ingress(
             dispatcher: dispatcher.clone(),
             sequencer: sequencer.clone(),
             stats: args.stats.clone(),
+            refusals: LogBudget::new(),
         },
         supervisor,
     )

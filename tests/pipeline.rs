@@ -1038,7 +1038,12 @@ async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carr
     for seq in 2..4 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    let out = t.collect(4, 4, Duration::from_secs(60)).await;
+    // A 12-bit JPEG (the same header with 12 for its sample precision): refused from its header.
+    let mut twelve_bit = jpeg.clone();
+    twelve_bit[at + 4] = 12;
+    t.publish(4, FLAG_KEEP, &twelve_bit).await;
+    t.publish(5, FLAG_KEEP, &jpeg).await;
+    let out = t.collect(6, 5, Duration::from_secs(60)).await;
     let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
     assert_eq!(
         codes.iter().filter(|&&c| c == "bad_seq").count(),
@@ -1046,10 +1051,27 @@ async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carr
         "{codes:?}"
     );
     assert!(codes.contains(&"image_too_large"), "{codes:?}");
-    // Seq 1 took its place in the stream and is accounted for as a failed frame.
+    assert!(
+        out.errors
+            .iter()
+            .any(|e| e.code == "bad_image" && e.message.contains("12-bit")),
+        "{:?}",
+        out.errors
+    );
+    // Seqs 1 and 4 took their places in the stream and are accounted for as failed frames.
     let (detected, gaps) = check_order(&out.messages, 0);
-    assert_eq!(detected, 3, "{gaps:?}");
-    assert_eq!(gaps, vec![(GapReason::Failed, 1)]);
+    assert_eq!(detected, 4, "{gaps:?}");
+    assert_eq!(gaps, vec![(GapReason::Failed, 1), (GapReason::Failed, 1)]);
+    // Counted by code (only a few of each are logged).
+    let by_code = |code: kadr::protocol::ErrorCode| {
+        let i = kadr::protocol::ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .unwrap();
+        t.node.stats().errors_by_code[i].get()
+    };
+    assert_eq!(by_code(kadr::protocol::ErrorCode::BadSeq), 3);
+    assert_eq!(by_code(kadr::protocol::ErrorCode::BadImage), 1);
     t.stop().await;
 }
 

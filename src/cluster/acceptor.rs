@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::warn;
 
+use crate::log_budget::{LogBudget, Verdict};
 use crate::node_stats::Stats;
 use crate::task::TaskSet;
 
@@ -90,6 +91,8 @@ pub(crate) async fn run(
 ) {
     // Each connection's handshake and deadline: owned here, so they end with the acceptor.
     let mut handshakes = TaskSet::default();
+    // Junk connections are anyone's to make: a few lines per kind and window, then counts.
+    let logs = Arc::new(LogBudget::new());
     let mut errors_since_log = 0u64;
     let mut last_error_log: Option<Instant> = None;
     loop {
@@ -112,9 +115,22 @@ pub(crate) async fn run(
             stats.cluster_connections_refused.inc();
             continue;
         }
-        match admit(stream, peer, &server, tls.clone(), &pending, limits, &stats) {
+        match admit(
+            stream,
+            peer,
+            &server,
+            tls.clone(),
+            &pending,
+            limits,
+            &stats,
+            &logs,
+        ) {
             Ok(handshake) => handshakes.spawn(handshake),
-            Err(e) => warn!(%peer, error = %e, "cluster port: connection dropped"),
+            Err(e) => {
+                if let Verdict::Log { left_out } = logs.check(&"dropped") {
+                    warn!(%peer, error = %e, left_out, "cluster port: connection dropped");
+                }
+            }
         }
     }
 }
@@ -122,6 +138,7 @@ pub(crate) async fn run(
 /// Register a new connection as pending; returns its handshake, to run under the acceptor: TLS
 /// (if any) and the hand-over to the node server, beside the deadline that closes it if the
 /// peer has not authenticated by then.
+#[allow(clippy::too_many_arguments)] // each is one of the acceptor's own handles
 fn admit(
     stream: TcpStream,
     peer: SocketAddr,
@@ -130,6 +147,7 @@ fn admit(
     pending: &Arc<Pending>,
     limits: AcceptorLimits,
     stats: &Arc<Stats>,
+    logs: &Arc<LogBudget<&'static str>>,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
@@ -149,7 +167,7 @@ fn admit(
         }
     };
 
-    let (server, pending) = (server.clone(), pending.clone());
+    let (server, pending, logs) = (server.clone(), pending.clone(), logs.clone());
     let handshake = async move {
         let stream = match tls {
             None => NetworkStream::Raw {
@@ -164,7 +182,9 @@ fn admit(
                     stream,
                 },
                 Err(e) => {
-                    warn!(%peer, error = %e, "cluster port: TLS handshake failed");
+                    if let Verdict::Log { left_out } = logs.check(&"tls") {
+                        warn!(%peer, error = %e, left_out, "cluster port: TLS handshake failed");
+                    }
                     pending.remove(&peer.to_string());
                     return;
                 }

@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::node_stats::Stats;
+use crate::protocol::ErrorCode;
 use crate::stream_stats::{Percentiles, StreamReport};
 
 /// The Prometheus text exposition format.
@@ -206,6 +207,17 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {value}"
         );
     }
+    let _ = writeln!(out, "# HELP kadr_frames_refused_by_code_total Messages refused, by error code (only a few per code are logged).\n# TYPE kadr_frames_refused_by_code_total counter");
+    for (code, n) in ErrorCode::ALL.iter().zip(&stats.errors_by_code) {
+        let n = n.get();
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "kadr_frames_refused_by_code_total{{node=\"{node}\",code=\"{}\"}} {n}",
+                code.as_str()
+            );
+        }
+    }
     if !streams.is_empty() {
         let _ = writeln!(
             out,
@@ -284,6 +296,8 @@ mod tests {
     fn metrics_are_prometheus_text() {
         let stats = Stats::default();
         stats.detected.add(5);
+        stats.refused(ErrorCode::BadMagic);
+        stats.refused(ErrorCode::BadMagic);
         let streams = vec![StreamReport {
             stream: "cam\"1".into(),
             frames_in: 6,
@@ -318,6 +332,14 @@ mod tests {
         assert!(
             !text.contains("kadr_stream_queued_ms{"),
             "none measured yet"
+        );
+        assert!(text.contains("kadr_frames_refused_total{node=\"n1\"} 2\n"));
+        assert!(
+            text.contains("kadr_frames_refused_by_code_total{node=\"n1\",code=\"bad_magic\"} 2\n")
+        );
+        assert!(
+            !text.contains("code=\"bad_image\""),
+            "codes never seen are left out"
         );
         // Every sample line is `name{labels} value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

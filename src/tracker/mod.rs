@@ -48,6 +48,9 @@ const DUPLICATE_IOU: f32 = 0.85;
 /// Tracks held at most (a frame has at most 300 detections after NMS); past it, no new track
 /// starts until some end, so a state read back from Redis stays small.
 pub const MAX_TRACKS: usize = 2048;
+/// Tracks saved for another node at most (about 275 bytes each): the followed ones, then as
+/// many lost ones as fit.
+pub const MAX_SAVED_TRACKS: usize = 256;
 /// Assignment weights are integers: overlap in millionths.
 const WEIGHT_SCALE: f32 = 1e6;
 
@@ -306,14 +309,28 @@ impl Tracker {
             .count()
     }
 
-    /// The state another node needs to carry on: its tracks and its next id, as JSON.
+    /// The state another node needs to carry on: its tracks and its next id, as JSON. Written
+    /// with every result, so it is kept small: tentative tracks are left out (they have no id
+    /// yet; another node starts them again), and of the others at most [`MAX_SAVED_TRACKS`],
+    /// followed ones first.
     pub fn save(&self, out: &mut Vec<u8>) {
+        struct Kept<'a>(&'a [Track]);
+        impl Serialize for Kept<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let of = |phase: Phase| self.0.iter().filter(move |t| t.phase == phase);
+                s.collect_seq(
+                    of(Phase::Followed)
+                        .chain(of(Phase::Lost))
+                        .take(MAX_SAVED_TRACKS),
+                )
+            }
+        }
         #[derive(Serialize)]
         struct SavedRef<'a> {
             epoch: u64,
             frame: u64,
             next_id: u64,
-            tracks: &'a [Track],
+            tracks: Kept<'a>,
         }
         out.clear();
         serde_json::to_writer(
@@ -322,7 +339,7 @@ impl Tracker {
                 epoch: self.epoch,
                 frame: self.frame,
                 next_id: self.next_id,
-                tracks: &self.tracks,
+                tracks: Kept(&self.tracks),
             },
         )
         .expect("a tracker serializes");
@@ -670,6 +687,18 @@ mod tests {
         t.save(&mut saved);
         let per_track = saved.len() / 50;
         assert!(per_track < 300, "{per_track} bytes a track");
+
+        // However many tracks, the state saved stays bounded; the ids it keeps still restore.
+        let mut many = tracker();
+        let dets: Vec<Observation> = (0..300)
+            .map(|i| obs(50.0 * (i % 20) as f32, 100.0 * (i / 20) as f32, 0.9))
+            .collect();
+        many.update(&dets);
+        assert_eq!(many.confirmed_tracks(), 300);
+        many.save(&mut saved);
+        let restored = Tracker::restore(TrackerConfig::default(), &saved).expect("restores");
+        assert_eq!(restored.confirmed_tracks(), MAX_SAVED_TRACKS);
+        assert_eq!(restored.next_id, 301, "ids go on after the last given");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::jpeg;
+use crate::log_budget::{LogBudget, Verdict};
 use crate::model::{check_size, JpegDecoder};
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchMsg, Job};
@@ -96,6 +97,8 @@ pub(crate) struct SourceArgs {
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
+    /// How many refusals are logged (the rest are counted).
+    pub refusals: LogBudget<ErrorCode>,
 }
 
 pub(crate) struct SourceState {
@@ -494,8 +497,12 @@ fn refuse(
     message: String,
 ) {
     let name = String::from_utf8_lossy(channel_stream);
-    warn!(stream = %name, ?seq, %code, %message, "frame refused");
-    args.stats.errors.inc();
+    // Anyone who can publish can make one of these per message: a few lines per code and
+    // window, the rest counted (`kadr_frames_refused_by_code_total`).
+    if let Verdict::Log { left_out } = args.refusals.check(&code) {
+        warn!(stream = %name, ?seq, %code, %message, left_out, "frame refused (left_out: like refusals not logged since the last line)");
+    }
+    args.stats.refused(code);
     let error = ErrorMessage::new(&name, seq, code, message);
     let _ = args.sequencer.cast(SequencerMsg::Error {
         channel_stream: channel_stream.to_vec(),
@@ -633,11 +640,15 @@ fn check_order(
 
 /// Read only the JPEG headers: refuse what no decoder could use before it costs a detector.
 fn check_jpeg_header(decoder: &mut JpegDecoder, jpeg: &[u8]) -> Result<(), (ErrorCode, String)> {
-    let (w, h) = jpeg::dimensions(jpeg).ok_or((
+    let header = jpeg::frame_header(jpeg).ok_or((
         ErrorCode::BadImage,
         "not a JPEG: no frame header".to_string(),
     ))?;
-    check_size(w, h, decoder.max_pixels()).map_err(|e| (e.code(), e.to_string()))?;
+    check_size(header.width, header.height, decoder.max_pixels())
+        .map_err(|e| (e.code(), e.to_string()))?;
+    if let Some(why) = header.unsupported() {
+        return Err((ErrorCode::BadImage, why));
+    }
     // Decoders paint a truncated scan grey without complaint; truncation in transit is the
     // corruption that happens, so insist on the end-of-image marker (a little padding after it
     // is tolerated, as some cameras add it).
