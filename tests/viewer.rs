@@ -198,6 +198,12 @@ async fn the_viewer_page_plays_the_camera_with_boxes_in_chromium() {
         classes.as_u64() > Some(0),
         "the class filter lists the classes seen"
     );
+    // Objects the node's tracker follows are drawn with their ids (and trails).
+    let tracked = wait_for(&mut browser, "window.kadrViewer.trackedDrawn", |v| {
+        v.as_u64() > Some(0)
+    })
+    .await;
+    eprintln!("viewer: {tracked} boxes drawn with a track id");
     let out = common::root().join("target/viewer.png");
     std::fs::write(&out, &second).unwrap();
     if let Ok(path) = std::env::var("KADR_VIEWER_SCREENSHOT") {
