@@ -203,10 +203,14 @@ def disconnect_detector(c, log):
 
 
 def pause(service, seconds):
+    """Freeze `service` (or, for `source`, whichever node holds the source lease now)."""
     def fault(c, log):
-        cid = c.container(service)
+        target = service
+        if target == "source":
+            target = "node-2" if lease_holder(c) == "node-2" else "node-1"
+        cid = c.container(target)
         how = freeze(cid)
-        log(f"froze {service} ({how})")
+        log(f"froze {target} ({how})")
         time.sleep(seconds)
         if how == "docker pause":
             run("docker", "unpause", cid)
@@ -275,7 +279,7 @@ FAULTS = [
     ("kill -9 a detector node, start it again", kill_detector, 30, False),
     ("cut a detector node off the network for 12 s", disconnect_detector, 35, False),
     ("freeze a detector node for 5 s", pause("detector", 5), 25, True),
-    ("freeze the source node for 5 s", pause("node-1", 5), 25, True),
+    ("freeze the source node for 5 s", pause("source", 5), 25, True),
     ("freeze a detector node for 60 s", pause("detector", 60), 80, False),
     ("kill -9 the source node: the standby takes over", kill_source, 40, True),
     ("restart Redis", restart_redis, 25, True),

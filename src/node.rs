@@ -246,7 +246,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 async fn connect_redis(
     cfg: &Config,
 ) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
-    crate::redis_conn::connect(&cfg.redis.url, || {
+    crate::redis_conn::connect(&cfg.redis.url, &cfg.redis.tls_files(), || {
         crate::redis_conn::unusable(&cfg.redis.url)
     })
     .await

@@ -6,6 +6,7 @@
 //! minutes. Here every attempt is 1 to 2 s after the last, whatever the outage's length, and no
 //! command waits longer than [`RESPONSE_TIMEOUT`] on a connection that went silent.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -36,10 +37,10 @@ pub(crate) fn manager_config() -> ConnectionManagerConfig {
 /// credentials refused. The URL is never shown with its password.
 pub(crate) async fn connect(
     url: &str,
+    tls: &TlsFiles<'_>,
     unavailable: impl FnOnce() -> String,
 ) -> anyhow::Result<(redis::Client, ConnectionManager)> {
-    let client = redis::Client::open(url)
-        .map_err(|_| anyhow!("{} is not a valid Redis URL", redact(url)))?;
+    let client = client(url, tls)?;
     // One plain connection first: the manager retries quietly and would turn every cause
     // into "timed out".
     let probe = AsyncConnectionConfig::new()
@@ -67,6 +68,42 @@ pub(crate) async fn connect(
     .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
     .with_context(unavailable)?;
     Ok((client, conn))
+}
+
+/// For `rediss://`: the CA that signed Redis's certificate, and a client certificate and key
+/// (PEM files; `[redis]` `tls_ca`, `tls_cert`, `tls_key`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TlsFiles<'a> {
+    pub ca: Option<&'a Path>,
+    pub cert: Option<&'a Path>,
+    pub key: Option<&'a Path>,
+}
+
+/// A client for `url`, with the TLS files given for `rediss://`.
+pub(crate) fn client(url: &str, tls: &TlsFiles<'_>) -> anyhow::Result<redis::Client> {
+    let invalid = || anyhow!("{} is not a valid Redis URL", redact(url));
+    if tls.ca.is_none() && tls.cert.is_none() {
+        return redis::Client::open(url).map_err(|_| invalid());
+    }
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let root_cert = tls.ca.map(read).transpose()?;
+    let client_tls = match (tls.cert, tls.key) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        _ => None,
+    };
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| anyhow!("{}: {e}", redact(url)))
 }
 
 /// Why a connection failed, in the operator's words.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kadr::protocol::{Detection, OutputMessage};
 use serde_json::Value;
 
 const TOKEN: &str = "test-admin-token";
@@ -893,35 +894,20 @@ fn track_ids_survive_a_source_failover() {
         "n2 never took over:\n{log}"
     );
 
-    type Boxed = (u64, [f64; 4], Option<u64>);
-    let boxes = |r: &Value| -> Vec<Boxed> {
-        assert_eq!(r["type"], "detections", "{r}");
-        r["detections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                let b: Vec<f64> = d["box"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect();
-                (
-                    d["class_id"].as_u64().unwrap(),
-                    [b[0], b[1], b[2], b[3]],
-                    d["track_id"].as_u64(),
-                )
-            })
-            .collect()
+    // Each result's detections, as the protocol's own type reads them.
+    let boxes = |r: &Value| -> Vec<Detection> {
+        match serde_json::from_value(r.clone()).unwrap() {
+            OutputMessage::Detections(d) => d.detections,
+            gap => panic!("a gap over Streams: {gap:?}"),
+        }
     };
-    let iou = |a: &[f64; 4], b: &[f64; 4]| {
+    let iou = |a: &[f32; 4], b: &[f32; 4]| {
         let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
         let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-        let area = |r: &[f64; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+        let area = |r: &[f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
         w * h / (area(a) + area(b) - w * h)
     };
-    let ids = |r: &Value| -> Vec<u64> { boxes(r).iter().filter_map(|b| b.2).collect() };
+    let ids = |r: &Value| -> Vec<u64> { boxes(r).iter().filter_map(|d| d.track_id).collect() };
     let mirrored_ids: Vec<u64> = results[..MIRRORED as usize].iter().flat_map(ids).collect();
     assert!(
         !mirrored_ids.is_empty(),
@@ -930,30 +916,34 @@ fn track_ids_survive_a_source_failover() {
     );
     // The picture's objects, with the ids they got (seen twice in a row by now).
     let reference = &results[MIRRORED as usize + 5];
-    let objects: Vec<Boxed> = boxes(reference)
+    let objects: Vec<Detection> = boxes(reference)
         .into_iter()
-        .filter(|(_, _, id)| id.is_some())
+        .filter(|d| d.track_id.is_some())
         .collect();
     assert!(
         !objects.is_empty(),
         "the picture got no track ids: {reference}"
     );
-    let mut checked = 0;
     // A tracker started afresh on this frame would number its objects 1, 2, 3... in order:
     // these ids must not be those, or the check below could not tell a carried tracker from
     // a new one.
     let fresh: Vec<u64> = (1..=objects.len() as u64).collect();
-    let reference_ids: Vec<u64> = objects.iter().filter_map(|o| o.2).collect();
+    let reference_ids: Vec<u64> = objects.iter().filter_map(|d| d.track_id).collect();
     assert_ne!(reference_ids, fresh, "{reference}");
+    let mut checked = 0;
     for r in &results[MIRRORED as usize + 5..] {
-        for (class, bbox, id) in boxes(r) {
+        for d in boxes(r) {
             let Some(same) = objects
                 .iter()
-                .find(|(c, b, _)| *c == class && iou(b, &bbox) > 0.9)
+                .find(|o| o.class_id == d.class_id && iou(&o.bbox, &d.bbox) > 0.9)
             else {
                 continue;
             };
-            assert_eq!(id, same.2, "frame {}: {bbox:?} changed id", r["seq"]);
+            assert_eq!(
+                d.track_id, same.track_id,
+                "frame {}: {:?} changed id",
+                r["seq"], d.bbox
+            );
             checked += 1;
         }
     }

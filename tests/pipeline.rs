@@ -50,12 +50,19 @@ impl TestNode {
     /// On a Redis of the test's choosing.
     async fn start_on(redis: common::Redis, model: &Path, extra: &str, stream: &str) -> TestNode {
         let prefix = unique_prefix();
-        let node = Node::start_with(
-            &common::single_node_config(model, &redis.url, &prefix, extra),
-            false,
-        )
-        .await
-        .unwrap();
+        let cfg = common::single_node_config(model, &redis.url, &prefix, extra);
+        Self::start_configured(redis, prefix, &cfg, stream).await
+    }
+
+    /// A node of this config (whose channel prefix is `prefix`); the test publishes and
+    /// subscribes on `redis.url`.
+    async fn start_configured(
+        redis: common::Redis,
+        prefix: String,
+        cfg: &kadr::Config,
+        stream: &str,
+    ) -> TestNode {
+        let node = Node::start_with(cfg, false).await.unwrap();
         let (subscriber, publisher) = Self::connect(&redis.url, &prefix, stream).await;
         TestNode {
             redis,
@@ -447,7 +454,15 @@ async fn every_part_of_a_node_is_restarted_and_the_stream_goes_on() {
         return;
     };
     let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "crash").await;
-    let mut next = 0;
+    // The stream is known first (a result published): frames a crash takes before anything of
+    // a new stream was published could not be reported by anyone, since nothing says where its
+    // numbering began.
+    t.publish(0, FLAG_KEEP, &jpeg).await;
+    assert_eq!(
+        check_order(&t.collect(1, 0, Duration::from_secs(60)).await.messages, 0).0,
+        1
+    );
+    let mut next = 1;
     for (round, part) in ["source", "dispatcher", "sequencer", "pool"]
         .into_iter()
         .enumerate()
@@ -1072,6 +1087,137 @@ async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carr
     };
     assert_eq!(by_code(kadr::protocol::ErrorCode::BadSeq), 3);
     assert_eq!(by_code(kadr::protocol::ErrorCode::BadImage), 1);
+    t.stop().await;
+}
+
+/// TLS to Redis: a node given `rediss://` and the CA that signed Redis's certificate takes
+/// frames in and publishes results as over plain TCP (the test's own publisher and subscriber
+/// use Redis's plain port); a node given another CA refuses to start and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reaches_redis_over_tls_and_refuses_a_certificate_it_cannot_trust() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Two CAs, and Redis's certificate (for 127.0.0.1) signed by the first.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, pem, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN={ca}"),
+        );
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
+                ],
+            ]
+            .concat(),
+        );
+    }
+    std::fs::write(dir.join("redis.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "redis.key",
+                "-out",
+                "redis.csr",
+                "-subj",
+                "/CN=redis",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "redis.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "redis.ext",
+    ]);
+    let tls_port = common::free_port().to_string();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let redis = common::Redis::start_with(&[
+        "--appendonly",
+        "no",
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &path("redis.pem"),
+        "--tls-key-file",
+        &path("redis.key"),
+        "--tls-ca-cert-file",
+        &path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    if !redis.owned() {
+        common::skip("REDIS_URL is set: this test needs a redis-server of its own, with TLS");
+        return;
+    }
+    let config = |prefix: &str, ca: &str| {
+        let text = format!(
+            "[redis]\nurl = \"rediss://127.0.0.1:{tls_port}\"\nchannel_prefix = \"{prefix}\"\n\
+             tls_ca = \"{}\"\n[model]\npath = \"{}\"\n[detector]\npool_size = 1\n\
+             [cluster]\ncookie = \"test-cookie\"\nlisten = \"127.0.0.1:{}\"\n",
+            path(ca),
+            model.display(),
+            common::free_port()
+        );
+        kadr::Config::parse(&text, Path::new("tls.toml"), Path::new(".")).unwrap()
+    };
+
+    // Another CA: refused at start, with the reason.
+    let refused = Node::start_with(&config("tls-refused", "other-ca.pem"), false)
+        .await
+        .err()
+        .expect("a node that cannot trust Redis's certificate does not start");
+    let why = format!("{refused:#}");
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+
+    let prefix = unique_prefix();
+    let cfg = config(&prefix, "ca.pem");
+    let mut t = TestNode::start_configured(redis, prefix, &cfg, "tls").await;
+    for seq in 0..3 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(3, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (3, vec![]));
     t.stop().await;
 }
 

@@ -239,6 +239,15 @@ impl Config {
         if cfg.model.path.is_relative() {
             cfg.model.path = base.join(&cfg.model.path);
         }
+        let redis = &mut cfg.redis;
+        for p in [&mut redis.tls_ca, &mut redis.tls_cert, &mut redis.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         if let Some(lib) = cfg.model.onnxruntime_library.as_mut() {
             if lib.is_relative() {
                 *lib = base.join(&*lib);
@@ -491,8 +500,16 @@ mod tests {
                 "redis.url",
             ),
             (
-                "[model]\npath = \"Cargo.toml\"\n[redis]\nurl = \"rediss://x:6380\"\n",
-                "is not supported by this build",
+                "[model]\npath = \"Cargo.toml\"\n[redis]\ntls_ca = \"Cargo.toml\"\n",
+                "redis.tls_ca` is set, but redis.url is not rediss://",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[redis]\nurl = \"rediss://x:6380\"\ntls_cert = \"Cargo.toml\"\n",
+                "set both or neither",
+            ),
+            (
+                "[model]\npath = \"Cargo.toml\"\n[redis]\nurl = \"rediss://x:6380\"\ntls_ca = \"no-such.pem\"\n",
+                "no-such.pem is not a readable file",
             ),
             (
                 "[model]\npath = \"Cargo.toml\"\n[limits]\nmax_seq_jump = 0\n",

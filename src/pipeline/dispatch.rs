@@ -482,11 +482,14 @@ impl DispatchState {
         silent.sort_by_key(|(_, seq)| *seq);
         for key in silent {
             let f = self.in_flight.get_mut(&key).expect("listed above");
+            // A detector on another node first: when a node freezes, all its detectors fall
+            // silent together, and a copy sent to its neighbour would be lost with it.
+            let silent_node = f.detector.node();
             let Some(target) = self
                 .targets
                 .iter_mut()
                 .filter(|t| t.actor.get_id() != f.detector && t.held < limit)
-                .min_by_key(|t| t.held)
+                .min_by_key(|t| (t.actor.get_id().node() == silent_node, t.held))
             else {
                 return; // no detector free now: the next tick tries again
             };

@@ -213,7 +213,8 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, Input::Folder(_)) => Some(FOLDER_FPS),
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
-    let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, || {
+    let no_tls = crate::redis_conn::TlsFiles::default();
+    let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, &no_tls, || {
         format!(
             "Redis at {} cannot be used",
             crate::redis_conn::redact(&opts.redis_url)

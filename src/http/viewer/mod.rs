@@ -55,7 +55,7 @@ pub(crate) struct ViewerState {
 impl ViewerState {
     pub(crate) fn new(cfg: &Config, parts: crate::supervisor::Parts) -> anyhow::Result<Self> {
         Ok(Self {
-            redis: redis::Client::open(cfg.redis.url.as_str())?,
+            redis: crate::redis_conn::client(&cfg.redis.url, &cfg.redis.tls_files())?,
             channels: Channels::new(cfg.redis.channel_prefix.clone()),
             limits: FrameLimits {
                 max_message_bytes: cfg.limits.max_payload_bytes,
