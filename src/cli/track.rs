@@ -25,7 +25,7 @@ pub struct TrackArgs {
 }
 
 pub fn run(args: TrackArgs) -> anyhow::Result<()> {
-    let cfg = settings(&args)?;
+    let cfg = TrackerConfig::load(args.config.as_deref(), &args.set)?;
     let frames = if args.mot.as_os_str() == "-" {
         mot::read(std::io::stdin().lock())
     } else {
@@ -47,44 +47,4 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
         took.as_secs_f64() * 1000.0 / frame_count.max(1) as f64
     );
     Ok(())
-}
-
-/// `[tracker]` from the config file if given, with `--set` overrides, checked as a node does.
-fn settings(args: &TrackArgs) -> anyhow::Result<TrackerConfig> {
-    let mut table = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let mut file: toml::Table =
-                toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-            match file.remove("tracker") {
-                Some(toml::Value::Table(t)) => t,
-                Some(_) => anyhow::bail!("{}: [tracker] is not a table", path.display()),
-                None => toml::Table::new(),
-            }
-        }
-        None => toml::Table::new(),
-    };
-    for item in &args.set {
-        let (key, value) = item
-            .split_once('=')
-            .with_context(|| format!("--set {item:?}: want key=value"))?;
-        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .with_context(|| format!("--set {item:?}: {value:?} is not a TOML value"))?;
-        table.insert(key.trim().to_string(), value);
-    }
-    let cfg: TrackerConfig = toml::Value::Table(table).try_into().context("[tracker]")?;
-    cfg.validate().map_err(|problems| {
-        anyhow::anyhow!(
-            "[tracker]: {}",
-            problems
-                .iter()
-                .map(|(k, p)| format!("`{k}` {p}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    Ok(cfg)
 }

@@ -2,9 +2,11 @@
 //! are ByteTrack's, but for `new_track_score`: 0.3 instead of 0.6 (measured on the benchmark's
 //! sequences, BENCHMARKS.md: an object that enters partly hidden gets a track).
 
+use std::path::Path;
+
 use serde::Deserialize;
 
-use super::Problems;
+use super::{ConfigError, Problems};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -46,15 +48,41 @@ impl Default for TrackerConfig {
 }
 
 impl TrackerConfig {
-    /// Every problem, each with its key's path (for `kadr track`, which reads no other section).
-    pub fn validate(&self) -> Result<(), Vec<(String, String)>> {
-        let mut p = Problems::default();
-        self.check(&mut p);
-        if p.0.is_empty() {
-            Ok(())
-        } else {
-            Err(p.0)
+    /// `[tracker]` for `kadr track`: from a config file's section if given (else the
+    /// defaults), with `key=value` overrides applied as `kadr node --set` applies them, checked
+    /// as a node checks it.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        let shown = path.unwrap_or(Path::new("--set"));
+        let parse_error = |message: String| ConfigError::Parse {
+            path: shown.to_path_buf(),
+            message,
+        };
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let mut file: toml::Table =
+                    toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+                match file.remove("tracker") {
+                    Some(toml::Value::Table(t)) => t,
+                    Some(_) => return Err(parse_error("[tracker] is not a table".into())),
+                    None => toml::Table::new(),
+                }
+            }
+            None => toml::Table::new(),
+        };
+        for item in overrides {
+            super::apply_override(&mut table, item).map_err(parse_error)?;
         }
+        let cfg: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(format!("[tracker]: {e}")))?;
+        let mut p = Problems::default();
+        cfg.check(&mut p);
+        ConfigError::from_problems(shown, p.0)?;
+        Ok(cfg)
     }
 
     pub(super) fn check(&self, p: &mut Problems) {
@@ -117,5 +145,21 @@ mod tests {
         TrackerConfig::default().check(&mut p);
         assert!(p.0.is_empty(), "{:?}", p.0);
         assert!(toml::from_str::<TrackerConfig>("buffer = 3").is_err());
+    }
+
+    #[test]
+    fn kadr_track_takes_overrides_as_a_node_does_and_checks_them() {
+        let set = |items: &[&str]| {
+            let items: Vec<String> = items.iter().map(|s| s.to_string()).collect();
+            TrackerConfig::load(None, &items)
+        };
+        assert_eq!(set(&["lost_frames=60"]).unwrap().lost_frames, 60);
+        let bad = set(&["high_score=0.2", "low_score=0.3"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("tracker.low_score"), "{bad}");
+        assert!(set(&["nope=1"]).is_err());
+        assert!(set(&["lost_frames=-1"]).is_err());
+        assert!(set(&["lost_frames"]).is_err());
     }
 }
