@@ -24,6 +24,7 @@
 //! - [`client`]: publishers (camera, file, folder, video), a client's tally of a stream's output,
 //!   and `kadr bench-model`.
 //! - [`jpeg`]: JPEG markers, read without decoding.
+//! - [`placement`]: which source node reads which stream (pure; simulated in `loadtest/`).
 //!
 //! Inside the crate: the actors are in `pipeline`, under the `supervisor` tree a `node` starts;
 //! membership and the node-to-node wire are in `cluster`; the admin API and viewer in `http`;
@@ -53,6 +54,7 @@ mod task;
 #[cfg(test)]
 mod test_redis;
 
+pub use cluster::placement;
 pub use config::{Config, ConfigError, Purpose, TrackerConfig};
 pub use node::{raise_open_files_limit, Node};
 pub use node_stats::Stats;

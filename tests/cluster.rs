@@ -628,6 +628,49 @@ impl SourcePair {
     }
 }
 
+/// A peer frozen longer than ten heartbeats (a paused container, a stalled VM) has its session
+/// closed by the others, and both sides form a fresh one when it thaws: a session that carries
+/// no heartbeat would otherwise make ractor_cluster refuse every new connection between them.
+#[test]
+fn a_frozen_peer_s_session_is_closed_and_the_two_reconnect_when_it_thaws() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url);
+    let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+    let seed = format!("cluster.seeds=[\"127.0.0.1:{}\"]", ports[0]);
+    let mut n1 = NodeProcess::start(&config, "n1", ports[0], &[], COOKIE);
+    n1.wait_members(&["n1"], Duration::from_secs(60));
+    let mut n2 = NodeProcess::start(&config, "n2", ports[1], &[seed], COOKIE);
+    for n in [&mut n1, &mut n2] {
+        n.wait_members(&["n1", "n2"], Duration::from_secs(60));
+    }
+    let closed = |n: &NodeProcess| {
+        metric(
+            &n.get("/metrics").1,
+            "kadr_cluster_silent_sessions_closed_total",
+        )
+    };
+    assert_eq!(closed(&n1), 0);
+
+    // heartbeat_ms = 200: ten heartbeats are 2 s; freeze n2 for 4 s.
+    let pid = n2.child.id() as libc::pid_t;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(4));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+
+    assert!(closed(&n1) >= 1, "{}", n1.log());
+    assert!(n1
+        .log()
+        .contains("closing the session of a peer that sends no heartbeat"));
+    for n in [&mut n1, &mut n2] {
+        n.wait_members(&["n1", "n2"], Duration::from_secs(30));
+    }
+}
+
 #[test]
 fn a_standby_source_node_takes_over_and_reports_what_was_lost() {
     let (Some(model), Some(video)) = (common::model_384x640(), common::video("bigbuckbunny.mp4"))

@@ -150,6 +150,8 @@ struct Peer {
     heard: Instant,
     /// Set when its session closed.
     down_since: Option<Instant>,
+    /// When this node last closed its sessions with the peer for silence.
+    closed_silent: Option<Instant>,
 }
 
 struct Address {
@@ -177,6 +179,14 @@ pub(crate) struct Membership;
 
 /// Forgotten after this long without a heartbeat (seeds are never forgotten).
 const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// Heartbeats a peer may miss while its session stays open before that session is closed.
+///
+/// A session that carries no heartbeat is useless, and it is worse than none: ractor_cluster
+/// refuses every new connection from a peer it still has an authenticated session with, so
+/// after a freeze (a paused container, a stalled VM) the two sides could each keep a session
+/// the other had given up, and refuse each other's fresh ones for minutes. Closing it lets the
+/// next dial form a working one.
+const SILENT_SESSION_HEARTBEATS: u32 = 10;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 fn dial_backoff() -> Backoff {
@@ -262,6 +272,7 @@ impl Actor for Membership {
                 state.refresh_me();
                 state.send_heartbeats();
                 state.expire(now);
+                state.close_silent_sessions(now).await;
                 state.dial_due(&myself, now);
             }
             MembershipMsg::Dialled { address, result } => {
@@ -401,6 +412,7 @@ impl MembershipState {
                 info,
                 heard: now,
                 down_since: None,
+                closed_silent: None,
             },
         );
     }
@@ -410,6 +422,45 @@ impl MembershipState {
             .retain(|_, p| now.duration_since(p.heard) < FORGET_AFTER);
         self.addresses
             .retain(|_, a| a.seed || now.duration_since(a.seen) < FORGET_AFTER);
+    }
+
+    /// Close ractor_cluster's sessions with peers that have sent no heartbeat for
+    /// [`SILENT_SESSION_HEARTBEATS`] intervals (once per such interval).
+    async fn close_silent_sessions(&mut self, now: Instant) {
+        let limit = self.args.cfg.heartbeat() * SILENT_SESSION_HEARTBEATS;
+        let silent: Vec<String> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| now.duration_since(p.heard) >= limit)
+            .filter(|(_, p)| {
+                p.closed_silent
+                    .is_none_or(|t| now.duration_since(t) >= limit)
+            })
+            .map(|(name, p)| {
+                p.closed_silent = Some(now);
+                name.clone()
+            })
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        let Ok(sessions) = ractor::call_t!(self.args.server, NodeServerMessage::GetSessions, 500)
+        else {
+            return;
+        };
+        for session in sessions.values() {
+            let Some(peer) = &session.peer_name else {
+                continue;
+            };
+            // ractor_cluster names a peer `{name}@{host}`.
+            let name = peer.name.split('@').next().unwrap_or(&peer.name);
+            if silent.iter().any(|s| s == name) {
+                warn!(peer = %name, addr = %session.peer_addr, silent_s = limit.as_secs(),
+                      "closing the session of a peer that sends no heartbeat, so a new one can form");
+                session.actor.stop(Some("no heartbeat".into()));
+                self.args.stats.silent_sessions_closed.inc();
+            }
+        }
     }
 
     /// Dial every known address that has no live node behind it.

@@ -9,6 +9,7 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod membership;
+pub mod placement;
 pub(crate) mod tls;
 pub(crate) mod wire;
 

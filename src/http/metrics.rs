@@ -148,6 +148,11 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             stats.malformed.get(),
         ),
         (
+            "kadr_cluster_silent_sessions_closed_total",
+            "Sessions with peers closed because no heartbeat came through them.",
+            stats.silent_sessions_closed.get(),
+        ),
+        (
             "kadr_cluster_handshake_timeouts_total",
             "Connections to the cluster port closed for not authenticating in time.",
             stats.cluster_handshake_timeouts.get(),
