@@ -68,7 +68,8 @@ fn main() -> anyhow::Result<()> {
     let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let (cluster, joiners) = nodes.split_at(args.nodes);
 
-    let base = assign(&streams, cluster, args.load_factor);
+    let none = HashMap::new();
+    let base = assign(&none, &streams, cluster, args.load_factor);
     let mut shares: HashMap<&str, usize> = HashMap::new();
     for n in base.values() {
         *shares.entry(n).or_default() += 1;
@@ -81,12 +82,16 @@ fn main() -> anyhow::Result<()> {
         // Spread the leavers over the cluster.
         let gone = cluster[t * args.nodes / args.trials.min(args.nodes)];
         let fewer: Vec<&str> = cluster.iter().copied().filter(|n| *n != gone).collect();
-        leave_moved_max =
-            leave_moved_max.max(moved(&base, &assign(&streams, &fewer, args.load_factor)));
+        leave_moved_max = leave_moved_max.max(moved(
+            &base,
+            &assign(&base, &streams, &fewer, args.load_factor),
+        ));
         let mut more = cluster.to_vec();
         more.push(joiners[t]);
-        join_moved_max =
-            join_moved_max.max(moved(&base, &assign(&streams, &more, args.load_factor)));
+        join_moved_max = join_moved_max.max(moved(
+            &base,
+            &assign(&base, &streams, &more, args.load_factor),
+        ));
     }
     let report = Report {
         streams: args.streams,
