@@ -56,6 +56,7 @@ mod test_redis;
 
 pub use cluster::placement;
 pub use config::{Config, ConfigError, Purpose, TrackerConfig};
+pub use log_budget::LibraryLogBudget;
 pub use node::{raise_open_files_limit, Node};
 pub use node_stats::Stats;
 pub use pipeline::pool::PoolMsg;

@@ -2,15 +2,20 @@
 //! message (a junk frame, a junk connection) is logged for the first few of each kind in a
 //! window; the rest are only counted, and the next one logged after the window says how many
 //! were left out. The counters in `/metrics` keep the exact totals.
+//!
+//! The cluster library (ractor_cluster) logs about four lines of its own per junk connection
+//! to the cluster port; [`LibraryLogBudget`] holds those to the same budget per line of its
+//! source, and membership reports how many it left out.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Lines logged per kind and window.
 const PER_WINDOW: u32 = 5;
-const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 /// Kinds followed at once: past this, the oldest window is forgotten (keys could be made up).
 const MAX_KINDS: usize = 1024;
 
@@ -72,6 +77,79 @@ impl<K: Hash + Eq + Clone> LogBudget<K> {
         } else {
             spent.left_out += 1;
             Verdict::Quiet
+        }
+    }
+}
+
+/// Log lines of the cluster library left out, since the process started.
+static LIBRARY_LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn library_lines_left_out() -> u64 {
+    LIBRARY_LEFT_OUT.load(Ordering::Relaxed)
+}
+
+/// A `tracing` filter that holds the cluster library's events to a log budget per line of its
+/// source (the library's messages name a peer, so the text would make each one a new kind).
+/// Put it after the level filter, so that only events that would be written are counted:
+///
+/// ```no_run
+/// use tracing_subscriber::{filter::FilterExt, layer::SubscriberExt, util::SubscriberInitExt, Layer};
+/// let levels = tracing_subscriber::EnvFilter::new("info");
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::fmt::layer().with_filter(levels.and(kadr::LibraryLogBudget::new())))
+///     .init();
+/// ```
+pub struct LibraryLogBudget {
+    budget: LogBudget<tracing::callsite::Identifier>,
+}
+
+impl LibraryLogBudget {
+    const TARGET: &'static str = "ractor_cluster";
+
+    pub fn new() -> Self {
+        Self {
+            budget: LogBudget::new(),
+        }
+    }
+
+    fn from_library(meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_event() && meta.target().starts_with(Self::TARGET)
+    }
+}
+
+impl Default for LibraryLogBudget {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for LibraryLogBudget {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        if !Self::from_library(meta) {
+            return true;
+        }
+        match self.budget.check(&meta.callsite()) {
+            Verdict::Log { .. } => true,
+            Verdict::Quiet => {
+                LIBRARY_LEFT_OUT.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::from_library(meta) {
+            // Asked per event, so that each one is counted.
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
         }
     }
 }

@@ -7,12 +7,18 @@ mod cli;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,ort=warn".into()),
+    use tracing_subscriber::{
+        filter::FilterExt, layer::SubscriberExt, util::SubscriberInitExt, Layer,
+    };
+    let levels = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,ort=warn".into());
+    // The cluster library's own lines are held to a budget: junk connections cannot fill the log.
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(levels.and(kadr::LibraryLogBudget::new())),
         )
-        .with_writer(std::io::stderr)
         .init();
     match cli::run(cli::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

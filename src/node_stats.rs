@@ -86,6 +86,8 @@ pub struct Stats {
     pub late_results: Counter,
     /// Messages from peers that could not be decoded.
     pub malformed: Counter,
+    /// Connections to the cluster port closed during the cookie handshake.
+    pub cluster_handshakes_failed: Counter,
     /// Sessions with peers closed because no heartbeat came through them.
     pub silent_sessions_closed: Counter,
     /// Cluster port: connections closed unauthenticated at the handshake deadline, closed at

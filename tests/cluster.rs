@@ -1213,3 +1213,51 @@ fn three_thousand_idle_connections_leave_the_node_serving() {
     assert_eq!(n1.get_json("/health")["status"], "ok");
     drop(idle);
 }
+
+/// A flood of junk connections to the cluster port leaves a few lines per kind in the log, not
+/// five per connection, and the counts in `/metrics`.
+#[test]
+fn junk_connections_to_the_cluster_port_cannot_fill_the_log() {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url);
+    let port = common::free_port();
+    let mut n1 = NodeProcess::start(&config, "n1", port, &[], COOKIE);
+    n1.wait_members(&["n1"], Duration::from_secs(60));
+    let before = n1.log().lines().count();
+    for i in 0..600u32 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // A frame length far over the limit, or a short junk frame.
+        let junk: &[u8] = if i % 2 == 0 {
+            b"\xff\xff\xff\xffjunkjunk"
+        } else {
+            b"\x00\x00\x00\x08junkjunk"
+        };
+        let _ = s.write_all(junk);
+    }
+    // Every connection is answered and closed, counted as it goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (failed, left_out) = loop {
+        let m = n1.get("/metrics").1;
+        let failed = metric(&m, "kadr_cluster_handshakes_failed_total")
+            + metric(&m, "kadr_cluster_connections_refused_total");
+        let left_out = metric(&m, "kadr_log_lines_left_out_total");
+        if failed >= 300 && left_out > 0 {
+            break (failed, left_out);
+        }
+        assert!(Instant::now() < deadline, "{m}\n{}", n1.log());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let added = n1.log().lines().count() - before;
+    eprintln!("{failed} junk connections counted, {left_out} library lines left out, {added} lines logged");
+    assert!(
+        added < 80,
+        "{added} lines for 600 junk connections:\n{}",
+        n1.log()
+    );
+    // And the node still serves.
+    assert_eq!(n1.get_json("/health")["status"], "ok");
+}

@@ -21,6 +21,7 @@ use super::tls::Tls;
 use super::{wire, MEMBERS};
 use crate::backoff::Backoff;
 use crate::config::{Config, Role};
+use crate::log_budget::{self, LogBudget, Verdict};
 use crate::model::Backend;
 use crate::node_stats::Stats;
 use crate::protocol::now_us;
@@ -173,6 +174,10 @@ pub(crate) struct MembershipState {
     last_rate_sample: (u64, Instant),
     /// Dials in progress; they end with this actor.
     dials: TaskSet,
+    /// Failed handshakes logged, per peer IP address.
+    handshake_logs: LogBudget<String>,
+    /// ractor_cluster's log lines left out so far, and when that was last reported.
+    library_left_out: (u64, Instant),
 }
 
 pub(crate) struct Membership;
@@ -254,6 +259,8 @@ impl Actor for Membership {
             args,
             last_rate_sample: (0, now),
             dials: TaskSet::default(),
+            handshake_logs: LogBudget::new(),
+            library_left_out: (log_budget::library_lines_left_out(), now),
         };
         state.dial_due(&myself, now);
         Ok(state)
@@ -273,6 +280,7 @@ impl Actor for Membership {
                 state.send_heartbeats();
                 state.expire(now);
                 state.close_silent_sessions(now).await;
+                state.report_library_left_out(now);
                 state.dial_due(&myself, now);
             }
             MembershipMsg::Dialled { address, result } => {
@@ -304,10 +312,18 @@ impl Actor for Membership {
                 if authenticated {
                     warn!(peer = ?name, %peer_addr, "peer disconnected");
                 } else {
+                    // Anyone who can reach the cluster port can cause this once per
+                    // connection: counted always, logged a few times a window per address.
+                    state.args.stats.cluster_handshakes_failed.inc();
                     let problem = format!(
                         "{peer_addr}: closed the connection during the handshake (a different cluster.cookie, or TLS on one side only)"
                     );
-                    warn!("{problem}");
+                    let ip = peer_addr
+                        .rsplit_once(':')
+                        .map_or(peer_addr.as_str(), |(ip, _)| ip);
+                    if let Verdict::Log { left_out } = state.handshake_logs.check(&ip.to_string()) {
+                        warn!(left_out, "{problem}");
+                    }
                     state.join.problem(problem);
                 }
                 // ractor_cluster names a peer `{name}@{host}`.
@@ -461,6 +477,23 @@ impl MembershipState {
                 self.args.stats.silent_sessions_closed.inc();
             }
         }
+    }
+
+    /// Say, at most once per log window, how many of ractor_cluster's lines were left out
+    /// ([`log_budget::LibraryLogBudget`]): junk connections make several each.
+    fn report_library_left_out(&mut self, now: Instant) {
+        let (reported, at) = self.library_left_out;
+        if now.duration_since(at) < log_budget::WINDOW {
+            return;
+        }
+        let total = log_budget::library_lines_left_out();
+        if total > reported {
+            warn!(
+                left_out = total - reported,
+                "cluster library log lines left out (repeated lines, as junk connections to the cluster port cause); kadr_log_lines_left_out_total counts them"
+            );
+        }
+        self.library_left_out = (total, now);
     }
 
     /// Dial every known address that has no live node behind it.

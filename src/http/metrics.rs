@@ -148,6 +148,16 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             stats.malformed.get(),
         ),
         (
+            "kadr_cluster_handshakes_failed_total",
+            "Connections to the cluster port closed during the cookie handshake (a wrong cookie, junk).",
+            stats.cluster_handshakes_failed.get(),
+        ),
+        (
+            "kadr_log_lines_left_out_total",
+            "Repeated log lines of the cluster library left out (logged a few per kind every 10 s).",
+            crate::log_budget::library_lines_left_out(),
+        ),
+        (
             "kadr_cluster_silent_sessions_closed_total",
             "Sessions with peers closed because no heartbeat came through them.",
             stats.silent_sessions_closed.get(),
