@@ -109,10 +109,13 @@ pub(crate) fn client(url: &str, tls: &TlsFiles<'_>) -> anyhow::Result<redis::Cli
 /// Why a connection failed, in the operator's words.
 pub(crate) fn describe(e: &RedisError) -> String {
     let detail = e.to_string();
-    if e.kind() == ErrorKind::AuthenticationFailed
+    if detail.contains("NOPERM") {
+        format!(
+            "Redis's ACL does not let this user do that (grant what docs/configuration.md lists under redis.url; a channel pattern must be granted exactly): {detail}"
+        )
+    } else if e.kind() == ErrorKind::AuthenticationFailed
         || detail.contains("WRONGPASS")
         || detail.contains("NOAUTH")
-        || detail.contains("NOPERM")
     {
         format!(
             "Redis refused the credentials (check the user and password in redis.url): {detail}"
@@ -140,6 +143,23 @@ pub async fn subscribe(
     patterns: &[&str],
 ) -> anyhow::Result<redis::aio::PubSub> {
     let subscribed = async {
+        // The pub/sub connection does not surface a refused (P)SUBSCRIBE (a Redis ACL without
+        // the channel or the exact pattern): it would wait, subscribed to nothing, for ever.
+        // Ask once on a throwaway connection, which does.
+        let mut probe = client.get_multiplexed_async_connection().await?;
+        for c in channels {
+            redis::cmd("SUBSCRIBE")
+                .arg(*c)
+                .query_async::<redis::Value>(&mut probe)
+                .await?;
+        }
+        for p in patterns {
+            redis::cmd("PSUBSCRIBE")
+                .arg(*p)
+                .query_async::<redis::Value>(&mut probe)
+                .await?;
+        }
+        drop(probe);
         let mut pubsub = client.get_async_pubsub().await?;
         for c in channels {
             pubsub.subscribe(*c).await?;

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use kadr::protocol::{encode_frame, ErrorMessage, GapReason, OutputMessage, Transport, FLAG_KEEP};
+use kadr::protocol::{
+    encode_frame, ErrorMessage, GapReason, OutputMessage, Transport, FLAG_KEEP, FRAME_FIELD,
+};
 use kadr::Node;
 use kadr::PoolMsg;
 
@@ -1858,3 +1860,134 @@ async fn over_streams_a_redis_restart_with_aof_loses_no_frame() {
     assert_eq!(seqs, expected, "{}", t.node.stats());
     t.stop().await;
 }
+
+/// The node as a Redis ACL user with only the commands docs/configuration.md lists, on its
+/// prefix's keys and channels only, and a camera user that may only add frames: a stream goes
+/// through over pub/sub and over Redis Streams, and the node's user cannot touch another
+/// prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_runs_as_an_acl_user_with_only_the_documented_commands() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let keys = format!("~{prefix}:*");
+    let channels = format!("&{prefix}:*");
+    let frame_keys = format!("~{prefix}:frames:*");
+    let frame_channels = format!("&{prefix}:frames:*");
+    let mut settings = vec![
+        "--appendonly",
+        "no",
+        "--user",
+        "kadr-node",
+        "on",
+        ">node-pass",
+    ];
+    // A PSUBSCRIBE pattern must be granted exactly, not merely covered by a wider one.
+    settings.extend([
+        keys.as_str(),
+        channels.as_str(),
+        frame_channels.as_str(),
+        "-@all",
+    ]);
+    settings.extend(NODE_COMMANDS);
+    settings.extend(["--user", "camera", "on", ">camera-pass"]);
+    settings.extend([
+        frame_keys.as_str(),
+        frame_channels.as_str(),
+        "-@all",
+        "+publish",
+        "+xadd",
+    ]);
+    let redis = common::Redis::start_with(&settings);
+    if !redis.owned() {
+        common::skip("REDIS_URL is set: this test needs a redis-server of its own, with ACL users");
+        return;
+    }
+    let port = redis.url.rsplit(':').next().unwrap().to_string();
+    let node_url = format!("redis://kadr-node:node-pass@127.0.0.1:{port}");
+    let cfg = common::single_node_config(&model, &node_url, &prefix, "[detector]\npool_size = 1\n");
+    let mut t = TestNode::start_configured(redis, prefix.clone(), &cfg, "acl").await;
+    // The camera publishes as its own user.
+    let camera =
+        redis::Client::open(format!("redis://camera:camera-pass@127.0.0.1:{port}")).unwrap();
+    let mut camera = camera.get_multiplexed_async_connection().await.unwrap();
+    let channel = t.frames_channel();
+    for (seq, transport) in [(0u64, "PUBLISH"), (1, "PUBLISH"), (2, "XADD"), (3, "XADD")] {
+        let mut msg = Vec::new();
+        encode_frame(
+            &mut msg,
+            "acl",
+            seq,
+            kadr::protocol::now_us(),
+            FLAG_KEEP,
+            &jpeg,
+        );
+        let sent: redis::RedisResult<redis::Value> = if transport == "PUBLISH" {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(msg)
+                .query_async(&mut camera)
+                .await
+        } else {
+            redis::cmd("XADD")
+                .arg(&channel)
+                .arg("*")
+                .arg(FRAME_FIELD)
+                .arg(msg)
+                .query_async(&mut camera)
+                .await
+        };
+        sent.unwrap();
+        // The pub/sub frames first, then the stream's (the source reads both).
+        if seq == 1 {
+            let out = t.collect(2, 0, Duration::from_secs(60)).await;
+            assert_eq!(check_order(&out.messages, 0), (2, vec![]));
+        }
+    }
+    let out = t.collect(2, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 2), (2, vec![]));
+
+    // Nothing was refused on the way: Redis logs every ACL denial.
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let denials: Vec<redis::Value> = redis::cmd("ACL")
+        .arg("LOG")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(denials.is_empty(), "ACL denials: {denials:?}");
+    // And the camera may not read anything.
+    let read: redis::RedisResult<Option<String>> = redis::cmd("GET")
+        .arg(format!("{prefix}:last-seq:acl"))
+        .query_async(&mut camera)
+        .await;
+    assert!(read.is_err());
+    t.stop().await;
+}
+
+/// What docs/configuration.md (`redis.url`) says the node's Redis user needs.
+const NODE_COMMANDS: [&str; 22] = [
+    "+psubscribe",
+    "+punsubscribe",
+    "+subscribe",
+    "+unsubscribe",
+    "+publish",
+    "+ping",
+    "+get",
+    "+set",
+    "+mget",
+    "+exists",
+    "+pexpire",
+    "+expire",
+    "+del",
+    "+scan",
+    "+eval",
+    "+evalsha",
+    "+xgroup",
+    "+xreadgroup",
+    "+xautoclaim",
+    "+xack",
+    "+xadd",
+    "+script|load",
+];
