@@ -66,6 +66,17 @@ if one and two:
     print(f"| {two['label']} | {two['delivered_fps']} | {two['latency_ms_p50']} | {two['delivered_fps'] / max(one['delivered_fps'], 1e-9):.2f} |")
 print()
 
+# Ingress: the source node's CPU per frame, its detectors on another node.
+runs = [r for r in (load("ingress-30.json"), load("ingress-saturated.json")) if r]
+if runs:
+    print("| ingress (source node alone, detectors on another node, KEEP) | published | detected | delivered fps | source node cores | source CPU ms per frame | frames/s one core of ingress could take |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in runs:
+        per_frame = 1000 * r["nodes_cpu_cores"] / max(r["delivered_fps"], 1e-9)
+        print(f"| {r['label']} | {r['published']} | {r['detected']} | {r['delivered_fps']} | {r['nodes_cpu_cores']} "
+              f"| {per_frame:.2f} | {1000 / max(per_frame, 1e-9):.0f} |")
+    print()
+
 # Live: freshness when detection is slower than the cameras (issue 18's targets).
 for variant, what in (("nobf16", "a CPU acting without bf16 (KADR_CPU_FLAGS='': fp32)"), ("defaults", "the shipped defaults")):
     b = load(f"live-{variant}.bench.json")

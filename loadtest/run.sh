@@ -3,7 +3,7 @@
 #
 #   loadtest/run.sh [SECONDS] [SECTION...]   # SECONDS per 30 fps load run (default 60)
 #
-# SECTIONs (default: all, in this order): peer configs streams scaling live transports tracking
+# SECTIONs (default: all, in this order): peer configs streams scaling ingress live transports tracking
 #
 # 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
 #    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 trap 'echo "run.sh: stopped: \"$BASH_COMMAND\" failed (line $LINENO, status $?)" >&2' ERR
 SECONDS_PER_RUN=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
-SECTIONS=${*:-peer configs streams scaling live transports tracking}
+SECTIONS=${*:-peer configs streams scaling ingress live transports tracking}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
 STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
@@ -139,6 +139,22 @@ $LOAD --fps 60 --seconds 30 --node-pid "$ONE" "$TWO" --label "2 nodes, cores 0 a
 stop_nodes
 }
 want scaling && run_scaling
+
+# --- 4b. Ingress: what a source node spends per frame when its detectors are elsewhere. A
+# source-only node (source, sequencer) and a detector-only node; every frame KEEP, offered at
+# 30 fps (all detected) and at SATURATE fps; only the source node's CPU is measured.
+run_ingress() {
+echo "== ingress" >&2
+start_node src - --set 'node.roles=["source", "sequencer"]' "${NODE_PORTS[@]}"
+SRC=$LAST_PID
+start_node det - --set 'node.roles=["detector"]' --set cluster.listen=127.0.0.1:7411 \
+    --set admin.listen=127.0.0.1:7511 --set 'cluster.seeds=["127.0.0.1:7410"]'
+sleep 2
+$LOAD --fps 30 --keep --seconds "$SECONDS_PER_RUN" --node-pid "$SRC" --label "source node, detectors elsewhere, 30 fps" --json "$OUT/ingress-30.json" >/dev/null
+$LOAD --fps "$SATURATE" --keep --seconds 30 --node-pid "$SRC" --label "source node, detectors elsewhere, saturated" --json "$OUT/ingress-saturated.json" >/dev/null
+stop_nodes
+}
+want ingress && run_ingress
 
 # --- 5. Live: cameras faster than the detectors, many slow cameras in step, and a camera the
 # node keeps up with. Each on a CPU acting without bf16 (KADR_CPU_FLAGS=: fp32, about the

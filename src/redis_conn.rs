@@ -79,6 +79,36 @@ pub(crate) struct TlsFiles<'a> {
     pub key: Option<&'a Path>,
 }
 
+/// The TLS files a client of `rediss://` gives (`kadr publish --redis-ca ...`): Redis's CA
+/// (default: the system's trusted roots), and a client certificate and key where Redis asks for
+/// one.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl RedisTls {
+    pub(crate) fn files(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            ca: self.ca.as_deref(),
+            cert: self.cert.as_deref(),
+            key: self.key.as_deref(),
+        }
+    }
+
+    /// A client for `url` with these files (checked: a cert needs its key, and the reverse).
+    pub fn client(&self, url: &str) -> anyhow::Result<redis::Client> {
+        if self.cert.is_some() != self.key.is_some() {
+            anyhow::bail!(
+                "a client certificate and its key go together (--redis-cert and --redis-key)"
+            );
+        }
+        client(url, &self.files())
+    }
+}
+
 /// A client for `url`, with the TLS files given for `rediss://`.
 pub(crate) fn client(url: &str, tls: &TlsFiles<'_>) -> anyhow::Result<redis::Client> {
     let invalid = || anyhow!("{} is not a valid Redis URL", redact(url));

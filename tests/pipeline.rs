@@ -1047,27 +1047,37 @@ async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carr
     assert_eq!((w, h), (1280, 720));
 
     let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "forged").await;
-    t.publish(0, FLAG_KEEP, &jpeg).await;
+    // Before the stream is registered, a refused image is only an error: the stream's output
+    // starts at its first good frame, 1.
+    t.publish(0, FLAG_KEEP, &huge).await;
+    t.publish(1, FLAG_KEEP, &jpeg).await;
     for seq in [u64::MAX - 10, u64::MAX, kadr::protocol::MAX_SEQ + 1] {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
-    t.publish(1, FLAG_KEEP, &huge).await;
-    for seq in 2..4 {
+    // After, it takes its place as a `failed` gap.
+    t.publish(2, FLAG_KEEP, &huge).await;
+    for seq in 3..5 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
     }
     // A 12-bit JPEG (the same header with 12 for its sample precision): refused from its header.
     let mut twelve_bit = jpeg.clone();
     twelve_bit[at + 4] = 12;
-    t.publish(4, FLAG_KEEP, &twelve_bit).await;
-    t.publish(5, FLAG_KEEP, &jpeg).await;
-    let out = t.collect(6, 5, Duration::from_secs(60)).await;
+    t.publish(5, FLAG_KEEP, &twelve_bit).await;
+    t.publish(6, FLAG_KEEP, &jpeg).await;
+    let out = t.collect(6, 6, Duration::from_secs(60)).await;
     let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
     assert_eq!(
         codes.iter().filter(|&&c| c == "bad_seq").count(),
         3,
         "{codes:?}"
     );
-    assert!(codes.contains(&"image_too_large"), "{codes:?}");
+    let too_large: Vec<Option<u64>> = out
+        .errors
+        .iter()
+        .filter(|e| e.code == "image_too_large")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(too_large, vec![Some(0), Some(2)], "{codes:?}");
     assert!(
         out.errors
             .iter()
@@ -1075,8 +1085,9 @@ async fn forged_sequence_numbers_and_frame_sizes_are_refused_and_the_stream_carr
         "{:?}",
         out.errors
     );
-    // Seqs 1 and 4 took their places in the stream and are accounted for as failed frames.
-    let (detected, gaps) = check_order(&out.messages, 0);
+    // Seqs 2 and 5 took their places in the stream and are accounted for as failed frames;
+    // seq 0 left only its error.
+    let (detected, gaps) = check_order(&out.messages, 1);
     assert_eq!(detected, 4, "{gaps:?}");
     assert_eq!(gaps, vec![(GapReason::Failed, 1), (GapReason::Failed, 1)]);
     // Counted by code (only a few of each are logged).
@@ -1220,6 +1231,91 @@ async fn a_node_reaches_redis_over_tls_and_refuses_a_certificate_it_cannot_trust
     }
     let out = t.collect(3, 0, Duration::from_secs(60)).await;
     assert_eq!(check_order(&out.messages, 0), (3, vec![]));
+
+    // The clients over TLS too: `kadr subscribe` and `kadr publish` with --redis-ca.
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let frames = dir.join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for i in 0..3 {
+        std::fs::write(frames.join(format!("{i}.jpg")), &jpeg).unwrap();
+    }
+    let client_args = |ca: &str| -> Vec<String> {
+        vec![
+            "--redis-url".into(),
+            url.clone(),
+            "--redis-ca".into(),
+            path(ca),
+            "--prefix".into(),
+            t.prefix.clone(),
+        ]
+    };
+    let ready = dir.join("subscribed");
+    let summary = dir.join("summary.json");
+    let subscriber = common::kadr()
+        .args([
+            "subscribe",
+            "--stream",
+            "tls-cli",
+            "--count",
+            "3",
+            "--quiet",
+        ])
+        .args(client_args("ca.pem"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--summary-json")
+        .arg(&summary)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "kadr subscribe over TLS did not subscribe"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let published = common::kadr()
+        .args([
+            "publish",
+            "--stream",
+            "tls-cli",
+            "--fast",
+            "--keep-all",
+            "--source-size",
+        ])
+        .arg("--input")
+        .arg(&frames)
+        .args(client_args("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let done = subscriber.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(summary["detected"], 3, "{summary}");
+    // A client that cannot trust Redis's certificate says so.
+    let refused = common::kadr()
+        .args(["publish", "--stream", "tls-cli", "--fast", "--source-size"])
+        .arg("--input")
+        .arg(&frames)
+        .args(client_args("other-ca.pem"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(why.contains("certificate"), "{why}");
     t.stop().await;
 }
 

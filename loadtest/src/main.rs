@@ -31,6 +31,14 @@ use kadr::protocol::{
 struct Args {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// For `rediss://`: the CA that signed Redis's certificate, and a client certificate and
+    /// key where Redis asks for one (PEM).
+    #[arg(long, env = "REDIS_CA")]
+    redis_ca: Option<PathBuf>,
+    #[arg(long, env = "REDIS_CERT")]
+    redis_cert: Option<PathBuf>,
+    #[arg(long, env = "REDIS_KEY")]
+    redis_key: Option<PathBuf>,
     #[arg(long, default_value = "kadr")]
     prefix: String,
     /// Video to take frames from (encoded once to 1280x720 JPEG, then looped).
@@ -195,7 +203,12 @@ async fn main() -> anyhow::Result<()> {
     let run = now_us() % 1_000_000;
     let names: Vec<String> = (0..args.streams).map(|s| format!("lt{run}-{s}")).collect();
     let channels = Channels::new(args.prefix.clone());
-    let client = redis::Client::open(args.redis_url.as_str())?;
+    let client = kadr::RedisTls {
+        ca: args.redis_ca.clone(),
+        cert: args.redis_cert.clone(),
+        key: args.redis_key.clone(),
+    }
+    .client(&args.redis_url)?;
     let tallies: Tallies = Arc::new(Mutex::new(
         names
             .iter()
@@ -334,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
         publish_retries: counts.retries.load(Ordering::Relaxed),
         unheard: counts.unheard.load(Ordering::Relaxed),
         machine_cpu_percent: round1(cpu.0),
-        nodes_cpu_cores: (cpu.1 * 100.0).round() / 100.0,
+        nodes_cpu_cores: (cpu.1 * 10_000.0).round() / 10_000.0,
         nodes_rss_mib: (!rss.is_empty()).then(|| {
             let min = rss.iter().copied().fold(f64::MAX, f64::min);
             let max = rss.iter().copied().fold(0.0, f64::max);

@@ -43,8 +43,27 @@ pub enum Command {
 pub struct RedisArgs {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// For `rediss://`: the CA that signed Redis's certificate (PEM; default: the system's
+    /// trusted roots).
+    #[arg(long, env = "REDIS_CA")]
+    pub redis_ca: Option<std::path::PathBuf>,
+    /// For `rediss://` where Redis asks for a client certificate: the certificate and its key (PEM).
+    #[arg(long, env = "REDIS_CERT")]
+    pub redis_cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "REDIS_KEY")]
+    pub redis_key: Option<std::path::PathBuf>,
     #[arg(long, default_value = "kadr")]
     pub prefix: String,
+}
+
+impl RedisArgs {
+    pub fn tls(&self) -> kadr::RedisTls {
+        kadr::RedisTls {
+            ca: self.redis_ca.clone(),
+            cert: self.redis_cert.clone(),
+            key: self.redis_key.clone(),
+        }
+    }
 }
 
 /// Run the subcommand given on the command line.

@@ -87,6 +87,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let opts = PublishOptions {
         input: Input::parse(&args.input)?,
         stream: args.stream,
+        redis_tls: args.redis.tls(),
         redis_url: args.redis.redis_url,
         prefix: args.redis.prefix,
         size,

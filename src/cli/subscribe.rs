@@ -138,7 +138,7 @@ impl Results {
 
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     let channels = Channels::new(args.redis.prefix.clone());
-    let client = redis::Client::open(args.redis.redis_url.as_str())?;
+    let client = args.redis.tls().client(&args.redis.redis_url)?;
     let detections_channel = channels.detections(&args.stream);
     let errors_channel = channels.errors(&args.stream);
     let unusable = || {

@@ -43,6 +43,8 @@ pub struct PublishOptions {
     pub input: Input,
     pub stream: String,
     pub redis_url: String,
+    /// For `rediss://`.
+    pub redis_tls: crate::redis_conn::RedisTls,
     pub prefix: String,
     /// Frame size (letterboxed); `None` keeps the source's.
     pub size: Option<(u32, u32)>,
@@ -213,8 +215,11 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, Input::Folder(_)) => Some(FOLDER_FPS),
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
-    let no_tls = crate::redis_conn::TlsFiles::default();
-    let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, &no_tls, || {
+    if opts.redis_tls.cert.is_some() != opts.redis_tls.key.is_some() {
+        bail!("a client certificate and its key go together (--redis-cert and --redis-key)");
+    }
+    let tls = opts.redis_tls.files();
+    let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, &tls, || {
         format!(
             "Redis at {} cannot be used",
             crate::redis_conn::redact(&opts.redis_url)
