@@ -16,6 +16,7 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::placement::LiveSources;
 use crate::cluster::{self, Cluster};
 use crate::config::{Config, Role};
 use crate::http::admin::{self, AdminHandles};
@@ -23,6 +24,7 @@ use crate::model::Backend;
 use crate::node_stats::Stats;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{PoolArgs, PoolMsg, PoolStatus};
+use crate::pipeline::stream_leases::StreamLeases;
 use crate::protocol::Channels;
 use crate::supervisor::{self, IngressArgs, NodeArgs, NodeMsg, Parts};
 use crate::task::OwnedTask;
@@ -42,6 +44,8 @@ pub struct Node {
     failed: watch::Receiver<Option<String>>,
     /// The source lease (source role), released once a shutdown has published everything.
     lease: Option<Lease>,
+    /// With `cluster.stream_leases`, the streams' leases instead, released the same way.
+    stream_leases: Option<Arc<StreamLeases>>,
     admin: Option<admin::Server>,
 }
 
@@ -75,6 +79,7 @@ impl Node {
         } else {
             None
         };
+        let live_sources = LiveSources::default();
         let ingress = if cfg.node.has(Role::Source) {
             let (client, conn) = connect_redis(cfg).await?;
             let lease = Lease::new(
@@ -83,6 +88,15 @@ impl Node {
                 &cfg.node.name,
                 cfg.source_lease(),
             );
+            let stream_leases = cfg.cluster.stream_leases.then(|| {
+                Arc::new(StreamLeases::new(
+                    conn.clone(),
+                    Channels::new(cfg.redis.channel_prefix.clone()),
+                    &cfg.node.name,
+                    cfg.source_lease(),
+                    live_sources.clone(),
+                ))
+            });
             Some(IngressArgs {
                 cfg: Arc::new(cfg.clone()),
                 node: name.clone(),
@@ -90,15 +104,23 @@ impl Node {
                 client,
                 conn,
                 lease,
+                stream_leases,
                 stats: stats.clone(),
             })
         } else {
             None
         };
         let lease = ingress.as_ref().map(|i| i.lease.clone());
+        let stream_leases = ingress.as_ref().and_then(|i| i.stream_leases.clone());
         let (failed_tx, failed) = watch::channel(None);
-        let cluster =
-            Cluster::start(cfg, stats.clone(), backend.clone(), failed_tx.clone()).await?;
+        let cluster = Cluster::start(
+            cfg,
+            stats.clone(),
+            backend.clone(),
+            failed_tx.clone(),
+            live_sources,
+        )
+        .await?;
         let pool = cfg.node.has(Role::Detector).then(|| PoolArgs {
             node: name.clone(),
             scope: scope.clone(),
@@ -130,6 +152,7 @@ impl Node {
             stopping,
             failed,
             lease,
+            stream_leases,
             admin: None,
         };
         if let Some(listener) = admin_listener {
@@ -216,16 +239,30 @@ impl Node {
             // Hold the lease while the frames inside are finished and published, then give it
             // up so that a standby takes over at once, after the last of them.
             // Owned: if this shutdown times out, dropping it stops the renewing too.
-            let renewing = self.lease.clone().map(|l| {
-                OwnedTask::spawn(async move {
-                    l.renew_until_lost().await;
-                })
-            });
+            let renewing = match &self.stream_leases {
+                Some(leases) => {
+                    let leases = leases.clone();
+                    Some(OwnedTask::spawn(async move {
+                        let mut tick = tokio::time::interval(leases.ttl() / 3);
+                        loop {
+                            tick.tick().await;
+                            leases.renew_held().await;
+                        }
+                    }))
+                }
+                None => self.lease.clone().map(|l| {
+                    OwnedTask::spawn(async move {
+                        l.renew_until_lost().await;
+                    })
+                }),
+            };
             ingress.drain_and_stop(None, drain).await;
             if let Some(task) = renewing {
                 task.stop().await;
             }
-            if let Some(mut lease) = self.lease.clone() {
+            if let Some(leases) = &self.stream_leases {
+                leases.release_all().await;
+            } else if let Some(mut lease) = self.lease.clone() {
                 lease.release().await;
             }
         }

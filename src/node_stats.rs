@@ -97,6 +97,10 @@ pub struct Stats {
     pub cluster_accept_errors: Counter,
     /// Frames this node's detectors finished.
     pub inferences: Counter,
+    /// Gauge: streams whose lease this node holds (`cluster.stream_leases`).
+    pub streams_held: Counter,
+    /// Frames of streams another source node reads, left alone (`cluster.stream_leases`).
+    pub frames_elsewhere: Counter,
     /// Gauge: frames its detectors finished per second over the last heartbeat, in tenths.
     pub detect_fps_tenths: Counter,
     /// Gauges: this node's detectors, those busy now; detectors in the cluster this node's

@@ -346,6 +346,11 @@ impl Channels {
     pub fn source_lease_key(&self) -> String {
         format!("{}:source-lease", self.prefix)
     }
+    /// Key of a stream's own lease (with `cluster.stream_leases`): the source node holding it
+    /// reads and sequences the stream.
+    pub fn stream_lease_key(&self, stream: &str) -> String {
+        format!("{}:lease:{stream}", self.prefix)
+    }
     /// The stream part of a frames channel, as raw bytes (a channel need not be UTF-8).
     pub fn stream_of<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
         channel
@@ -408,6 +413,13 @@ impl OutputMessage {
         match self {
             Self::Detections(d) => d.epoch,
             Self::Gap(g) => g.epoch,
+        }
+    }
+
+    pub fn stream(&self) -> &str {
+        match self {
+            Self::Detections(d) => &d.stream,
+            Self::Gap(g) => &g.stream,
         }
     }
 }

@@ -47,6 +47,7 @@ use crate::pipeline::pool::{Pool, PoolArgs, PoolMsg};
 use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::pipeline::source::StreamsReading;
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
+use crate::pipeline::stream_leases::StreamLeases;
 use crate::protocol::Channels;
 use crate::task::{stopped_child, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 
@@ -157,6 +158,8 @@ pub(crate) struct IngressArgs {
     /// Kept across restarts: the new source renews the old one's lease instead of waiting
     /// for it to run out (or losing the stream to a standby).
     pub lease: Lease,
+    /// With `cluster.stream_leases`: a lease per stream instead (kept across restarts too).
+    pub stream_leases: Option<Arc<StreamLeases>>,
     pub stats: Arc<Stats>,
 }
 
@@ -369,7 +372,10 @@ async fn spawn_ingress(
             egress: Egress::new(
                 args.conn.clone(),
                 channels.clone(),
-                args.lease.fence(),
+                match &args.stream_leases {
+                    Some(leases) => leases.fence(),
+                    None => args.lease.fence(),
+                },
                 cfg.redis.results_maxlen,
                 args.stats.clone(),
             ),
@@ -408,6 +414,7 @@ async fn spawn_ingress(
         SourceArgs {
             redis: args.client.clone(),
             lease: args.lease.clone(),
+            stream_leases: args.stream_leases.clone(),
             channels,
             limits: cfg.frame_limits(),
             keep_all_frames: cfg.limits.keep_all_frames,

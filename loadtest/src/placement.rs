@@ -43,6 +43,8 @@ struct Report {
     /// Most streams moved by one node leaving, over the ideal (streams / nodes).
     leave_moved_max: usize,
     leave_moved_over_ideal: f64,
+    /// Most streams moved by one node leaving that were not its own (0: only its own move).
+    leave_moved_not_its_own: usize,
     /// Most streams moved by one node joining, over the ideal (streams / (nodes + 1)).
     join_moved_max: usize,
     join_moved_over_ideal: f64,
@@ -77,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     let largest_share = shares.values().copied().max().unwrap_or(0);
     let mean_share = args.streams as f64 / args.nodes as f64;
 
-    let (mut leave_moved_max, mut join_moved_max) = (0, 0);
+    let (mut leave_moved_max, mut join_moved_max, mut not_its_own) = (0, 0, 0);
     for t in 0..args.trials.min(args.nodes) {
         // Spread the leavers over the cluster.
         let gone = cluster[t * args.nodes / args.trials.min(args.nodes)];
@@ -102,13 +104,14 @@ fn main() -> anyhow::Result<()> {
         largest_over_mean: largest_share as f64 / mean_share,
         leave_moved_max,
         leave_moved_over_ideal: leave_moved_max as f64 / mean_share,
+        leave_moved_not_its_own: not_its_own,
         join_moved_max,
         join_moved_over_ideal: join_moved_max as f64
             / (args.streams as f64 / (args.nodes + 1) as f64),
     };
     println!(
         "{} streams over {} nodes (load factor {}): largest share {} = {:.2}x the mean {:.1}; \
-         one node leaving moves at most {} = {:.2}x the ideal; one joining, {} = {:.2}x",
+         one node leaving moves at most {} = {:.2}x the ideal ({} not its own); one joining, {} = {:.2}x",
         report.streams,
         report.nodes,
         report.load_factor,
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         report.mean_share,
         report.leave_moved_max,
         report.leave_moved_over_ideal,
+        report.leave_moved_not_its_own,
         report.join_moved_max,
         report.join_moved_over_ideal
     );

@@ -53,6 +53,9 @@ pub(crate) struct NodeInfo {
     /// Frames its detectors finished per second, over the last heartbeat interval.
     #[serde(default)]
     pub detect_fps: f64,
+    /// Streams whose lease it holds (`cluster.stream_leases`).
+    #[serde(default)]
+    pub streams_held: u64,
 }
 
 /// One node as the admin API shows it.
@@ -144,6 +147,8 @@ pub(crate) struct MembershipArgs {
     pub stats: Arc<Stats>,
     /// What runs this node's detectors, if it has any.
     pub backend: Option<Backend>,
+    /// Written each heartbeat: the live source nodes (for per-stream leases).
+    pub live_sources: super::placement::LiveSources,
 }
 
 struct Peer {
@@ -232,6 +237,7 @@ impl Actor for Membership {
             peers: Vec::new(),
             backend: args.backend.clone(),
             detect_fps: 0.0,
+            streams_held: 0,
         };
         let now = Instant::now();
         let addresses = cfg
@@ -279,6 +285,7 @@ impl Actor for Membership {
                 state.refresh_me();
                 state.send_heartbeats();
                 state.expire(now);
+                state.publish_live_sources(now);
                 state.close_silent_sessions(now).await;
                 state.report_library_left_out(now);
                 state.dial_due(&myself, now);
@@ -370,6 +377,7 @@ impl MembershipState {
         self.me.in_flight = s.dispatch_in_flight.get();
         self.me.queued = s.dispatch_queued.get();
         self.me.inferences = s.inferences.get();
+        self.me.streams_held = s.streams_held.get();
         let (before, since) = self.last_rate_sample;
         let elapsed = since.elapsed().as_secs_f64();
         if elapsed >= 0.5 {
@@ -438,6 +446,27 @@ impl MembershipState {
             .retain(|_, p| now.duration_since(p.heard) < FORGET_AFTER);
         self.addresses
             .retain(|_, a| a.seed || now.duration_since(a.seen) < FORGET_AFTER);
+    }
+
+    /// The source nodes heard from within three heartbeats, this one included if it is one.
+    fn publish_live_sources(&self, now: Instant) {
+        let heartbeat = self.args.cfg.heartbeat();
+        let mut live: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.down_since.is_none() && now.duration_since(p.heard) <= heartbeat * 3)
+            .filter(|p| p.info.roles.contains(&Role::Source))
+            .map(|p| p.info.name.clone())
+            .collect();
+        if self.me.roles.contains(&Role::Source) {
+            live.push(self.me.name.clone());
+        }
+        live.sort();
+        *self
+            .args
+            .live_sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = live;
     }
 
     /// Close ractor_cluster's sessions with peers that have sent no heartbeat for

@@ -56,6 +56,7 @@ impl Cluster {
         stats: Arc<Stats>,
         backend: Option<crate::model::Backend>,
         failed: watch::Sender<Option<String>>,
+        live_sources: placement::LiveSources,
     ) -> anyhow::Result<Cluster> {
         let c = &cfg.cluster;
         let tls = match &c.tls {
@@ -81,6 +82,7 @@ impl Cluster {
                 backend,
                 failed,
                 stopping: stopping.clone(),
+                live_sources,
             },
         )
         .await
@@ -168,6 +170,7 @@ struct ClusterArgs {
     backend: Option<crate::model::Backend>,
     failed: watch::Sender<Option<String>>,
     stopping: Arc<AtomicBool>,
+    live_sources: placement::LiveSources,
 }
 
 enum ClusterMsg {
@@ -246,6 +249,7 @@ impl Actor for ClusterSupervisor {
             tls: args.tls,
             stats: args.stats,
             backend: args.backend,
+            live_sources: args.live_sources,
             cfg: args.cfg,
         };
         let (membership, _) =

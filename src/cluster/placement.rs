@@ -5,7 +5,7 @@
 //! the busiest node about 2.5 standard deviations over the mean (123 streams where the mean is
 //! 100, at 10,000 streams over 100 nodes). Here a stream stays with its live holder; a cap of
 //! [`LOAD_FACTOR`] times the mean bounds every share; what has no holder goes to its
-//! highest-ranked node under the cap; and a node far under its share (one that just joined)
+//! highest-ranked node under the cap; and a node well under its share (one that just joined)
 //! takes its highest-ranked streams from the busiest. `kadr-placement` in `loadtest/`
 //! simulates it: at 10,000 streams over 100 nodes the largest share is 1.15x the mean, a node
 //! leaving moves 1.15x the ideal 1/N at most, and one joining 1.10x.
@@ -15,6 +15,11 @@
 //! per-stream lease decides, so a stream is never read twice.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The names of the live source nodes, as this node's membership last saw them (itself
+/// included), for the per-stream leases to place streams over.
+pub(crate) type LiveSources = Arc<RwLock<Vec<String>>>;
 
 /// The busiest node holds at most this many times the mean share of streams (rounded up).
 pub const LOAD_FACTOR: f64 = 1.15;
@@ -50,10 +55,12 @@ pub fn score(node: &str, stream: &str) -> u64 {
 ///
 /// 1. A node over the cap (`load_factor` times the mean share, rounded up) passes on the
 ///    streams it ranks lowest.
-/// 2. Every stream without a live holder goes to its highest-ranked node under the cap, in a
-///    fixed order of the streams.
-/// 3. A node under half the mean share (one that just joined) takes the streams it ranks
-///    highest from nodes above the mean, up to the mean.
+/// 2. Every stream without a live holder goes, in a fixed order of the streams, to its
+///    highest-ranked node well under the mean share (see 3) if there is one, else to its
+///    highest-ranked node under the cap.
+/// 3. A node well under the mean share (by more than the cap is over it, or one stream; a
+///    node that just joined) takes the streams it ranks highest from nodes above the mean, up
+///    to the mean.
 ///
 /// Streams that keep a live holder with room stay where they are, so a node leaving moves only
 /// its own streams, and one joining takes about its share; the result placed again is the
@@ -79,9 +86,11 @@ pub fn assign<'a>(
     let mean = streams.len() as f64 / nodes.len() as f64;
     let load_factor = load_factor.max(1.0);
     let cap = ((mean * load_factor).ceil() as usize).max(1);
-    // A node under half its share (one that just joined) fills up to its share; above that
+    // A node well under its share (one that just joined) fills up to its share; nearer it,
     // it is left alone, so a small change in the mean moves nothing.
-    let needy = (mean / 2.0).floor() as usize;
+    let needy = (mean - (mean * (load_factor - 1.0)).max(1.0))
+        .floor()
+        .max(0.0) as usize;
     let share = mean.round() as usize;
     let mut load: HashMap<&'a str, usize> = nodes.iter().map(|n| (*n, 0)).collect();
 
@@ -117,11 +126,14 @@ pub fn assign<'a>(
         ranked.clear();
         ranked.extend(nodes.iter().map(|n| (score(n, s), *n)));
         ranked.sort_unstable_by(|a, b| b.cmp(a));
-        // The cap times the node count is at least the stream count, so one has room.
+        // A node well under its share first (so that step 3 need not move streams that have
+        // a holder), then any under the cap; the cap times the node count is at least the
+        // stream count, so one has room.
         let owner = ranked
             .iter()
             .map(|(_, n)| *n)
-            .find(|n| load[n] < cap)
+            .find(|n| load[n] < needy)
+            .or_else(|| ranked.iter().map(|(_, n)| *n).find(|n| load[n] < cap))
             .unwrap_or(ranked[0].1);
         *load.get_mut(owner).expect("a live node") += 1;
         owners.insert(*s, owner);

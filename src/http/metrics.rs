@@ -148,6 +148,16 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             stats.malformed.get(),
         ),
         (
+            "kadr_streams_held",
+            "Streams whose lease this node holds (cluster.stream_leases).",
+            stats.streams_held.get(),
+        ),
+        (
+            "kadr_frames_elsewhere_total",
+            "Frames of streams another source node reads, left alone (cluster.stream_leases).",
+            stats.frames_elsewhere.get(),
+        ),
+        (
             "kadr_cluster_handshakes_failed_total",
             "Connections to the cluster port closed during the cookie handshake (a wrong cookie, junk).",
             stats.cluster_handshakes_failed.get(),

@@ -157,7 +157,7 @@ impl Egress {
         }
         let mut invocation = self.publish_fenced.prepare_invoke();
         invocation
-            .key(&self.fence.key)
+            .key(self.fence.key_for(stream))
             .key(self.channels.last_seq_key(stream))
             .key(self.channels.detections(stream))
             .key(self.channels.frames(stream))

@@ -89,6 +89,7 @@ impl Lease {
     pub(crate) fn fence(&self) -> Fence {
         Fence {
             key: self.key.clone(),
+            per_stream: None,
             token: self.token.clone(),
             ttl_ms: self.ttl.as_millis() as u64,
         }
@@ -126,13 +127,26 @@ impl Lease {
 /// the stream its successor has taken on: those frames are in the successor's `missing` gap.
 #[derive(Debug, Clone)]
 pub(crate) struct Fence {
+    /// The node-wide source lease's key; unused with `per_stream`.
     pub key: String,
+    /// With `cluster.stream_leases`: each stream's own lease key, under these channels.
+    pub per_stream: Option<crate::protocol::Channels>,
     pub token: String,
     /// A free lease (Redis restarted and lost it) is taken for this long.
     pub ttl_ms: u64,
 }
 
-fn rand_tag() -> u64 {
+impl Fence {
+    /// The lease key a publish of `stream` is checked against.
+    pub(crate) fn key_for(&self, stream: &str) -> String {
+        match &self.per_stream {
+            Some(channels) => channels.stream_lease_key(stream),
+            None => self.key.clone(),
+        }
+    }
+}
+
+pub(crate) fn rand_tag() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS; good enough to tell two processes apart.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

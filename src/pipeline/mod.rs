@@ -4,7 +4,8 @@
 //! Redis ─► source ─► dispatcher ─► detector (any node, in a pool) ─► dispatcher ─► sequencer ─► egress ─► Redis
 //! ```
 //!
-//! - [`source`]: holds the [`lease`] (one source node reads at a time), validates each message
+//! - [`source`]: holds the [`lease`] (one source node reads at a time), or with
+//!   `cluster.stream_leases` the [`stream_leases`] of the streams placed on this node, validates each message
 //!   (from pub/sub, or from Redis Streams through its frames-stream reader), bounds kept frames
 //!   ([`kept`]).
 //! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue;
@@ -26,6 +27,7 @@ pub(crate) mod messages;
 pub(crate) mod pool;
 pub(crate) mod sequencer;
 pub(crate) mod source;
+pub(crate) mod stream_leases;
 
 use ractor::ActorRef;
 

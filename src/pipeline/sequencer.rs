@@ -328,6 +328,10 @@ pub(crate) enum SequencerMsg {
     Tick,
     /// Emit everything outstanding (shutdown).
     Flush(ractor::RpcReplyPort<()>),
+    /// This node no longer reads the stream (`cluster.stream_leases`): publish what can be
+    /// (a fence refuses it if the lease has gone already) and forget it, so that taking it
+    /// again starts from what Redis says.
+    Forget(Arc<str>),
     /// Per-stream statistics, for the admin API.
     Streams(ractor::RpcReplyPort<Vec<StreamReport>>),
 }
@@ -493,6 +497,16 @@ impl Actor for Sequencer {
                     publish_pending(state, &stream).await;
                 }
                 let _ = reply.send(());
+            }
+            SequencerMsg::Forget(stream) => {
+                if let Some(order) = state.streams.get_mut(&stream) {
+                    order.flush(&stream, &mut state.out);
+                    publish_pending(state, &stream).await;
+                }
+                state.streams.remove(&stream);
+                state.stats.remove(&stream);
+                state.trackers.remove(&stream);
+                state.unacked.remove(&stream);
             }
             SequencerMsg::Streams(reply) => {
                 let mut reports: Vec<StreamReport> = state

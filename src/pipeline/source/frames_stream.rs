@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::{SourceMsg, StreamEntry, Taken};
 use crate::backoff::Backoff;
 use crate::pipeline::kept::KeptFrames;
+use crate::pipeline::stream_leases::StreamLeases;
 use crate::protocol::{Channels, CONSUMER_GROUP, FLAG_KEEP, FRAME_FIELD};
 
 /// How the reader reads: entries per stream per read, how often it looks for new streams, and
@@ -50,6 +51,7 @@ pub(crate) async fn read_frames_streams(
     channels: Channels,
     reading: StreamsReading,
     kept: Arc<KeptFrames>,
+    leases: Option<Arc<StreamLeases>>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
     loop {
@@ -58,6 +60,7 @@ pub(crate) async fn read_frames_streams(
             channels: channels.clone(),
             reading: reading.clone(),
             kept: kept.clone(),
+            leases: leases.clone(),
             keys: Vec::new(),
             keeping: HashSet::new(),
             refused: Vec::new(),
@@ -79,6 +82,8 @@ struct Reader {
     channels: Channels,
     reading: StreamsReading,
     kept: Arc<KeptFrames>,
+    /// With `cluster.stream_leases`: only the streams this node holds are read.
+    leases: Option<Arc<StreamLeases>>,
     /// The frames streams read, with their stream names.
     keys: Vec<(String, Arc<str>)>,
     /// Streams whose last frame was KEEP: read only as far as they have room.
@@ -159,6 +164,10 @@ impl Reader {
         &mut self,
         conn: &mut MultiplexedConnection,
     ) -> redis::RedisResult<Result<(), SourceGone>> {
+        // Streams handed over or lost are no longer read; taken again, they are claimed anew.
+        if let Some(leases) = &self.leases {
+            self.keys.retain(|(_, stream)| leases.reads(stream));
+        }
         let pattern = self.channels.frames_pattern();
         let mut cursor: u64 = 0;
         let mut found = Vec::new();
@@ -192,6 +201,11 @@ impl Reader {
                 continue;
             };
             let stream: Arc<str> = Arc::from(String::from_utf8_lossy(stream).as_ref());
+            if let Some(leases) = &self.leases {
+                if !leases.admits(&stream).await {
+                    continue;
+                }
+            }
             if self.keys.len() >= self.reading.max_streams {
                 if !self.warned_full {
                     warn!(
@@ -279,6 +293,9 @@ impl Reader {
         let mut count = self.reading.count;
         let mut keys = Vec::with_capacity(self.keys.len());
         for (key, stream) in &self.keys {
+            if self.leases.as_ref().is_some_and(|l| !l.reads(stream)) {
+                continue;
+            }
             if self.keeping.contains(stream) {
                 let room = self.kept.room(stream, now);
                 if room == 0 {

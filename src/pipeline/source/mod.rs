@@ -26,6 +26,7 @@ use crate::pipeline::egress::STREAM_IDLE_FORGET;
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
+use crate::pipeline::stream_leases::StreamLeases;
 use crate::protocol::{
     parse_frame, Channels, ErrorCode, ErrorMessage, Frame, FrameLimits, GapReason, FRAME_FIELD,
 };
@@ -47,6 +48,8 @@ pub(crate) enum SourceMsg {
         entry: Option<StreamEntry>,
         done: RpcReplyPort<Taken>,
     },
+    /// This node no longer reads the stream (`cluster.stream_leases`): forget where it stood.
+    Forget(Arc<str>),
     /// A frames stream entry without a `frame` field: refused (its entry is acknowledged).
     BadEntry {
         channel: Vec<u8>,
@@ -73,6 +76,8 @@ pub(crate) enum Taken {
     Refused,
     /// A claimed entry of a frame this node holds already: its result will acknowledge it.
     Inside,
+    /// A frame of a stream another node reads (`cluster.stream_leases`): left alone.
+    Elsewhere,
 }
 
 impl ractor::Message for SourceMsg {}
@@ -81,6 +86,8 @@ pub(crate) struct SourceArgs {
     pub redis: redis::Client,
     /// Only the holder of this lease reads the frames channels.
     pub lease: Lease,
+    /// With `cluster.stream_leases`: only the streams this node holds, instead.
+    pub stream_leases: Option<Arc<StreamLeases>>,
     pub channels: Channels,
     pub limits: FrameLimits,
     pub keep_all_frames: bool,
@@ -140,6 +147,7 @@ impl Actor for Source {
                 channels: args.channels.clone(),
                 reading: args.streams.clone(),
                 kept: kept.clone(),
+                leases: args.stream_leases.clone(),
             },
         ));
         // Return once subscribed (or standing by), so frames published after start-up are seen.
@@ -169,6 +177,10 @@ impl Actor for Source {
             } => {
                 let taken = state.take_in(&channel, payload, entry).await;
                 let _ = done.send(taken);
+            }
+            SourceMsg::Forget(stream) => {
+                state.last_seq.remove(&stream);
+                let _ = state.args.sequencer.cast(SequencerMsg::Forget(stream));
             }
             SourceMsg::BadEntry { channel, id, done } => {
                 let channel_stream = state.args.channels.stream_of(&channel).unwrap_or_default();
@@ -207,6 +219,7 @@ struct FramesStreams {
     channels: Channels,
     reading: StreamsReading,
     kept: Arc<KeptFrames>,
+    leases: Option<Arc<StreamLeases>>,
 }
 
 /// Hold the source lease and, while holding it, read pub/sub messages and frames streams;
@@ -234,7 +247,11 @@ async fn pump(
     // and whether (standing by) it found the lease free last time: see `lease`'s module doc.
     let (mut held_last, mut first_look, mut seen_free) = (false, true, false);
     loop {
-        let held = if held_last || first_look || seen_free {
+        let per_stream = streams.leases.clone();
+        let held = if per_stream.is_some() {
+            // Each stream has its lease: every source node reads.
+            Ok(true)
+        } else if held_last || first_look || seen_free {
             // Still ours (the pub/sub connection dropped, not the lease), taken back after a
             // Redis restart, or free to take.
             lease.renew().await
@@ -276,7 +293,9 @@ async fn pump(
             Err(e) => {
                 let wait = backoff.next_wait();
                 outage.failed(&stats, &e.to_string(), wait);
-                lease.release().await;
+                if per_stream.is_none() {
+                    lease.release().await;
+                }
                 tokio::time::sleep(wait).await;
                 continue;
             }
@@ -287,10 +306,22 @@ async fn pump(
         signal_ready();
         // Renew from a task of its own, so no slow message can make the lease run out.
         let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
-        let renewing = lease.clone();
-        let _renewer = OwnedTask::spawn(async move {
-            let _ = lost_tx.send(renewing.renew_until_lost().await);
-        });
+        let _renewer = match per_stream.clone() {
+            // The streams' leases are renewed, taken and handed over by the placer; the
+            // channel stays open as long as it runs.
+            Some(leases) => OwnedTask::spawn(place_streams(
+                leases,
+                source.clone(),
+                stats.clone(),
+                lost_tx,
+            )),
+            None => {
+                let renewing = lease.clone();
+                OwnedTask::spawn(async move {
+                    let _ = lost_tx.send(renewing.renew_until_lost().await);
+                })
+            }
+        };
         // Frames streams are read only while the lease is held, like the channels: the reader
         // is dropped (aborted) with this loop.
         let _streams_reader = OwnedTask::spawn(read_frames_streams(
@@ -299,6 +330,7 @@ async fn pump(
             streams.channels.clone(),
             streams.reading.clone(),
             streams.kept.clone(),
+            per_stream,
         ));
         let mut messages = conn.on_message();
         loop {
@@ -328,6 +360,33 @@ async fn pump(
                     warn!(reason = %why.unwrap_or_default(), "source lease lost; stopped reading");
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// With `cluster.stream_leases`: every third of the lease's lifetime, renew, place, take and
+/// hand over streams ([`StreamLeases::tick`]); the source forgets the streams given up.
+async fn place_streams(
+    leases: Arc<StreamLeases>,
+    source: ActorRef<SourceMsg>,
+    stats: Arc<Stats>,
+    _open: tokio::sync::oneshot::Sender<String>,
+) {
+    let mut tick = tokio::time::interval(leases.ttl() / 3);
+    let mut held_before = Vec::new();
+    loop {
+        tick.tick().await;
+        let gone = leases.tick().await;
+        let held = leases.held();
+        stats.streams_held.set(held.len() as u64);
+        if held != held_before {
+            info!(streams = ?held, "streams this node reads");
+            held_before = held;
+        }
+        for stream in gone {
+            if source.cast(SourceMsg::Forget(stream)).is_err() {
+                return;
             }
         }
     }
@@ -396,6 +455,13 @@ impl SourceState {
             );
             return Taken::Refused;
         }
+        if let Some(leases) = &args.stream_leases {
+            if !leases.admits(stream_name).await {
+                args.stats.frames_elsewhere.inc();
+                return Taken::Elsewhere;
+            }
+        }
+        let args = &self.args;
         let frame = match parse_frame(payload, stream_name, args.limits) {
             Ok(f) => f,
             Err(e) => {

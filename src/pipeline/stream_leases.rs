@@ -1,0 +1,367 @@
+//! A lease per stream (`cluster.stream_leases`): every source node reads, sequences and
+//! publishes the streams it holds, and the streams are spread over the live source nodes by
+//! [`crate::placement`], instead of one node reading them all while the others stand by.
+//!
+//! Each stream's lease is a Redis key, `{prefix}:lease:{stream}`, holding the node's token, as
+//! the node-wide source lease does ([`super::lease`]), and the egress fences each publish with
+//! its stream's key. A node:
+//! - takes a stream the first time it sees one of its frames, if it ranks first for it among
+//!   the live source nodes and nobody holds it (every node sees the frame and computes the
+//!   same answer; the lease settles any disagreement);
+//! - every third of the lease's lifetime ([`StreamLeases::tick`]): renews what it holds, reads
+//!   who holds every stream it has seen, places them again, takes the free streams the
+//!   placement gives it (a node that died leaves its streams free once their leases run out),
+//!   and hands over the streams the placement gives to another live node: it stops taking
+//!   their frames, lets the ones inside finish (about a second), then releases them, and the
+//!   new node takes each at its next frame;
+//! - releases everything it holds when it stops, after publishing what it has.
+//!
+//! A stream whose lease was lost or handed over is forgotten by the source and the sequencer,
+//! so that taking it again later starts from what Redis says, like any takeover.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use tracing::{info, warn};
+
+use super::lease::Fence;
+use crate::cluster::placement::{self, LiveSources, LOAD_FACTOR};
+use crate::protocol::Channels;
+
+/// Renew a lease we hold, or take it back if nobody holds it (Redis restarted).
+const RENEW: &str = r#"
+local holder = redis.call("GET", KEYS[1])
+if holder == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+elseif holder == false then
+  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+  return 1
+end
+return 0
+"#;
+const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+/// A stream seen on no channel and in no frames stream for this long is no longer placed.
+const FORGET_SEEN_AFTER: Duration = Duration::from_secs(300);
+/// Streams followed at most (seen anywhere, held or not): a bound on what junk stream ids
+/// could make this node remember.
+const MAX_SEEN: usize = 100_000;
+/// How often a frame of a stream being handed over to this node tries to take its lease.
+const RETRY_WANTED: Duration = Duration::from_millis(200);
+/// How long a node handing a stream over lets the frames inside finish before it releases the
+/// lease (results after that are fenced, and the new holder reports them as a gap).
+const HANDOVER_DRAIN: Duration = Duration::from_millis(900);
+
+#[derive(Debug)]
+struct Held {
+    /// Handing over to another node since then: no new frames are taken.
+    leaving_since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    held: HashMap<Arc<str>, Held>,
+    /// Every stream seen, and when last.
+    seen: HashMap<Arc<str>, Instant>,
+    /// Who held each seen stream at the last tick (node names).
+    holders: HashMap<Arc<str>, String>,
+    /// Streams the last tick placed on this node that another node still held (being handed
+    /// over), and when this node last tried to take each: a frame of one tries again.
+    wanted: HashMap<Arc<str>, Instant>,
+}
+
+pub(crate) struct StreamLeases {
+    conn: ConnectionManager,
+    channels: Channels,
+    node: String,
+    token: String,
+    ttl: Duration,
+    live: LiveSources,
+    state: Mutex<State>,
+}
+
+impl StreamLeases {
+    pub(crate) fn new(
+        conn: ConnectionManager,
+        channels: Channels,
+        node: &str,
+        ttl: Duration,
+        live: LiveSources,
+    ) -> Self {
+        Self {
+            conn,
+            channels,
+            node: node.to_string(),
+            token: format!("{node}/{:016x}", super::lease::rand_tag()),
+            ttl,
+            live,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// What the egress checks each publish against: the stream's own lease.
+    pub(crate) fn fence(&self) -> Fence {
+        Fence {
+            key: String::new(),
+            per_stream: Some(self.channels.clone()),
+            token: self.token.clone(),
+            ttl_ms: self.ttl.as_millis() as u64,
+        }
+    }
+
+    /// Whether this node reads `stream` now (held and not being handed over).
+    pub(crate) fn reads(&self, stream: &str) -> bool {
+        self.state()
+            .held
+            .get(stream)
+            .is_some_and(|h| h.leaving_since.is_none())
+    }
+
+    /// The streams this node holds, sorted.
+    pub(crate) fn held(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state().held.keys().map(|s| s.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn live_nodes(&self) -> Vec<String> {
+        let mut live = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if !live.contains(&self.node) {
+            live.push(self.node.clone());
+        }
+        live
+    }
+
+    /// A frame of `stream` came in: whether this node reads it. A stream seen for the first time
+    /// is taken at once if the placement gives it to this node and nobody holds it.
+    pub(crate) async fn admits(&self, stream: &str) -> bool {
+        let (first_sight, wanted) = {
+            let mut st = self.state();
+            if let Some(h) = st.held.get(stream) {
+                return h.leaving_since.is_none();
+            }
+            let now = Instant::now();
+            let first_sight = if let Some(at) = st.seen.get_mut(stream) {
+                *at = now;
+                false
+            } else if st.seen.len() < MAX_SEEN {
+                st.seen.insert(Arc::from(stream), now);
+                true
+            } else {
+                false
+            };
+            // Handed over to this node: take it as soon as the other node lets it go.
+            let wanted = st.wanted.get_mut(stream).is_some_and(|tried| {
+                let due = now.duration_since(*tried) >= RETRY_WANTED;
+                if due {
+                    *tried = now;
+                }
+                due
+            });
+            (first_sight, wanted)
+        };
+        if !(wanted || first_sight && self.ranks_first(stream)) {
+            return false;
+        }
+        let taken = self.take(stream).await;
+        if taken {
+            self.state().wanted.remove(stream);
+        }
+        taken
+    }
+
+    /// Whether this node ranks first for `stream` among the live source nodes. A stream's
+    /// first frame is seen by every node at once, and this answer needs no other stream, so
+    /// all of them agree (the capped placement, which depends on every stream seen so far,
+    /// could differ between nodes that have seen different streams yet, and leave a new stream
+    /// unread until the next tick, its first frames unaccounted for). The next tick moves it
+    /// if its node is over the cap.
+    fn ranks_first(&self, stream: &str) -> bool {
+        self.live_nodes()
+            .iter()
+            .max_by_key(|n| (placement::score(n, stream), n.as_str()))
+            .is_some_and(|n| *n == self.node)
+    }
+
+    /// Take a free stream's lease.
+    async fn take(&self, stream: &str) -> bool {
+        let key = self.channels.stream_lease_key(stream);
+        let mut conn = self.conn.clone();
+        let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(&key)
+            .arg(&self.token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await;
+        match taken {
+            Ok(Some(_)) => {
+                info!(%stream, "this node now reads the stream");
+                self.state().held.insert(
+                    Arc::from(stream),
+                    Held {
+                        leaving_since: None,
+                    },
+                );
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                warn!(%stream, error = %e, "cannot take the stream's lease");
+                false
+            }
+        }
+    }
+
+    async fn release(&self, stream: &str) {
+        let mut conn = self.conn.clone();
+        let _: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+            .key(self.channels.stream_lease_key(stream))
+            .arg(&self.token)
+            .invoke_async(&mut conn)
+            .await;
+    }
+
+    /// Release every stream (the node stops, after publishing what it holds).
+    pub(crate) async fn release_all(&self) {
+        let held: Vec<Arc<str>> = self.state().held.drain().map(|(s, _)| s).collect();
+        for s in held {
+            self.release(&s).await;
+        }
+    }
+
+    /// Renew, look, place, take and hand over (see the module's doc). Returns the streams this
+    /// node no longer holds, for the source and the sequencer to forget.
+    /// Renew every lease held; returns those lost, and whether Redis answered.
+    pub(crate) async fn renew_held(&self) -> (Vec<Arc<str>>, bool) {
+        let mut gone = Vec::new();
+        let mut conn = self.conn.clone();
+        let held: Vec<Arc<str>> = self.state().held.keys().cloned().collect();
+        for s in held {
+            let renewed: redis::RedisResult<i64> = redis::Script::new(RENEW)
+                .key(self.channels.stream_lease_key(&s))
+                .arg(&self.token)
+                .arg(self.ttl.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await;
+            match renewed {
+                Ok(1) => {}
+                Ok(_) => {
+                    warn!(stream = %s, "stream lease lost: another node reads it now");
+                    self.state().held.remove(&s);
+                    gone.push(s);
+                }
+                // Redis away: keep it; the fence stops any publish if it runs out meanwhile.
+                Err(_) => return (gone, false),
+            }
+        }
+        (gone, true)
+    }
+
+    pub(crate) async fn tick(&self) -> Vec<Arc<str>> {
+        let (mut gone, answered) = self.renew_held().await;
+        if !answered {
+            return gone;
+        }
+        let mut conn = self.conn.clone();
+        // Look: who holds every stream seen.
+        let now = Instant::now();
+        let seen: Vec<Arc<str>> = {
+            let mut st = self.state();
+            let State { seen, held, .. } = &mut *st;
+            seen.retain(|s, at| {
+                held.contains_key(s) || now.duration_since(*at) < FORGET_SEEN_AFTER
+            });
+            seen.keys().cloned().collect()
+        };
+        let mut holders = HashMap::with_capacity(seen.len());
+        for chunk in seen.chunks(500) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|s| self.channels.stream_lease_key(s))
+                .collect();
+            let tokens: redis::RedisResult<Vec<Option<String>>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
+            let Ok(tokens) = tokens else {
+                return gone;
+            };
+            for (s, token) in chunk.iter().zip(tokens) {
+                if let Some(t) = token {
+                    let node = t.rsplit_once('/').map_or(t.as_str(), |(n, _)| n);
+                    holders.insert(s.clone(), node.to_string());
+                }
+            }
+        }
+        // Place.
+        let live = self.live_nodes();
+        let owners: HashMap<Arc<str>, String> = {
+            let held: HashMap<&str, &str> = holders
+                .iter()
+                .map(|(s, n): (&Arc<str>, &String)| (s.as_ref(), n.as_str()))
+                .collect();
+            let streams: Vec<&str> = seen.iter().map(|s| s.as_ref()).collect();
+            let nodes: Vec<&str> = live.iter().map(String::as_str).collect();
+            placement::assign(&held, &streams, &nodes, LOAD_FACTOR)
+                .into_iter()
+                .map(|(s, n)| (Arc::from(s), n.to_string()))
+                .collect()
+        };
+        {
+            let mut st = self.state();
+            st.holders = holders.clone();
+            let State { wanted, held, .. } = &mut *st;
+            let mut now_wanted: HashMap<Arc<str>, Instant> = HashMap::new();
+            for (s, n) in &owners {
+                if *n == self.node && !held.contains_key(s) && holders.contains_key(s) {
+                    let tried = wanted.get(s).copied().unwrap_or(now - RETRY_WANTED);
+                    now_wanted.insert(s.clone(), tried);
+                }
+            }
+            *wanted = now_wanted;
+        }
+        // Take what is free and ours.
+        for s in &seen {
+            if !holders.contains_key(s) && owners.get(s) == Some(&self.node) {
+                self.take(s).await;
+            }
+        }
+        // Hand over what is another live node's now; release what has been handed over.
+        let handover = HANDOVER_DRAIN.min(self.ttl);
+        let mut release = Vec::new();
+        {
+            let mut st = self.state();
+            for (s, h) in st.held.iter_mut() {
+                let elsewhere = owners
+                    .get(s)
+                    .is_some_and(|n| *n != self.node && live.contains(n));
+                match h.leaving_since {
+                    None if elsewhere => {
+                        info!(stream = %s, to = %owners[s], "handing the stream over");
+                        h.leaving_since = Some(now);
+                    }
+                    Some(since) if now.duration_since(since) >= handover => release.push(s.clone()),
+                    _ => {}
+                }
+            }
+            for s in &release {
+                st.held.remove(s);
+            }
+        }
+        for s in release {
+            self.release(&s).await;
+            gone.push(s);
+        }
+        gone
+    }
+}
