@@ -84,10 +84,11 @@ fn main() -> anyhow::Result<()> {
         // Spread the leavers over the cluster.
         let gone = cluster[t * args.nodes / args.trials.min(args.nodes)];
         let fewer: Vec<&str> = cluster.iter().copied().filter(|n| *n != gone).collect();
-        leave_moved_max = leave_moved_max.max(moved(
-            &base,
-            &assign(&base, &streams, &fewer, args.load_factor),
-        ));
+        let after = assign(&base, &streams, &fewer, args.load_factor);
+        let own = base.values().filter(|n| **n == gone).count();
+        let moved_now = moved(&base, &after);
+        leave_moved_max = leave_moved_max.max(moved_now);
+        not_its_own = not_its_own.max(moved_now - own);
         let mut more = cluster.to_vec();
         more.push(joiners[t]);
         join_moved_max = join_moved_max.max(moved(

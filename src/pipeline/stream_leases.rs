@@ -365,3 +365,97 @@ impl StreamLeases {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::test_redis::TestRedis;
+
+    async fn node(redis: &TestRedis, name: &str, live: &LiveSources) -> StreamLeases {
+        StreamLeases::new(
+            redis.conn().await,
+            Channels::new("t".to_string()),
+            name,
+            Duration::from_millis(2000),
+            live.clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn each_stream_is_read_by_one_node_and_a_dead_node_s_streams_move_to_the_living() {
+        let redis = TestRedis::start();
+        let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into(), "b".into()]));
+        let (a, b) = (
+            node(&redis, "a", &live).await,
+            node(&redis, "b", &live).await,
+        );
+        let streams: Vec<String> = (0..10).map(|i| format!("cam{i}")).collect();
+        // Both see every stream's first frame: exactly one takes each.
+        for s in &streams {
+            let (in_a, in_b) = (a.admits(s).await, b.admits(s).await);
+            assert!(in_a != in_b, "{s}: a {in_a}, b {in_b}");
+            // Later frames: the same answer, no second take.
+            assert_eq!((a.admits(s).await, b.admits(s).await), (in_a, in_b));
+        }
+        // Ticks settle the placement (within the cap: 5 +/- 1 each), every stream held once.
+        for _ in 0..4 {
+            a.tick().await;
+            b.tick().await;
+            tokio::time::sleep(HANDOVER_DRAIN).await;
+        }
+        for s in &streams {
+            a.admits(s).await;
+            b.admits(s).await;
+        }
+        let (ha, hb) = (a.held(), b.held());
+        assert_eq!(ha.len() + hb.len(), 10, "{ha:?} {hb:?}");
+        assert!(ha.iter().all(|s| !hb.contains(s)));
+        assert!((4..=6).contains(&ha.len()), "{ha:?} {hb:?}");
+        // b dies: once its leases run out, a takes every stream at its next tick.
+        *live.write().unwrap() = vec!["a".into()];
+        drop(b);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        a.tick().await;
+        assert_eq!(a.held().len(), 10, "{:?}", a.held());
+        // And releases them all when it stops.
+        a.release_all().await;
+        let mut conn = redis.conn().await;
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg("t:lease:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_joins_gets_streams_handed_over_and_the_giver_forgets_them() {
+        let redis = TestRedis::start();
+        let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into()]));
+        let a = node(&redis, "a", &live).await;
+        let streams: Vec<String> = (0..8).map(|i| format!("cam{i}")).collect();
+        for s in &streams {
+            assert!(a.admits(s).await, "the only node takes every stream");
+        }
+        let b = node(&redis, "b", &live).await;
+        *live.write().unwrap() = vec!["a".into(), "b".into()];
+        for s in &streams {
+            assert!(!b.admits(s).await, "held by a");
+        }
+        // a's tick marks b's share as leaving: a stops reading them at once.
+        b.tick().await;
+        assert!(a.tick().await.is_empty());
+        let leaving: Vec<&String> = streams.iter().filter(|s| !a.reads(s)).collect();
+        assert!((3..=5).contains(&leaving.len()), "{leaving:?}");
+        // After the drain a releases them and says so; b takes each at its next frame.
+        tokio::time::sleep(HANDOVER_DRAIN).await;
+        let forgotten = a.tick().await;
+        assert_eq!(forgotten.len(), leaving.len());
+        b.tick().await;
+        for s in &leaving {
+            assert!(b.admits(s).await, "{s} handed to b");
+        }
+        assert_eq!(a.held().len() + b.held().len(), 8);
+    }
+}
