@@ -235,6 +235,18 @@ impl Node {
             admin.stop().await;
         }
         let running = self.parts.now();
+        if let Some(leases) = self.stream_leases.as_ref().filter(|l| l.has_peers()) {
+            // Hand the streams over while still reading: the other source nodes stop placing
+            // streams here at this node's next heartbeat, its placer hands each over (it stops
+            // taking its frames, lets those inside finish, releases), and each new holder takes
+            // its stream at the next frame. Bounded by the drain.
+            self.stats.source_leaving.set(1);
+            leases.leave();
+            let deadline = tokio::time::Instant::now() + drain.min(leases.ttl() * 3);
+            while !leases.held().is_empty() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         if let Some(ingress) = &running.ingress {
             // Hold the lease while the frames inside are finished and published, then give it
             // up so that a standby takes over at once, after the last of them.

@@ -97,6 +97,8 @@ pub struct Stats {
     pub cluster_accept_errors: Counter,
     /// Frames this node's detectors finished.
     pub inferences: Counter,
+    /// 1 while this source node hands its streams over to stop: it no longer offers itself.
+    pub source_leaving: Counter,
     /// Gauge: streams whose lease this node holds (`cluster.stream_leases`).
     pub streams_held: Counter,
     /// Frames of streams another source node reads, left alone (`cluster.stream_leases`).

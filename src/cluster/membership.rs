@@ -372,6 +372,10 @@ impl Actor for Membership {
 impl MembershipState {
     fn refresh_me(&mut self) {
         let s = &self.args.stats;
+        // A source node handing its streams over to stop is no longer one to place streams on.
+        if s.source_leaving.get() == 1 {
+            self.me.roles.retain(|r| *r != Role::Source);
+        }
         self.me.detectors = s.detectors.get();
         self.me.busy = s.busy.get();
         self.me.in_flight = s.dispatch_in_flight.get();

@@ -79,6 +79,8 @@ pub(crate) struct StreamLeases {
     token: String,
     ttl: Duration,
     live: LiveSources,
+    /// Stopping: this node places nothing on itself, so its ticks hand every stream over.
+    leaving: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
@@ -97,6 +99,7 @@ impl StreamLeases {
             token: format!("{node}/{:016x}", super::lease::rand_tag()),
             ttl,
             live,
+            leaving: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State::default()),
         }
     }
@@ -136,10 +139,28 @@ impl StreamLeases {
 
     fn live_nodes(&self) -> Vec<String> {
         let mut live = self.live.read().unwrap_or_else(|e| e.into_inner()).clone();
-        if !live.contains(&self.node) {
+        let leaving = self.leaving.load(std::sync::atomic::Ordering::Relaxed);
+        live.retain(|n| !(leaving && *n == self.node));
+        if !leaving && !live.contains(&self.node) {
             live.push(self.node.clone());
         }
         live
+    }
+
+    /// Whether another live source node could take this node's streams.
+    pub(crate) fn has_peers(&self) -> bool {
+        self.live
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|n| *n != self.node)
+    }
+
+    /// The node is stopping: from the next tick on, hand every stream over to the other live
+    /// source nodes (those it is the last one for are kept, and released at the end).
+    pub(crate) fn leave(&self) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A frame of `stream` came in: whether this node reads it. A stream seen for the first time
