@@ -207,7 +207,7 @@ impl StreamLeases {
     /// could differ between nodes that have seen different streams yet, and leave a new stream
     /// unread until the next tick, its first frames unaccounted for). The next tick moves it
     /// if its node is over the cap.
-    fn ranks_first(&self, stream: &str) -> bool {
+    pub(crate) fn ranks_first(&self, stream: &str) -> bool {
         self.live_nodes()
             .iter()
             .max_by_key(|n| (placement::score(n, stream), n.as_str()))

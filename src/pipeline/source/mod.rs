@@ -434,6 +434,15 @@ impl SourceState {
         let refuse = |seq: Option<u64>, code: ErrorCode, message: String| {
             refuse(args, channel_stream, seq, code, message)
         };
+        // With a lease per stream, every source node sees a message whose stream id is no
+        // good: only the one ranked first for that name answers it, so the error comes once.
+        let valid_id = std::str::from_utf8(channel_stream)
+            .is_ok_and(|name| !name.is_empty() && name.len() <= args.limits.max_stream_id_bytes);
+        if let Some(leases) = &args.stream_leases {
+            if !valid_id && !leases.ranks_first(&String::from_utf8_lossy(channel_stream)) {
+                return Taken::Elsewhere;
+            }
+        }
         // The stream named by the channel must itself be a valid stream id.
         let Ok(stream_name) = std::str::from_utf8(channel_stream) else {
             refuse(
