@@ -11,6 +11,7 @@ reason), and every node is `up` again in the cluster view afterwards.
     scripts/test-containers.py                 # build the image if needed, run every fault
     scripts/test-containers.py --write-docs    # and put the table into docs/cluster.md
     scripts/test-containers.py --only redis    # faults whose name contains "redis"
+    scripts/test-containers.py --stream-leases # the source nodes with a lease per stream
 
 Needs a reachable Docker daemon, Compose (v2 plugin or docker-compose v1) and the release
 binaries (cargo build --release --workspace --bins). Exits 0 when every fault passed, 1 when
@@ -65,8 +66,10 @@ class Compose:
                         KADR_FAULTS_REDIS_PORT=str(REDIS_PORT))
 
     def __call__(self, *args, check=True):
-        return run(*self.base, "-f", "compose.yaml", "-f", "scripts/compose.faults.yaml",
-                   *args, check=check, env=self.env)
+        files = ["-f", "compose.yaml", "-f", "scripts/compose.faults.yaml"]
+        if STREAM_LEASES:
+            files += ["-f", "scripts/compose.stream-leases.yaml"]
+        return run(*self.base, *files, *args, check=check, env=self.env)
 
     def container(self, service):
         ids = self("ps", "-q", service).split()
@@ -266,8 +269,18 @@ def rolling_restart(c, log):
 
 
 def lease_holder(c):
+    """The node reading the stream: the source lease's holder, or with --stream-leases the
+    holder of the one stream's lease (the suite publishes one stream)."""
+    key = "kadr:source-lease"
+    if STREAM_LEASES:
+        keys = subprocess.run(["docker", "exec", c.container("redis"), "redis-cli", "--scan",
+                               "--pattern", "kadr:lease:*"],
+                              capture_output=True, text=True).stdout.split()
+        if not keys:
+            return None
+        key = keys[0]
     out = subprocess.run(["docker", "exec", c.container("redis"), "redis-cli", "GET",
-                          "kadr:source-lease"], capture_output=True, text=True).stdout.strip()
+                          key], capture_output=True, text=True).stdout.strip()
     # The lease's value is `{node}/{nonce}`.
     return out.split("/")[0] if out else None
 
@@ -286,6 +299,8 @@ FAULTS = [
     ("rolling restart of every node", rolling_restart, 100, True),
 ]
 TRANSPORTS = ("pubsub", "streams")
+# Set by --stream-leases: the source nodes run with cluster.stream_leases.
+STREAM_LEASES = False
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -339,7 +354,9 @@ def table(results, cpu):
         f"{cpu}: one stream, {FPS} fps, every frame `KEEP`; "
         "Redis (append-only file on), node-1, node-2 and a detector node each a container on "
         "one compose network. `pubsub`: frames published on the channel; `streams`: appended "
-        "to the Redis Stream (`--transport streams`).",
+        "to the Redis Stream (`--transport streams`)."
+        + (" The source nodes ran with a lease per stream (`--stream-leases`)."
+           if STREAM_LEASES else ""),
         "",
         "| fault | transport | result | published | detected | in gaps (reason) | "
         "order violations | duplicates | longest stall | every node up again | "
@@ -376,7 +393,11 @@ def main():
     ap.add_argument("--keep-up", action="store_true", help="leave the cluster running")
     ap.add_argument("--no-build", action="store_true",
                     help="use the kadr:latest image as it is (built from this tree already)")
+    ap.add_argument("--stream-leases", action="store_true",
+                    help="run the source nodes with a lease per stream (cluster.stream_leases)")
     args = ap.parse_args()
+    global STREAM_LEASES
+    STREAM_LEASES = args.stream_leases
 
     if shutil.which("docker") is None or \
             subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
@@ -396,7 +417,7 @@ def main():
         start = time.monotonic()
         run("docker", "build", "-q", "-t", "kadr", ".", quiet=False)
         say(f"image ready in {time.monotonic() - start:.0f} s")
-    out_dir = ROOT / "loadtest" / "results" / "faults"
+    out_dir = ROOT / "loadtest" / "results" / ("faults-stream-leases" if STREAM_LEASES else "faults")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     c = Compose()
@@ -424,7 +445,9 @@ def main():
     text = table(results, cpu_name())
     print(text)
     (out_dir / "table.md").write_text(text + "\n")
-    if args.write_docs:
+    if args.write_docs and STREAM_LEASES:
+        say("--write-docs is for the default run; this table is in " + str(out_dir / "table.md"))
+    elif args.write_docs:
         doc = DOC.read_text()
         if BEGIN not in doc:
             raise SystemExit(f"{DOC} lacks the {BEGIN} marker")
