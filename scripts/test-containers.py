@@ -271,14 +271,7 @@ def rolling_restart(c, log):
 def lease_holder(c):
     """The node reading the stream: the source lease's holder, or with --stream-leases the
     holder of the one stream's lease (the suite publishes one stream)."""
-    key = "kadr:source-lease"
-    if STREAM_LEASES:
-        keys = subprocess.run(["docker", "exec", c.container("redis"), "redis-cli", "--scan",
-                               "--pattern", "kadr:lease:*"],
-                              capture_output=True, text=True).stdout.split()
-        if not keys:
-            return None
-        key = keys[0]
+    key = f"kadr:lease:{CURRENT_STREAMS[0]}" if STREAM_LEASES else "kadr:source-lease"
     out = subprocess.run(["docker", "exec", c.container("redis"), "redis-cli", "GET",
                           key], capture_output=True, text=True).stdout.strip()
     # The lease's value is `{node}/{nonce}`.
@@ -301,6 +294,8 @@ FAULTS = [
 TRANSPORTS = ("pubsub", "streams")
 # Set by --stream-leases: the source nodes run with cluster.stream_leases.
 STREAM_LEASES = False
+# The streams the load generator of the fault running now publishes (from its started file).
+CURRENT_STREAMS = [""]
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -319,6 +314,7 @@ def run_fault(c, name, fault, seconds, transport, out_dir):
          "--transport", transport, "--label", f"{name} ({transport})"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out_dir / f"{slug}.log", "w"))
     wait_for("the load generator to start publishing", started.exists, 120)
+    CURRENT_STREAMS[:] = started.read_text().split() or [""]
     watch = AdminWatch()
     watch.start()
     time.sleep(5)

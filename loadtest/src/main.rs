@@ -70,7 +70,8 @@ struct Args {
     /// like the Python peer in loadtest/peer.py, is measured on the very same frames).
     #[arg(long)]
     write_frames: Option<PathBuf>,
-    /// Create this file when publishing starts (a script injecting faults waits for it).
+    /// Create this file when publishing starts, holding the stream names one a line (a script
+    /// injecting faults waits for it).
     #[arg(long)]
     started_file: Option<PathBuf>,
     /// `pubsub` (PUBLISH) or `streams` (XADD to a Redis Stream per camera).
@@ -260,7 +261,8 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     if let Some(path) = &args.started_file {
-        std::fs::write(path, b"publishing\n")?;
+        // The stream names, one a line, for a script that needs to know which node reads them.
+        std::fs::write(path, names.join("\n") + "\n")?;
     }
 
     // Progress once a second while publishing, then drain.

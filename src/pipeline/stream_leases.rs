@@ -168,9 +168,6 @@ impl StreamLeases {
     pub(crate) async fn admits(&self, stream: &str) -> bool {
         let (first_sight, wanted) = {
             let mut st = self.state();
-            if let Some(h) = st.held.get(stream) {
-                return h.leaving_since.is_none();
-            }
             let now = Instant::now();
             let first_sight = if let Some(at) = st.seen.get_mut(stream) {
                 *at = now;
@@ -181,6 +178,9 @@ impl StreamLeases {
             } else {
                 false
             };
+            if let Some(h) = st.held.get(stream) {
+                return h.leaving_since.is_none();
+            }
             // Handed over to this node: take it as soon as the other node lets it go.
             let wanted = st.wanted.get_mut(stream).is_some_and(|tried| {
                 let due = now.duration_since(*tried) >= RETRY_WANTED;
@@ -296,16 +296,31 @@ impl StreamLeases {
             return gone;
         }
         let mut conn = self.conn.clone();
-        // Look: who holds every stream seen.
+        // Look: who holds every stream seen. A stream silent for FORGET_SEEN_AFTER is no longer
+        // placed, and given up if held (the sequencer forgets it too).
         let now = Instant::now();
-        let seen: Vec<Arc<str>> = {
+        let (seen, silent) = {
             let mut st = self.state();
             let State { seen, held, .. } = &mut *st;
-            seen.retain(|s, at| {
-                held.contains_key(s) || now.duration_since(*at) < FORGET_SEEN_AFTER
-            });
-            seen.keys().cloned().collect()
+            let silent: Vec<Arc<str>> = held
+                .keys()
+                .filter(|s| {
+                    seen.get(*s)
+                        .is_none_or(|at| now.duration_since(*at) >= FORGET_SEEN_AFTER)
+                })
+                .cloned()
+                .collect();
+            for s in &silent {
+                held.remove(s);
+            }
+            seen.retain(|_, at| now.duration_since(*at) < FORGET_SEEN_AFTER);
+            (seen.keys().cloned().collect::<Vec<_>>(), silent)
         };
+        for s in silent {
+            info!(stream = %s, "stream silent: its lease is given up");
+            self.release(&s).await;
+            gone.push(s);
+        }
         let mut holders = HashMap::with_capacity(seen.len());
         for chunk in seen.chunks(500) {
             let keys: Vec<String> = chunk
