@@ -173,12 +173,24 @@ pub async fn subscribe(
     patterns: &[&str],
 ) -> anyhow::Result<redis::aio::PubSub> {
     let subscribed = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        for c in channels {
+            pubsub.subscribe(*c).await?;
+        }
+        for p in patterns {
+            pubsub.psubscribe(*p).await?;
+        }
         // The pub/sub connection does not surface a refused (P)SUBSCRIBE (a Redis ACL without
         // the channel or the exact pattern): it would wait, subscribed to nothing, for ever.
-        // Ask once on a throwaway connection, which does.
+        // Ask again on a throwaway connection, which reports it, and unsubscribe it at once
+        // (after the real subscription, so that a count of subscribers never runs ahead of it).
         let mut probe = client.get_multiplexed_async_connection().await?;
         for c in channels {
             redis::cmd("SUBSCRIBE")
+                .arg(*c)
+                .query_async::<redis::Value>(&mut probe)
+                .await?;
+            redis::cmd("UNSUBSCRIBE")
                 .arg(*c)
                 .query_async::<redis::Value>(&mut probe)
                 .await?;
@@ -188,14 +200,10 @@ pub async fn subscribe(
                 .arg(*p)
                 .query_async::<redis::Value>(&mut probe)
                 .await?;
-        }
-        drop(probe);
-        let mut pubsub = client.get_async_pubsub().await?;
-        for c in channels {
-            pubsub.subscribe(*c).await?;
-        }
-        for p in patterns {
-            pubsub.psubscribe(*p).await?;
+            redis::cmd("PUNSUBSCRIBE")
+                .arg(*p)
+                .query_async::<redis::Value>(&mut probe)
+                .await?;
         }
         Ok::<_, RedisError>(pubsub)
     };
