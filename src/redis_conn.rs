@@ -185,23 +185,15 @@ pub async fn subscribe(
         // Ask again on a throwaway connection, which reports it, and unsubscribe it at once
         // (after the real subscription, so that a count of subscribers never runs ahead of it).
         let mut probe = client.get_multiplexed_async_connection().await?;
-        for c in channels {
-            redis::cmd("SUBSCRIBE")
-                .arg(*c)
+        let asks = channels.iter().map(|c| ("SUBSCRIBE", "UNSUBSCRIBE", *c));
+        let asks = asks.chain(patterns.iter().map(|p| ("PSUBSCRIBE", "PUNSUBSCRIBE", *p)));
+        for (subscribe, unsubscribe, name) in asks {
+            redis::cmd(subscribe)
+                .arg(name)
                 .query_async::<redis::Value>(&mut probe)
                 .await?;
-            redis::cmd("UNSUBSCRIBE")
-                .arg(*c)
-                .query_async::<redis::Value>(&mut probe)
-                .await?;
-        }
-        for p in patterns {
-            redis::cmd("PSUBSCRIBE")
-                .arg(*p)
-                .query_async::<redis::Value>(&mut probe)
-                .await?;
-            redis::cmd("PUNSUBSCRIBE")
-                .arg(*p)
+            redis::cmd(unsubscribe)
+                .arg(name)
                 .query_async::<redis::Value>(&mut probe)
                 .await?;
         }

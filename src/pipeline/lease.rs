@@ -19,7 +19,7 @@ use redis::aio::ConnectionManager;
 
 /// Renew if we still hold it, or take it back if nobody does (Redis restarted): compare and
 /// extend in one step.
-const RENEW: &str = r#"
+pub(super) const RENEW: &str = r#"
 local holder = redis.call("GET", KEYS[1])
 if holder == ARGV[1] then
   return redis.call("PEXPIRE", KEYS[1], ARGV[2])
@@ -29,7 +29,7 @@ elseif holder == false then
 end
 return 0
 "#;
-const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+pub(super) const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 #[derive(Clone)]
 pub(crate) struct Lease {

@@ -26,22 +26,10 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tracing::{info, warn};
 
-use super::lease::Fence;
+// The same compare-and-extend and compare-and-delete steps as the node-wide lease.
+use super::lease::{Fence, RELEASE, RENEW};
 use crate::cluster::placement::{self, LiveSources, LOAD_FACTOR};
 use crate::protocol::Channels;
-
-/// Renew a lease we hold, or take it back if nobody holds it (Redis restarted).
-const RENEW: &str = r#"
-local holder = redis.call("GET", KEYS[1])
-if holder == ARGV[1] then
-  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
-elseif holder == false then
-  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-  return 1
-end
-return 0
-"#;
-const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 /// A stream seen on no channel and in no frames stream for this long is no longer placed.
 const FORGET_SEEN_AFTER: Duration = Duration::from_secs(300);
