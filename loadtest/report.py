@@ -77,6 +77,29 @@ if runs:
               f"| {per_frame:.2f} | {1000 / max(per_frame, 1e-9):.0f} |")
     print()
 
+# Ingress spread: the same 30 fps over 1, 2 and 3 source nodes, a lease per stream.
+spread = [(n, load(f"ingress-spread-{n}.json")) for n in (1, 2, 3)]
+spread = [(n, r) for n, r in spread if r]
+if spread:
+    def held(n):
+        out = []
+        for i in range(1, n + 1):
+            try:
+                out.append(open(os.path.join(out, f"ingress-spread-{n}.held-{i}.txt")).read().split()[1])
+            except (OSError, IndexError):
+                out.append("?")
+        return " / ".join(out)
+    base = None
+    print("| ingress spread (12 x 2.5 fps, KEEP, a lease per stream) | streams held per node | delivered fps | source nodes' cores, together | source CPU ms per frame, all nodes | per node, if split evenly | aggregate ingress N cores could take (frames/s) | ratio to 1 node |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n, r in spread:
+        per_frame = 1000 * r["nodes_cpu_cores"] / max(r["delivered_fps"], 1e-9)
+        ceiling = n * 1000 / max(per_frame, 1e-9)
+        base = base or ceiling
+        print(f"| {n} source node(s) | {held(n)} | {r['delivered_fps']} | {r['nodes_cpu_cores']} | {per_frame:.2f} "
+              f"| {per_frame / n:.2f} | {ceiling:.0f} | {ceiling / base:.2f} |")
+    print()
+
 # Live: freshness when detection is slower than the cameras (issue 18's targets).
 for variant, what in (("nobf16", "a CPU acting without bf16 (KADR_CPU_FLAGS='': fp32)"), ("defaults", "the shipped defaults")):
     b = load(f"live-{variant}.bench.json")

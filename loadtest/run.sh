@@ -3,7 +3,7 @@
 #
 #   loadtest/run.sh [SECONDS] [SECTION...]   # SECONDS per 30 fps load run (default 60)
 #
-# SECTIONs (default: all, in this order): peer configs streams scaling ingress live transports tracking
+# SECTIONs (default: all, in this order): peer configs streams scaling ingress ingress-spread live transports tracking
 #
 # 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
 #    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 trap 'echo "run.sh: stopped: \"$BASH_COMMAND\" failed (line $LINENO, status $?)" >&2' ERR
 SECONDS_PER_RUN=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
-SECTIONS=${*:-peer configs streams scaling ingress live transports tracking}
+SECTIONS=${*:-peer configs streams scaling ingress ingress-spread live transports tracking}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
 STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
@@ -155,6 +155,32 @@ $LOAD --fps "$SATURATE" --keep --seconds 30 --node-pid "$SRC" --label "source no
 stop_nodes
 }
 want ingress && run_ingress
+
+# --- 4c. Ingress spread: 12 streams of 2.5 fps (30 fps in all, every frame KEEP) over 1, 2 and
+# 3 source-only nodes with a lease per stream, one detector node; the source nodes' CPU is
+# measured together. With the streams split evenly, each node does 1/N of the ingress.
+run_ingress_spread() {
+echo "== ingress spread" >&2
+for n in 1 2 3; do
+    start_node det - --set 'node.roles=["detector"]' "${NODE_PORTS[@]}"
+    local pids=()
+    for i in $(seq "$n"); do
+        start_node "src$i" - --set 'node.roles=["source", "sequencer"]' --set cluster.stream_leases=true \
+            --set "cluster.listen=127.0.0.1:$((7420 + i))" --set "admin.listen=127.0.0.1:$((7520 + i))" \
+            --set 'cluster.seeds=["127.0.0.1:7410"]'
+        pids+=("$LAST_PID")
+    done
+    sleep 3
+    $LOAD --streams 12 --fps 2.5 --keep --seconds "$SECONDS_PER_RUN" --node-pid "${pids[@]}" \
+        --label "12 x 2.5 fps over $n source node(s)" --json "$OUT/ingress-spread-$n.json" >/dev/null
+    for i in $(seq "$n"); do
+        curl -s "http://127.0.0.1:$((7520 + i))/metrics" | sed -n 's/^kadr_streams_held /held /p' \
+            > "$OUT/ingress-spread-$n.held-$i.txt" || true
+    done
+    stop_nodes
+done
+}
+want ingress-spread && run_ingress_spread
 
 # --- 5. Live: cameras faster than the detectors, many slow cameras in step, and a camera the
 # node keeps up with. Each on a CPU acting without bf16 (KADR_CPU_FLAGS=: fp32, about the

@@ -18,6 +18,7 @@ say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)   # redis-cli --cluster create (tests)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)

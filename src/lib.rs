@@ -60,6 +60,6 @@ pub use log_budget::LibraryLogBudget;
 pub use node::{raise_open_files_limit, Node};
 pub use node_stats::Stats;
 pub use pipeline::pool::PoolMsg;
-pub use redis_conn::{redact, subscribe, RedisTls};
+pub use redis_conn::{redact, subscribe, RedisClients, RedisConn, RedisTls};
 pub use stream_stats::{percentiles, Percentiles};
 pub use task::{OwnedTask, MAX_RESTARTS};

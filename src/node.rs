@@ -25,7 +25,6 @@ use crate::node_stats::Stats;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{PoolArgs, PoolMsg, PoolStatus};
 use crate::pipeline::stream_leases::StreamLeases;
-use crate::protocol::Channels;
 use crate::supervisor::{self, IngressArgs, NodeArgs, NodeMsg, Parts};
 use crate::task::OwnedTask;
 
@@ -84,14 +83,14 @@ impl Node {
             let (client, conn) = connect_redis(cfg).await?;
             let lease = Lease::new(
                 conn.clone(),
-                Channels::new(cfg.redis.channel_prefix.clone()).source_lease_key(),
+                cfg.channels().source_lease_key(),
                 &cfg.node.name,
                 cfg.source_lease(),
             );
             let stream_leases = cfg.cluster.stream_leases.then(|| {
                 Arc::new(StreamLeases::new(
                     conn.clone(),
-                    Channels::new(cfg.redis.channel_prefix.clone()),
+                    cfg.channels(),
                     &cfg.node.name,
                     cfg.source_lease(),
                     live_sources.clone(),
@@ -294,11 +293,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 async fn connect_redis(
     cfg: &Config,
-) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
-    crate::redis_conn::connect(&cfg.redis.url, &cfg.redis.tls_files(), || {
-        crate::redis_conn::unusable(&cfg.redis.url)
-    })
-    .await
+) -> anyhow::Result<(
+    crate::redis_conn::RedisClients,
+    crate::redis_conn::RedisConn,
+)> {
+    let unusable = || crate::redis_conn::unusable(&cfg.redis.url);
+    if cfg.redis.cluster {
+        let urls = cfg.redis.urls();
+        crate::redis_conn::connect_cluster(&urls, &cfg.redis.tls_files(), unusable).await
+    } else {
+        crate::redis_conn::connect(&cfg.redis.url, &cfg.redis.tls_files(), unusable).await
+    }
 }
 
 /// Raise this process's soft limit on open files to its hard limit, and return the limit now in

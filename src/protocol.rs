@@ -105,10 +105,13 @@ pub enum ErrorCode {
     /// From `kadr publish` about a live source (any publisher may send these).
     SourceOutage,
     SourceResumed,
+    /// A frame on a version 1 channel (no braces) at a node on a Redis Cluster, which reads
+    /// only version 2 names; told on the version 1 error channel.
+    UntaggedChannel,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::Truncated,
         Self::BadMagic,
         Self::BadVersion,
@@ -130,6 +133,7 @@ impl ErrorCode {
         Self::InferenceFailed,
         Self::SourceOutage,
         Self::SourceResumed,
+        Self::UntaggedChannel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +159,7 @@ impl ErrorCode {
             Self::InferenceFailed => "inference_failed",
             Self::SourceOutage => "source_outage",
             Self::SourceResumed => "source_resumed",
+            Self::UntaggedChannel => "untagged_channel",
         }
     }
 }
@@ -308,39 +313,99 @@ pub fn encode_frame(
 /// Channel and key names, all under one configurable prefix. A Redis Stream carries the same
 /// name as its channel (keys and channels are apart in Redis): `{prefix}:frames:{stream}` is
 /// both the channel and the stream a camera may publish to.
+///
+/// Version 2 names ([`Channels::tagged`], used against a Redis Cluster) put the stream in
+/// braces, `kadr:frames:{cam-1}`: a Redis Cluster hashes only what is inside the first braces,
+/// so every key of one stream lands on one shard, and a step that touches several of them (the
+/// sequencer's publish) is allowed. Version 1 names (the default, one Redis) have no braces.
 #[derive(Debug, Clone)]
 pub struct Channels {
     prefix: String,
+    tagged: bool,
 }
 
 impl Channels {
+    /// Version 1 names: `{prefix}:frames:{stream}` with the stream as it is.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            tagged: false,
         }
     }
-    /// Pattern the source subscribes to.
+    /// Version 2 names: the stream in braces, a Redis Cluster hash tag.
+    pub fn tagged(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            tagged: true,
+        }
+    }
+    /// Version 2 names if `tagged`, else version 1.
+    pub fn with_tags(prefix: impl Into<String>, tagged: bool) -> Self {
+        Self {
+            prefix: prefix.into(),
+            tagged,
+        }
+    }
+    pub fn is_tagged(&self) -> bool {
+        self.tagged
+    }
+    fn name(&self, kind: &str, stream: &str) -> String {
+        if self.tagged {
+            format!("{}:{kind}:{{{stream}}}", self.prefix)
+        } else {
+            format!("{}:{kind}:{stream}", self.prefix)
+        }
+    }
+    /// Pattern the source subscribes to (both protocols' names match it).
     pub fn frames_pattern(&self) -> String {
         format!("{}:frames:*", self.prefix)
     }
     pub fn frames(&self, stream: &str) -> String {
-        format!("{}:frames:{stream}", self.prefix)
+        self.name("frames", stream)
     }
     pub fn detections(&self, stream: &str) -> String {
-        format!("{}:detections:{stream}", self.prefix)
+        self.name("detections", stream)
     }
     pub fn errors(&self, stream: &str) -> String {
-        format!("{}:errors:{stream}", self.prefix)
+        self.name("errors", stream)
+    }
+    /// The error channel of a stream named by raw bytes (a channel need not be UTF-8);
+    /// `untagged`: the version 1 name whatever these names are, for a publisher of version 1 names.
+    pub fn errors_of_bytes(&self, stream: &[u8], untagged: bool) -> Vec<u8> {
+        let mut name = format!("{}:errors:", self.prefix).into_bytes();
+        let tagged = self.tagged && !untagged;
+        if tagged {
+            name.push(b'{');
+        }
+        name.extend_from_slice(stream);
+        if tagged {
+            name.push(b'}');
+        }
+        name
     }
     /// Key holding the last sequence number published for a stream, so a source node that
     /// takes over can report what was lost in between.
     pub fn last_seq_key(&self, stream: &str) -> String {
-        format!("{}:last-seq:{stream}", self.prefix)
+        self.name("last-seq", stream)
+    }
+    /// Pattern of every stream's last-seq key, and the stream of one such key.
+    pub fn last_seq_pattern(&self) -> String {
+        format!("{}:last-seq:*", self.prefix)
+    }
+    pub fn stream_of_last_seq_key<'a>(&self, key: &'a str) -> Option<&'a str> {
+        let rest = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":last-seq:")?;
+        if self.tagged {
+            rest.strip_prefix('{')?.strip_suffix('}')
+        } else {
+            Some(rest)
+        }
     }
     /// Key holding a stream's tracker (its tracks and next id), written with each result, so
     /// a source node that takes over carries on with the same track ids.
     pub fn tracker_key(&self, stream: &str) -> String {
-        format!("{}:tracker:{stream}", self.prefix)
+        self.name("tracker", stream)
     }
     /// Key of the lease that lets one source node at a time read the frames channels.
     pub fn source_lease_key(&self) -> String {
@@ -349,24 +414,53 @@ impl Channels {
     /// Key of a stream's own lease (with `cluster.stream_leases`): the source node holding it
     /// reads and sequences the stream.
     pub fn stream_lease_key(&self, stream: &str) -> String {
-        format!("{}:lease:{stream}", self.prefix)
+        self.name("lease", stream)
     }
-    /// The stream part of a frames channel, as raw bytes (a channel need not be UTF-8).
+    /// The stream part of a frames channel, as raw bytes (a channel need not be UTF-8); with
+    /// version 2 names, what is inside the braces (a name without them is not one of ours:
+    /// see [`Channels::untagged_stream_of`]).
     pub fn stream_of<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
-        channel
+        let rest = channel
             .strip_prefix(self.prefix.as_bytes())?
-            .strip_prefix(b":frames:")
+            .strip_prefix(b":frames:")?;
+        if self.tagged {
+            untag(rest)
+        } else {
+            Some(rest)
+        }
+    }
+    /// With version 2 names: the stream of a version 1 frames channel (no braces), whose
+    /// publisher must be told to use the new name. None with version 1 names.
+    pub fn untagged_stream_of<'a>(&self, channel: &'a [u8]) -> Option<&'a [u8]> {
+        let rest = channel
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(b":frames:")?;
+        (self.tagged && untag(rest).is_none()).then_some(rest)
     }
     /// Which kind of output channel `channel` is, and its stream (for clients that subscribe
     /// to a pattern).
     pub fn output_stream_of<'a>(&self, channel: &'a [u8]) -> Option<(OutputChannel, &'a [u8])> {
         let rest = channel.strip_prefix(self.prefix.as_bytes())?;
-        if let Some(stream) = rest.strip_prefix(b":detections:") {
-            Some((OutputChannel::Detections, stream))
+        let (kind, stream) = if let Some(stream) = rest.strip_prefix(b":detections:") {
+            (OutputChannel::Detections, stream)
         } else {
-            Some((OutputChannel::Errors, rest.strip_prefix(b":errors:")?))
-        }
+            (OutputChannel::Errors, rest.strip_prefix(b":errors:")?)
+        };
+        // An error for a version 1 publisher is on the untagged name, even here.
+        let stream = if self.tagged {
+            untag(stream).unwrap_or(stream)
+        } else {
+            stream
+        };
+        Some((kind, stream))
     }
+}
+
+/// `{name}` to `name`; None if not in braces (or empty inside).
+fn untag(s: &[u8]) -> Option<&[u8]> {
+    s.strip_prefix(b"{")?
+        .strip_suffix(b"}")
+        .filter(|inner| !inner.is_empty())
 }
 
 /// The two channels a node publishes on for each stream.
@@ -683,6 +777,32 @@ mod tests {
         assert_eq!(c.frames("a"), "kadr:frames:a");
         assert_eq!(c.stream_of(b"kadr:frames:a:b"), Some(&b"a:b"[..]));
         assert_eq!(c.stream_of(b"other:frames:a"), None);
+        assert_eq!(c.untagged_stream_of(b"kadr:frames:a"), None);
+
+        // Protocol 3: every name of a stream hashes to one Redis Cluster slot.
+        let t = Channels::tagged("kadr");
+        assert_eq!(t.frames("cam-1"), "kadr:frames:{cam-1}");
+        assert_eq!(t.detections("cam-1"), "kadr:detections:{cam-1}");
+        assert_eq!(t.last_seq_key("cam-1"), "kadr:last-seq:{cam-1}");
+        assert_eq!(t.stream_lease_key("cam-1"), "kadr:lease:{cam-1}");
+        assert_eq!(t.stream_of(b"kadr:frames:{cam-1}"), Some(&b"cam-1"[..]));
+        assert_eq!(t.stream_of(b"kadr:frames:cam-1"), None);
+        assert_eq!(t.stream_of(b"kadr:frames:{}"), None);
+        assert_eq!(
+            t.untagged_stream_of(b"kadr:frames:cam-1"),
+            Some(&b"cam-1"[..])
+        );
+        assert_eq!(t.untagged_stream_of(b"kadr:frames:{cam-1}"), None);
+        assert_eq!(t.errors_of_bytes(b"c", false), b"kadr:errors:{c}");
+        assert_eq!(t.errors_of_bytes(b"c", true), b"kadr:errors:c");
+        assert_eq!(
+            t.output_stream_of(b"kadr:detections:{c}"),
+            Some((OutputChannel::Detections, &b"c"[..]))
+        );
+        assert_eq!(
+            t.output_stream_of(b"kadr:errors:c"),
+            Some((OutputChannel::Errors, &b"c"[..]))
+        );
     }
 
     #[test]

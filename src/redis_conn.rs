@@ -7,16 +7,23 @@
 //! command waits longer than [`RESPONSE_TIMEOUT`] on a connection that went silent.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 
 /// Longest wait for a TCP connection to Redis.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for a reply: kadr's commands are small (PUBLISH, SET, GET, a short script).
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for a reply on a connection of one's own ([`RedisClients::own_connection`]).
+pub(crate) const OWN_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between reconnection attempts, before jitter (which adds up to as much again).
 pub(crate) const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -39,7 +46,7 @@ pub(crate) async fn connect(
     url: &str,
     tls: &TlsFiles<'_>,
     unavailable: impl FnOnce() -> String,
-) -> anyhow::Result<(redis::Client, ConnectionManager)> {
+) -> anyhow::Result<(RedisClients, RedisConn)> {
     let client = client(url, tls)?;
     // One plain connection first: the manager retries quietly and would turn every cause
     // into "timed out".
@@ -67,7 +74,169 @@ pub(crate) async fn connect(
     .map_err(|_| anyhow!("timed out"))
     .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
     .with_context(unavailable)?;
-    Ok((client, conn))
+    Ok((
+        RedisClients::new(vec![client], None),
+        RedisConn::Single(conn),
+    ))
+}
+
+/// A connection for commands: to one Redis server (reconnecting by itself), or to a Redis
+/// Cluster (`redis.cluster`), which sends each command to the shard of its key's slot, follows
+/// MOVED and ASK redirections and finds the new master after a failover.
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    /// A plain connection, not reconnecting (a reader that makes its own again).
+    Plain(MultiplexedConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Plain(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Plain(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+            Self::Plain(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where new connections come from. Pub/sub: the one Redis server, or any node of a Redis
+/// Cluster (there a PUBLISH reaches every node, replicas included), tried in turn from the last
+/// that answered, so that losing a node costs a resubscription, not the feed. Connections of
+/// one's own (a reader that blocks): to the server, or to the cluster.
+#[derive(Clone)]
+pub struct RedisClients {
+    clients: Arc<Vec<redis::Client>>,
+    next: Arc<AtomicUsize>,
+    /// On a Redis Cluster: the cluster, for connections of one's own.
+    cluster: Option<redis::cluster::ClusterClient>,
+}
+
+impl RedisClients {
+    fn new(clients: Vec<redis::Client>, cluster: Option<redis::cluster::ClusterClient>) -> Self {
+        assert!(!clients.is_empty(), "a subscriber needs a Redis to ask");
+        Self {
+            clients: Arc::new(clients),
+            next: Arc::default(),
+            cluster,
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A connection of one's own, whose replies may take up to [`OWN_RESPONSE_TIMEOUT`] (a
+    /// blocking read), not shared with anything that must be quick.
+    pub(crate) async fn own_connection(&self) -> redis::RedisResult<RedisConn> {
+        match &self.cluster {
+            Some(cluster) => Ok(RedisConn::Cluster(cluster.get_async_connection().await?)),
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_response_timeout(OWN_RESPONSE_TIMEOUT)
+                    .set_connection_timeout(CONNECT_TIMEOUT * 2);
+                let conn = self
+                    .client()
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                Ok(RedisConn::Plain(conn))
+            }
+        }
+    }
+
+    /// The client tried first (the one Redis, or the node that answered last).
+    pub fn client(&self) -> &redis::Client {
+        &self.clients[self.next.load(Ordering::Relaxed) % self.clients.len()]
+    }
+
+    /// A pub/sub connection, subscribed to `channels` and `patterns` (see [`subscribe`]), from
+    /// the first node that gives one.
+    pub async fn subscribe(
+        &self,
+        channels: &[&str],
+        patterns: &[&str],
+    ) -> anyhow::Result<redis::aio::PubSub> {
+        let start = self.next.load(Ordering::Relaxed);
+        let mut last_error = None;
+        for i in 0..self.clients.len() {
+            let at = (start + i) % self.clients.len();
+            match subscribe(&self.clients[at], channels, patterns).await {
+                Ok(pubsub) => {
+                    self.next.store(at, Ordering::Relaxed);
+                    return Ok(pubsub);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        // Next time, start from the one after: the first may stay down.
+        self.next.store(start + 1, Ordering::Relaxed);
+        Err(last_error.expect("at least one client"))
+    }
+}
+
+/// Open a Redis Cluster through any of `urls` (its nodes; the rest are found from them), with
+/// the same time-outs and TLS files as a single server. Fails within a few seconds, with
+/// `unavailable` and the cause, if none answers.
+pub(crate) async fn connect_cluster(
+    urls: &[String],
+    tls: &TlsFiles<'_>,
+    unavailable: impl FnOnce() -> String,
+) -> anyhow::Result<(RedisClients, RedisConn)> {
+    let clients = urls
+        .iter()
+        .map(|u| client(u, tls))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let build = |response_timeout| {
+        let mut builder =
+            redis::cluster::ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(response_timeout)
+                // A failover takes the cluster a few seconds (cluster-node-timeout and an
+                // election): the client retries a command that long, 0.1 to 1.6 s apart.
+                .retries(8)
+                .min_retry_wait(100)
+                .max_retry_wait(1600);
+        if let Some(certs) = tls_certificates(tls)? {
+            builder = builder.certs(certs);
+        }
+        builder
+            .build()
+            .map_err(|e| anyhow!("{}", describe(&e)))
+            .context("the Redis Cluster's node list is not valid")
+    };
+    let cluster = build(RESPONSE_TIMEOUT)?;
+    let own = build(OWN_RESPONSE_TIMEOUT)?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT * 3, cluster.get_async_connection())
+        .await
+        .map_err(|_| anyhow!("timed out after {:?}", CONNECT_TIMEOUT * 3))
+        .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
+        .with_context(unavailable)?;
+    Ok((
+        RedisClients::new(clients, Some(own)),
+        RedisConn::Cluster(conn),
+    ))
 }
 
 /// For `rediss://`: the CA that signed Redis's certificate, and a client certificate and key
@@ -98,6 +267,26 @@ impl RedisTls {
         }
     }
 
+    /// Connect to the Redis at `url`, or to the Redis Cluster it is a node of (`cluster`): a
+    /// connection for commands and where pub/sub connections go.
+    pub async fn connect(
+        &self,
+        url: &str,
+        cluster: bool,
+    ) -> anyhow::Result<(RedisClients, RedisConn)> {
+        if self.cert.is_some() != self.key.is_some() {
+            anyhow::bail!(
+                "a client certificate and its key go together (--redis-cert and --redis-key)"
+            );
+        }
+        let unavailable = || format!("Redis at {} cannot be used", redact(url));
+        if cluster {
+            connect_cluster(&[url.to_string()], &self.files(), unavailable).await
+        } else {
+            connect(url, &self.files(), unavailable).await
+        }
+    }
+
     /// A client for `url` with these files (checked: a cert needs its key, and the reverse).
     pub fn client(&self, url: &str) -> anyhow::Result<redis::Client> {
         if self.cert.is_some() != self.key.is_some() {
@@ -112,8 +301,18 @@ impl RedisTls {
 /// A client for `url`, with the TLS files given for `rediss://`.
 pub(crate) fn client(url: &str, tls: &TlsFiles<'_>) -> anyhow::Result<redis::Client> {
     let invalid = || anyhow!("{} is not a valid Redis URL", redact(url));
+    match tls_certificates(tls)? {
+        None => redis::Client::open(url).map_err(|_| invalid()),
+        Some(certs) => {
+            redis::Client::build_with_tls(url, certs).map_err(|e| anyhow!("{}: {e}", redact(url)))
+        }
+    }
+}
+
+/// The TLS files read, or None if none are given (plain `redis://`, or the system's roots).
+fn tls_certificates(tls: &TlsFiles<'_>) -> anyhow::Result<Option<redis::TlsCertificates>> {
     if tls.ca.is_none() && tls.cert.is_none() {
-        return redis::Client::open(url).map_err(|_| invalid());
+        return Ok(None);
     }
     let read = |path: &Path| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
@@ -126,14 +325,10 @@ pub(crate) fn client(url: &str, tls: &TlsFiles<'_>) -> anyhow::Result<redis::Cli
         }),
         _ => None,
     };
-    redis::Client::build_with_tls(
-        url,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| anyhow!("{}: {e}", redact(url)))
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// Why a connection failed, in the operator's words.

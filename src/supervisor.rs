@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -48,7 +47,6 @@ use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
 use crate::pipeline::source::StreamsReading;
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
 use crate::pipeline::stream_leases::StreamLeases;
-use crate::protocol::Channels;
 use crate::task::{stopped_child, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
 
 /// How long a restart waits for a surviving actor to stop or the sequencer to flush.
@@ -153,8 +151,8 @@ pub(crate) struct IngressArgs {
     pub cfg: Arc<Config>,
     pub node: Arc<str>,
     pub scope: String,
-    pub client: redis::Client,
-    pub conn: ConnectionManager,
+    pub client: crate::redis_conn::RedisClients,
+    pub conn: crate::redis_conn::RedisConn,
     /// Kept across restarts: the new source renews the old one's lease instead of waiting
     /// for it to run out (or losing the stream to a standby).
     pub lease: Lease,
@@ -363,7 +361,7 @@ async fn spawn_ingress(
     args: &IngressArgs,
 ) -> Result<Ingress, ActorProcessingErr> {
     let cfg = &args.cfg;
-    let channels = Channels::new(cfg.redis.channel_prefix.clone());
+    let channels = cfg.channels();
     let supervisor = myself.get_cell();
     let (sequencer, _) = Actor::spawn_linked(
         None,

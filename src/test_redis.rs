@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+use crate::redis_conn::RedisConn;
+
 /// A redis-server of the test's own on a free loopback port, killed on drop.
 pub(crate) struct TestRedis(std::process::Child, u16);
 
@@ -31,8 +33,8 @@ impl TestRedis {
         redis::Client::open(format!("redis://127.0.0.1:{}", self.1)).unwrap()
     }
 
-    pub(crate) async fn conn(&self) -> ConnectionManager {
-        ConnectionManager::new(self.client()).await.unwrap()
+    pub(crate) async fn conn(&self) -> RedisConn {
+        RedisConn::Single(ConnectionManager::new(self.client()).await.unwrap())
     }
 }
 

@@ -1459,3 +1459,295 @@ fn twelve_streams_spread_over_three_source_nodes_and_a_kill_moves_only_its_own()
         .sum();
     assert_eq!(survivors, 12);
 }
+
+/// A node on a Redis Cluster of three masters (each with a replica), over pub/sub: each
+/// stream's keys live on its own shard (version 2 names), results come in order, a publisher of
+/// version 1 names is told what to change, and a shard's master killed mid-stream costs its
+/// streams a pause while the replica is promoted, and no frame: every frame is detected, in
+/// order (the frames reach the node through a live node; the results wait for the promotion).
+#[test]
+fn on_a_redis_cluster_over_pubsub_a_killed_master_loses_no_frame() {
+    redis_cluster_failover(false);
+}
+
+/// The same over Redis Streams: frames are appended to each stream's own shard, so the killed
+/// master's stream waits for its replica; the others are read on. Every sequence number is
+/// accounted for in order (an entry the master took but had not yet copied to its replica is
+/// lost with it, as Redis's replication is asynchronous: a `missing` gap, on that stream only).
+#[test]
+fn on_a_redis_cluster_over_streams_a_killed_master_costs_only_its_streams() {
+    redis_cluster_failover(true);
+}
+
+fn redis_cluster_failover(over_streams: bool) {
+    let Some(model) = common::model_384x640() else {
+        return;
+    };
+    let Some(fixtures) = common::fixtures() else {
+        return;
+    };
+    let Some(mut redis) = common::RedisCluster::start() else {
+        return;
+    };
+    let jpeg = std::fs::read(fixtures.join("yolov7/bbb_frame60.jpg")).unwrap();
+    // One stream per shard.
+    let masters: Vec<usize> = redis.masters().into_iter().map(|(i, _)| i).collect();
+    let mut streams: Vec<(String, usize)> = Vec::new();
+    for i in 0.. {
+        let name = format!("camera-{i}");
+        let master = redis.master_of(&format!("{{{name}}}"));
+        if !streams.iter().any(|(_, m)| *m == master) {
+            streams.push((name, master));
+        }
+        if streams.len() == masters.len() {
+            break;
+        }
+    }
+    // The node is pointed at one master and the test talks to another; the third is killed.
+    let (node_redis, test_redis, victim) = (masters[0], masters[1], masters[2]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &model, &redis.url(node_redis));
+    let others: Vec<String> = (0..6)
+        .filter(|&i| i != node_redis)
+        .map(|i| format!("\"{}\"", redis.url(i)))
+        .collect();
+    let mut node = NodeProcess::start(
+        &config,
+        "n1",
+        common::free_port(),
+        &[
+            "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string(),
+            "redis.cluster=true".to_string(),
+            format!("redis.cluster_nodes=[{}]", others.join(", ")),
+            "cluster.stream_leases=true".to_string(),
+            "cluster.source_lease_ms=1500".to_string(),
+        ],
+        COOKIE,
+    );
+    node.wait_members(&["n1"], Duration::from_secs(60));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = redis.url(test_redis);
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+    let reader = rt.spawn({
+        let url = url.clone();
+        async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut ps = client.get_async_pubsub().await.unwrap();
+            ps.psubscribe("kc:detections:*").await.unwrap();
+            ps.psubscribe("kc:errors:*").await.unwrap();
+            let mut messages = ps.on_message();
+            while let Some(m) = futures_util::StreamExt::next(&mut messages).await {
+                let is_error = m.get_channel_name().starts_with("kc:errors:");
+                if out_tx
+                    .send((is_error, m.get_payload_bytes().to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    const FRAMES: u64 = 40;
+    // 4 fps per stream, every frame KEEP. Over pub/sub to a node that is not killed (a PUBLISH
+    // on a Redis Cluster reaches every node); over Streams to each stream's shard, one task per
+    // stream, each retrying a frame until its shard takes it.
+    let cluster_client = redis::cluster::ClusterClientBuilder::new(vec![url.clone()])
+        .retries(2)
+        .build()
+        .unwrap();
+    let publish = |from: u64, to: u64, tagged: bool| {
+        let (url, jpeg) = (url.clone(), jpeg.clone());
+        let cluster_client = cluster_client.clone();
+        let names: Vec<String> = streams.iter().map(|(s, _)| s.clone()).collect();
+        rt.spawn(async move {
+            let channels = kadr::protocol::Channels::with_tags("kc", tagged);
+            let mut tasks = Vec::new();
+            for s in names {
+                let (url, jpeg, channels) = (url.clone(), jpeg.clone(), channels.clone());
+                let cluster_client = cluster_client.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut plain = redis::Client::open(url)
+                        .unwrap()
+                        .get_multiplexed_async_connection()
+                        .await
+                        .unwrap();
+                    let mut sharded = cluster_client.get_async_connection().await.unwrap();
+                    for seq in from..to {
+                        let mut msg = Vec::new();
+                        kadr::protocol::encode_frame(
+                            &mut msg,
+                            &s,
+                            seq,
+                            kadr::protocol::now_us(),
+                            kadr::protocol::FLAG_KEEP,
+                            &jpeg,
+                        );
+                        if !over_streams {
+                            let _: i64 = redis::cmd("PUBLISH")
+                                .arg(channels.frames(&s))
+                                .arg(msg)
+                                .query_async(&mut plain)
+                                .await
+                                .unwrap();
+                        } else {
+                            let deadline = Instant::now() + Duration::from_secs(30);
+                            loop {
+                                let added: redis::RedisResult<String> = redis::cmd("XADD")
+                                    .arg(channels.frames(&s))
+                                    .arg("*")
+                                    .arg("frame")
+                                    .arg(&msg)
+                                    .query_async(&mut sharded)
+                                    .await;
+                                match added {
+                                    Ok(_) => break,
+                                    Err(e) => {
+                                        assert!(Instant::now() < deadline, "XADD: {e}");
+                                        tokio::time::sleep(Duration::from_millis(100)).await;
+                                    }
+                                }
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    // A publisher of version 1 names first: told, on the channel it knows.
+    rt.block_on(publish(0, 1, false)).unwrap();
+    let publishing = publish(0, FRAMES, true);
+    std::thread::sleep(Duration::from_secs(3));
+    let (victim_stream, _) = streams.iter().find(|(_, m)| *m == victim).unwrap().clone();
+    redis.kill(victim);
+    rt.block_on(publishing).unwrap();
+
+    let mut by_stream: std::collections::HashMap<String, Vec<OutputMessage>> = Default::default();
+    let mut untagged_errors = 0;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let accounted = |msgs: &Vec<OutputMessage>| msgs.last().map_or(0, |m| m.seqs().1 + 1);
+    while by_stream.len() < streams.len() || by_stream.values().any(|m| accounted(m) < FRAMES) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "streams not all accounted for: {:?}\n{}",
+            by_stream
+                .iter()
+                .map(|(s, m)| (s, accounted(m)))
+                .collect::<Vec<_>>(),
+            node.log()
+        );
+        let Ok((is_error, payload)) = out_rx.recv_timeout(left.min(Duration::from_secs(1))) else {
+            continue;
+        };
+        if is_error {
+            let e: Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(e["code"], "untagged_channel", "{e}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("kc:frames:{camera-"),
+                "{e}"
+            );
+            untagged_errors += 1;
+            continue;
+        }
+        let m: OutputMessage = serde_json::from_slice(&payload).unwrap();
+        by_stream.entry(m.stream().to_string()).or_default().push(m);
+    }
+    reader.abort();
+    assert_eq!(
+        untagged_errors,
+        streams.len(),
+        "one error per version 1 stream"
+    );
+    let warnings = || {
+        node.log()
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut lost_with_the_master = 0;
+    for (stream, msgs) in &by_stream {
+        // In order, each number once, every frame detected: kept frames wait out the failover.
+        let seqs: Vec<(u64, u64)> = msgs.iter().map(OutputMessage::seqs).collect();
+        let may_lose = over_streams && *stream == victim_stream;
+        let mut next = 0;
+        for m in msgs {
+            let (first, last) = m.seqs();
+            assert_eq!(
+                first,
+                next,
+                "{stream} (killed shard: {victim_stream}): {seqs:?}\n{}",
+                warnings()
+            );
+            next = last + 1;
+            if let (true, OutputMessage::Gap(g)) = (may_lose, m) {
+                assert_eq!(g.reason, kadr::protocol::GapReason::Missing, "{g:?}");
+                lost_with_the_master += g.count;
+                continue;
+            }
+            assert!(
+                matches!(m, OutputMessage::Detections(_)),
+                "{stream} (killed shard: {victim_stream}): {m:?}\n{}",
+                warnings()
+            );
+        }
+        assert_eq!(next, FRAMES, "{stream}");
+    }
+    if !over_streams {
+        // The command-line clients on the cluster: `kadr publish` appends a clip's frames to
+        // its stream's shard, `kadr subscribe` reads the results stream there.
+        let video = common::video("bigbuckbunny.mp4").expect("fixtures are here");
+        let cli = |args: &[&str]| {
+            let mut cmd = common::kadr();
+            cmd.args(args)
+                .args(["--stream", "cli-cam", "--prefix", "kc", "--redis-cluster"])
+                .args(["--redis-url", &url]);
+            cmd
+        };
+        let published = cli(&["publish", "--transport", "streams", "--keep-all", "--fast"])
+            .args(["--limit", "8", "--input"])
+            .arg(&video)
+            .output()
+            .unwrap();
+        assert!(
+            published.status.success(),
+            "{}",
+            String::from_utf8_lossy(&published.stderr)
+        );
+        let summary = dir.path().join("cli-cam.summary.json");
+        let subscribed = cli(&["subscribe", "--from", "0", "--count", "8", "--quiet"])
+            .args(["--idle-timeout", "30", "--summary-json"])
+            .arg(&summary)
+            .output()
+            .unwrap();
+        assert!(subscribed.status.success());
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(summary["frames"], 8, "{summary}");
+        assert_eq!(summary["detected"], 8, "{summary}");
+        assert_eq!(summary["order_violations"], 0, "{summary}");
+        assert_eq!(summary["duplicates"], 0, "{summary}");
+    }
+    eprintln!("{victim_stream}: {lost_with_the_master} frames lost with the killed master");
+    assert!(lost_with_the_master <= 4, "{lost_with_the_master}");
+    // The killed master's replica serves its slots now, and holds the stream's keys.
+    let promoted = redis.master_of(&format!("{{{victim_stream}}}"));
+    assert_ne!(promoted, victim);
+    let last_seq = redis.cli(
+        promoted,
+        &["get", &format!("kc:last-seq:{{{victim_stream}}}")],
+    );
+    assert!(
+        last_seq.trim().ends_with(&format!(":{}", FRAMES - 1)),
+        "{last_seq}"
+    );
+}

@@ -9,6 +9,8 @@ Frames are cut from the video with ffmpeg (1280x720 JPEG), wrapped in kadr's 24-
 `kadr:detections:<stream>`, refused frames on `kadr:errors:<stream>`. With `--transport
 streams` the same names are Redis Streams: frames are XADDed (kept until a node has answered),
 results read with XREAD from an entry id (`--from`: resume after the last id a run printed).
+With `--cluster` (kadr on a Redis Cluster) every name has the stream in braces,
+`kadr:frames:{<stream>}` (names version 2: one slot per stream).
 """
 import argparse
 import glob
@@ -22,6 +24,7 @@ import threading
 import time
 
 import redis
+import redis.cluster
 
 HEADER = struct.Struct(">4sBBHQQ")  # magic, version, flags, stream id length, seq, capture us
 FLAG_KEEP = 1
@@ -57,14 +60,20 @@ def main() -> int:
     ap.add_argument("--max-frames", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the results")
     ap.add_argument("--transport", choices=["pubsub", "streams"], default="pubsub")
+    ap.add_argument("--cluster", action="store_true",
+                    help="Redis is a Redis Cluster (--redis-url one of its nodes): names version 2")
     ap.add_argument("--from", dest="from_id", default=None,
                     help="streams: read results after this entry id (default: from now on)")
     args = ap.parse_args()
 
-    r = redis.Redis.from_url(args.redis_url)
+    # On a Redis Cluster, commands go to the shard of their key; a PUBLISH reaches every node,
+    # so pub/sub works through any one of them.
+    node = redis.Redis.from_url(args.redis_url)
+    r = redis.cluster.RedisCluster.from_url(args.redis_url) if args.cluster else node
     frames = list(jpeg_frames(args.video, args.max_frames))
-    frames_key = f"{args.prefix}:frames:{args.stream}"
-    detections, errors = f"{args.prefix}:detections:{args.stream}", f"{args.prefix}:errors:{args.stream}"
+    tag = f"{{{args.stream}}}" if args.cluster else args.stream
+    frames_key = f"{args.prefix}:frames:{tag}"
+    detections, errors = f"{args.prefix}:detections:{tag}", f"{args.prefix}:errors:{tag}"
     streams = args.transport == "streams"
     if streams:
         # Where to read from: an id a previous run printed, or the newest entry now.
@@ -74,7 +83,7 @@ def main() -> int:
         positions = {k: args.from_id or newest(k) for k in (detections, errors)}
     else:
         # Subscribe before publishing, so no result is missed.
-        sub = r.pubsub()
+        sub = node.pubsub()
         sub.subscribe(detections, errors)
         while sub.get_message(timeout=1.0) is not None:
             pass  # the subscribe confirmations

@@ -54,9 +54,17 @@ pub struct RedisArgs {
     pub redis_key: Option<std::path::PathBuf>,
     #[arg(long, default_value = "kadr")]
     pub prefix: String,
+    /// Redis is a Redis Cluster, of which --redis-url is a node: names are version 2 (the
+    /// stream in braces, one slot per stream).
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 }
 
 impl RedisArgs {
+    pub fn channels(&self) -> kadr::protocol::Channels {
+        kadr::protocol::Channels::with_tags(self.prefix.clone(), self.redis_cluster)
+    }
+
     pub fn tls(&self) -> kadr::RedisTls {
         kadr::RedisTls {
             ca: self.redis_ca.clone(),

@@ -88,6 +88,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         input: Input::parse(&args.input)?,
         stream: args.stream,
         redis_tls: args.redis.tls(),
+        redis_cluster: args.redis.redis_cluster,
         redis_url: args.redis.redis_url,
         prefix: args.redis.prefix,
         size,
@@ -106,7 +107,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         transport: args.transport,
         frames_maxlen: args.frames_maxlen.max(1),
     };
-    let channel = Channels::new(opts.prefix.clone()).frames(&opts.stream);
+    let channel = Channels::with_tags(opts.prefix.clone(), opts.redis_cluster).frames(&opts.stream);
     let report = kadr::client::publish::run(opts).await?;
     let mut line = format!(
         "published {} frames to {channel} in {:.1} s ({:.1} fps)",

@@ -9,7 +9,7 @@ use clap::Args;
 use futures_util::StreamExt;
 
 use kadr::client::tally::StreamTally;
-use kadr::protocol::{self, Channels, OutputMessage, JSON_FIELD};
+use kadr::protocol::{self, OutputMessage, JSON_FIELD};
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 
@@ -58,7 +58,8 @@ enum Results {
         detections_channel: String,
     },
     Streams {
-        conn: redis::aio::MultiplexedConnection,
+        /// On a Redis Cluster, to the shard of the stream's slot (both keys share it).
+        conn: kadr::RedisConn,
         /// Keys, and the last entry id read from each: detections, errors.
         keys: [String; 2],
         last: [String; 2],
@@ -137,8 +138,7 @@ impl Results {
 }
 
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
-    let channels = Channels::new(args.redis.prefix.clone());
-    let client = args.redis.tls().client(&args.redis.redis_url)?;
+    let channels = args.redis.channels();
     let detections_channel = channels.detections(&args.stream);
     let errors_channel = channels.errors(&args.stream);
     let unusable = || {
@@ -160,10 +160,11 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     };
     let mut results = if resumed.is_some() || args.from.is_some() || args.resume.is_some() {
         let from = args.from.clone().unwrap_or_else(|| "$".into());
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .with_context(unusable)?;
+        let (_, mut conn) = args
+            .redis
+            .tls()
+            .connect(&args.redis.redis_url, args.redis.redis_cluster)
+            .await?;
         let keys = [detections_channel.clone(), errors_channel.clone()];
         let last = match resumed {
             Some(ids) => ids,
@@ -180,6 +181,8 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
             read: VecDeque::new(),
         }
     } else {
+        // On a Redis Cluster, any node: a PUBLISH reaches them all.
+        let client = args.redis.tls().client(&args.redis.redis_url)?;
         let pubsub = kadr::subscribe(&client, &[&detections_channel, &errors_channel], &[])
             .await
             .with_context(unusable)?;
@@ -250,11 +253,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
 
 /// `$` as the id of the stream's newest entry now (XREAD's own `$` would skip entries added
 /// between two reads); any other id as it is.
-async fn position(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    from: &str,
-) -> anyhow::Result<String> {
+async fn position(conn: &mut kadr::RedisConn, key: &str, from: &str) -> anyhow::Result<String> {
     if from != "$" {
         return Ok(from.to_string());
     }

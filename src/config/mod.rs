@@ -274,6 +274,14 @@ impl Config {
             if c.port() != 0 && c == a {
                 p.add("admin.listen", "is the same address as cluster.listen");
             }
+            // The sequencer's publish touches the lease and the stream's keys in one step: on
+            // a Redis Cluster they must share a slot, which the node-wide lease cannot.
+            if self.redis.cluster && !self.cluster.stream_leases && self.node.has(Role::Source) {
+                p.add(
+                    "redis.cluster",
+                    "needs cluster.stream_leases = true on source nodes (a lease per stream, in the stream's slot)",
+                );
+            }
         }
         ConfigError::from_problems(path, p.0)
     }
@@ -284,6 +292,11 @@ impl Config {
 
     pub fn source_lease(&self) -> Duration {
         Duration::from_millis(self.cluster.source_lease_ms)
+    }
+
+    /// The names this node reads and writes: version 2 (hash-tagged) on a Redis Cluster.
+    pub fn channels(&self) -> crate::protocol::Channels {
+        crate::protocol::Channels::with_tags(self.redis.channel_prefix.clone(), self.redis.cluster)
     }
 
     pub fn join_timeout(&self) -> Duration {
@@ -456,6 +469,32 @@ mod tests {
             one.to_string(),
             "config test.toml: `live.queue_depth` is 0, must be 1..=1024"
         );
+    }
+
+    #[test]
+    fn a_redis_cluster_needs_a_lease_per_stream_and_names_of_one_scheme() {
+        let err = parse("[model]\npath = \"Cargo.toml\"\n[redis]\ncluster = true\n").unwrap_err();
+        assert!(err.to_string().contains("cluster.stream_leases"), "{err}");
+        let ok = parse(
+            "[model]\npath = \"Cargo.toml\"\n[redis]\ncluster = true\n\
+             cluster_nodes = [\"redis://10.0.0.2:7000\"]\n\
+             [cluster]\ncookie = \"test-cookie\"\nstream_leases = true\n",
+        )
+        .unwrap();
+        assert!(ok.channels().is_tagged());
+        assert_eq!(ok.redis.urls().len(), 2);
+        let err =
+            parse("[model]\npath = \"Cargo.toml\"\n[redis]\ncluster_nodes = [\"rediss://h:1\"]\n")
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("redis.cluster is false"), "{text}");
+        assert!(
+            text.contains("is not a redis:// URL like redis.url"),
+            "{text}"
+        );
+        // One Redis: version 1 names.
+        let one = parse("[model]\npath = \"Cargo.toml\"\n").unwrap();
+        assert!(!one.channels().is_tagged());
     }
 
     #[test]

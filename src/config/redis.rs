@@ -24,6 +24,10 @@ pub struct RedisConfig {
     pub tls_ca: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Redis is a Redis Cluster: `url` is one of its nodes, `cluster_nodes` more of them (tried
+    /// at start, and for pub/sub when one is down), and names are version 2 (hash-tagged).
+    pub cluster: bool,
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -37,6 +41,8 @@ impl Default for RedisConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            cluster: false,
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -51,6 +57,13 @@ impl RedisConfig {
         }
     }
 
+    /// Every Redis node named: `url`, then `cluster_nodes`.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        std::iter::once(self.url.clone())
+            .chain(self.cluster_nodes.iter().cloned())
+            .collect()
+    }
+
     pub(super) fn check(&self, p: &mut Problems) {
         let tls = self.url.starts_with("rediss://");
         if !tls && !self.url.starts_with("redis://") && !self.url.starts_with("unix://") {
@@ -60,6 +73,36 @@ impl RedisConfig {
                     "{:?} is not a redis://, rediss:// or unix:// URL",
                     crate::redis_conn::redact(&self.url)
                 ),
+            );
+        }
+        if !self.cluster_nodes.is_empty() && !self.cluster {
+            p.add("redis.cluster_nodes", "is set, but redis.cluster is false");
+        }
+        if self.cluster_nodes.len() > 64 {
+            p.add("redis.cluster_nodes", "names more than 64 nodes");
+        }
+        for url in &self.cluster_nodes {
+            // One scheme for all: TLS is on or off for the whole cluster.
+            let scheme_ok = if tls {
+                url.starts_with("rediss://")
+            } else {
+                url.starts_with("redis://")
+            };
+            if !scheme_ok {
+                p.add(
+                    "redis.cluster_nodes",
+                    format!(
+                        "{:?} is not a {} URL like redis.url",
+                        crate::redis_conn::redact(url),
+                        if tls { "rediss://" } else { "redis://" }
+                    ),
+                );
+            }
+        }
+        if self.cluster && self.url.starts_with("unix://") {
+            p.add(
+                "redis.cluster",
+                "a Redis Cluster is reached over TCP, not unix://",
             );
         }
         for (key, path) in [

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use serde::Serialize;
 use tracing::warn;
 
@@ -109,7 +109,7 @@ pub(crate) struct TakenOver {
 /// A Redis connection that reconnects by itself, the source lease's fence, and one reused
 /// serialization buffer.
 pub(crate) struct Egress {
-    conn: ConnectionManager,
+    conn: RedisConn,
     channels: Channels,
     fence: Fence,
     publish_fenced: redis::Script,
@@ -122,7 +122,7 @@ pub(crate) struct Egress {
 
 impl Egress {
     pub(crate) fn new(
-        conn: ConnectionManager,
+        conn: RedisConn,
         channels: Channels,
         fence: Fence,
         results_maxlen: u64,
@@ -227,8 +227,8 @@ impl Egress {
         msg: &ErrorMessage,
         known_stream: bool,
     ) {
-        let mut channel = self.channels.errors("").into_bytes();
-        channel.extend_from_slice(channel_stream);
+        let untagged = msg.code == crate::protocol::ErrorCode::UntaggedChannel.as_str();
+        let channel = self.channels.errors_of_bytes(channel_stream, untagged);
         if !self.serialize(msg) {
             return;
         }
@@ -303,10 +303,22 @@ impl Retry {
     }
 }
 
+/// A failure that passes: a lost connection, or a Redis Cluster between masters (a shard's
+/// master down and its replica not yet promoted: the cluster client retries for a few seconds
+/// by itself, then says so).
 fn connection_lost<T>(result: &redis::RedisResult<T>) -> bool {
-    result
-        .as_ref()
-        .is_err_and(|e| e.is_io_error() || e.is_connection_dropped())
+    use redis::ErrorKind::{
+        Ask, ClusterConnectionNotFound, ClusterDown, MasterDown, Moved, TryAgain,
+    };
+    result.as_ref().is_err_and(|e| {
+        e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || matches!(
+                e.kind(),
+                ClusterDown | TryAgain | MasterDown | ClusterConnectionNotFound | Moved | Ask
+            )
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 
 /// Renew if we still hold it, or take it back if nobody does (Redis restarted): compare and
 /// extend in one step.
@@ -33,7 +33,7 @@ pub(super) const RELEASE: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] the
 
 #[derive(Clone)]
 pub(crate) struct Lease {
-    conn: ConnectionManager,
+    conn: RedisConn,
     key: String,
     /// Who holds it: the node's name and a random tag, so a restarted node with the same name
     /// does not mistake its predecessor's lease for its own.
@@ -42,7 +42,7 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(conn: ConnectionManager, key: String, node: &str, ttl: Duration) -> Self {
+    pub(crate) fn new(conn: RedisConn, key: String, node: &str, ttl: Duration) -> Self {
         let tag: u64 = rand_tag();
         Self {
             conn,

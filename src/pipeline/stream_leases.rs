@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use tracing::{info, warn};
 
 // The same compare-and-extend and compare-and-delete steps as the node-wide lease.
@@ -61,7 +61,7 @@ struct State {
 }
 
 pub(crate) struct StreamLeases {
-    conn: ConnectionManager,
+    conn: RedisConn,
     channels: Channels,
     node: String,
     token: String,
@@ -74,7 +74,7 @@ pub(crate) struct StreamLeases {
 
 impl StreamLeases {
     pub(crate) fn new(
-        conn: ConnectionManager,
+        conn: RedisConn,
         channels: Channels,
         node: &str,
         ttl: Duration,
@@ -252,30 +252,38 @@ impl StreamLeases {
 
     /// Renew, look, place, take and hand over (see the module's doc). Returns the streams this
     /// node no longer holds, for the source and the sequencer to forget.
-    /// Renew every lease held; returns those lost, and whether Redis answered.
+    /// Renew every lease held, all at once, each within a third of the lease's life (on a
+    /// Redis Cluster a shard that is down must not hold up the others' renewals); returns those
+    /// lost, and whether Redis answered for every one.
     pub(crate) async fn renew_held(&self) -> (Vec<Arc<str>>, bool) {
-        let mut gone = Vec::new();
-        let mut conn = self.conn.clone();
         let held: Vec<Arc<str>> = self.state().held.keys().cloned().collect();
-        for s in held {
-            let renewed: redis::RedisResult<i64> = redis::Script::new(RENEW)
-                .key(self.channels.stream_lease_key(&s))
-                .arg(&self.token)
-                .arg(self.ttl.as_millis() as u64)
-                .invoke_async(&mut conn)
-                .await;
+        let renewals = held.iter().map(|s| {
+            let mut conn = self.conn.clone();
+            let key = self.channels.stream_lease_key(s);
+            async move {
+                let script = redis::Script::new(RENEW);
+                let mut renew = script.key(key);
+                renew.arg(&self.token).arg(self.ttl.as_millis() as u64);
+                tokio::time::timeout(self.ttl / 3, renew.invoke_async::<i64>(&mut conn)).await
+            }
+        });
+        let results = futures_util::future::join_all(renewals).await;
+        let mut gone = Vec::new();
+        let mut answered = true;
+        for (s, renewed) in held.into_iter().zip(results) {
             match renewed {
-                Ok(1) => {}
-                Ok(_) => {
+                Ok(Ok(1)) => {}
+                Ok(Ok(_)) => {
                     warn!(stream = %s, "stream lease lost: another node reads it now");
                     self.state().held.remove(&s);
                     gone.push(s);
                 }
-                // Redis away: keep it; the fence stops any publish if it runs out meanwhile.
-                Err(_) => return (gone, false),
+                // Redis (or this stream's shard) away: keep it; the fence stops any publish if
+                // it runs out meanwhile.
+                _ => answered = false,
             }
         }
-        (gone, true)
+        (gone, answered)
     }
 
     pub(crate) async fn tick(&self) -> Vec<Arc<str>> {

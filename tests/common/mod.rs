@@ -268,3 +268,174 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
 }
 pub mod browser;
 pub mod camera;
+
+/// A Redis Cluster of our own on loopback: three masters, each with a replica (six
+/// redis-server processes, made a cluster by `redis-cli --cluster create`), killed on drop.
+/// A node that misses 1 s of pings is failed over.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// None (after `skip`) where redis-cli is missing.
+    pub fn start() -> Option<RedisCluster> {
+        if Command::new("redis-cli").arg("--version").output().is_err() {
+            skip("redis-cli not found (Debian's redis-tools); run scripts/setup.sh");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut ports = Vec::new();
+        let mut children = Vec::new();
+        for i in 0..6 {
+            let (port, bus) = (free_port(), free_port());
+            let node_dir = dir.path().join(i.to_string());
+            std::fs::create_dir(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--cluster-node-timeout", "1000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server not found; run scripts/setup.sh");
+            ports.push(port);
+            children.push(Some(child));
+        }
+        for &port in &ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let cluster = RedisCluster {
+            ports,
+            children,
+            _dir: dir,
+        };
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        // Every node must see the cluster whole, and every replica be in sync, before a
+        // failover can be asked of it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = (0..6).all(|i| {
+                cluster
+                    .cli(i, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+                    && cluster.masters().len() == 3
+            }) && cluster.replicas_in_sync();
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the Redis Cluster did not form");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(cluster)
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// `redis-cli -p <node i> args...`, its output.
+    pub fn cli(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.ports[i].to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A node still running, to ask.
+    fn alive(&self) -> usize {
+        (0..self.ports.len())
+            .find(|&i| self.children[i].is_some())
+            .expect("a node running")
+    }
+
+    /// The masters serving slots now, as indexes into `ports`, with their slot ranges.
+    pub fn masters(&self) -> Vec<(usize, Vec<(u16, u16)>)> {
+        let nodes = self.cli(self.alive(), &["cluster", "nodes"]);
+        let mut masters = Vec::new();
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let port: u16 = fields[1]
+                .split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            let Some(i) = self.ports.iter().position(|&p| p == port) else {
+                continue;
+            };
+            let ranges = fields[8..]
+                .iter()
+                .filter_map(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                })
+                .collect();
+            masters.push((i, ranges));
+        }
+        masters
+    }
+
+    fn replicas_in_sync(&self) -> bool {
+        (0..6).all(|i| {
+            let info = self.cli(i, &["info", "replication"]);
+            info.contains("role:master") || info.contains("master_link_status:up")
+        })
+    }
+
+    /// The master (index into `ports`) that serves `key` now.
+    pub fn master_of(&self, key: &str) -> usize {
+        let slot: u16 = self
+            .cli(self.alive(), &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap();
+        self.masters()
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|&(a, b)| (a..=b).contains(&slot)))
+            .map(|(i, _)| i)
+            .expect("every slot served")
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}

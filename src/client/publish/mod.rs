@@ -43,6 +43,8 @@ pub struct PublishOptions {
     pub input: Input,
     pub stream: String,
     pub redis_url: String,
+    /// `redis_url` is a node of a Redis Cluster: version 2 names.
+    pub redis_cluster: bool,
     /// For `rediss://`.
     pub redis_tls: crate::redis_conn::RedisTls,
     pub prefix: String,
@@ -101,7 +103,7 @@ impl Frames {
 /// Publishes frame messages and outage reports for one stream over one connection (Redis keeps
 /// a connection's messages in order). The connection comes back by itself after Redis restarts.
 struct Publisher {
-    conn: redis::aio::ConnectionManager,
+    conn: crate::redis_conn::RedisConn,
     stream: String,
     frames_channel: String,
     errors_channel: String,
@@ -215,18 +217,11 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, Input::Folder(_)) => Some(FOLDER_FPS),
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
-    if opts.redis_tls.cert.is_some() != opts.redis_tls.key.is_some() {
-        bail!("a client certificate and its key go together (--redis-cert and --redis-key)");
-    }
-    let tls = opts.redis_tls.files();
-    let (_client, conn) = crate::redis_conn::connect(&opts.redis_url, &tls, || {
-        format!(
-            "Redis at {} cannot be used",
-            crate::redis_conn::redact(&opts.redis_url)
-        )
-    })
-    .await?;
-    let channels = Channels::new(opts.prefix.clone());
+    let (_, conn) = opts
+        .redis_tls
+        .connect(&opts.redis_url, opts.redis_cluster)
+        .await?;
+    let channels = Channels::with_tags(opts.prefix.clone(), opts.redis_cluster);
     let mut publisher = Publisher {
         conn,
         stream: opts.stream.clone(),

@@ -56,7 +56,7 @@ impl ViewerState {
     pub(crate) fn new(cfg: &Config, parts: crate::supervisor::Parts) -> anyhow::Result<Self> {
         Ok(Self {
             redis: crate::redis_conn::client(&cfg.redis.url, &cfg.redis.tls_files())?,
-            channels: Channels::new(cfg.redis.channel_prefix.clone()),
+            channels: cfg.channels(),
             limits: FrameLimits {
                 max_message_bytes: cfg.limits.max_payload_bytes,
                 max_stream_id_bytes: cfg.limits.max_stream_id_bytes,
@@ -126,15 +126,16 @@ async fn known_streams(state: &ViewerState) -> Vec<String> {
             names.extend(reports.into_iter().map(|r| r.stream));
         }
     }
-    let prefix = state.channels.last_seq_key("");
+    // On a Redis Cluster this sees the keys of one shard only (the local sequencer's streams
+    // are listed whatever their shard).
     if let Ok(mut conn) = state.redis.get_multiplexed_async_connection().await {
-        let pattern = format!("{prefix}*");
+        let pattern = state.channels.last_seq_pattern();
         if let Ok(mut keys) = conn.scan_match::<_, String>(&pattern).await {
             while let Some(key) = keys.next().await {
                 if names.len() >= MAX_LISTED {
                     break;
                 }
-                if let Some(stream) = key.strip_prefix(&prefix) {
+                if let Some(stream) = state.channels.stream_of_last_seq_key(&key) {
                     names.insert(stream.to_string());
                 }
             }

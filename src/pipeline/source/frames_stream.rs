@@ -14,21 +14,23 @@
 //! far as it has room among `limits.max_kept_frames` (the pub/sub path must shed, since Redis's
 //! client reads on into a buffer of its own whether we read or not).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ractor::ActorRef;
-use redis::aio::MultiplexedConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
 use tracing::{info, warn};
 
 use super::{SourceMsg, StreamEntry, Taken};
 use crate::backoff::Backoff;
+use crate::log_budget::{LogBudget, Verdict};
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::stream_leases::StreamLeases;
 use crate::protocol::{Channels, CONSUMER_GROUP, FLAG_KEEP, FRAME_FIELD};
+use crate::redis_conn::{RedisClients, RedisConn};
 
 /// How the reader reads: entries per stream per read, how often it looks for new streams, and
 /// at most how many streams it reads (`limits.max_streams`).
@@ -42,18 +44,27 @@ pub(crate) struct StreamsReading {
 
 /// How long one read waits for new entries before it looks for new streams again.
 const BLOCK: Duration = Duration::from_millis(100);
+/// On a Redis Cluster, where one blocking read cannot span streams (each has its own slot):
+/// every stream is read at once without blocking, and again after this pause if none had
+/// anything.
+const CLUSTER_POLL: Duration = Duration::from_millis(10);
+/// On a Redis Cluster: how long a read waits for one stream's shard, and how long a stream
+/// whose shard did not answer is left out before it is tried again.
+const SHARD_WAIT: Duration = Duration::from_millis(250);
+const SHARD_PAUSE: Duration = Duration::from_millis(500);
 
 /// Read every frames stream until dropped (the source lease was lost): the owner aborts it.
 /// Redis errors are retried with backoff; a stream deleted or changed under it is found again.
 pub(crate) async fn read_frames_streams(
     source: ActorRef<SourceMsg>,
-    redis: redis::Client,
+    redis: RedisClients,
     channels: Channels,
     reading: StreamsReading,
     kept: Arc<KeptFrames>,
     leases: Option<Arc<StreamLeases>>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+    let (mut previous, mut untagged_told) = (Vec::new(), HashSet::new());
     loop {
         let mut reader = Reader {
             source: source.clone(),
@@ -65,10 +76,20 @@ pub(crate) async fn read_frames_streams(
             keeping: HashSet::new(),
             refused: Vec::new(),
             warned_full: false,
+            paused: HashMap::new(),
+            shard_warnings: LogBudget::new(),
+            untagged_told: std::mem::take(&mut untagged_told),
+            previous: std::mem::take(&mut previous),
         };
         match reader.run(&redis, &mut backoff).await {
             Ok(()) => return, // the source stopped
             Err(e) => {
+                previous = if reader.keys.is_empty() {
+                    reader.previous
+                } else {
+                    reader.keys.into_iter().map(|(key, _)| key).collect()
+                };
+                untagged_told = reader.untagged_told;
                 let wait = backoff.next_wait();
                 warn!(error = %e, ?wait, "reading frames streams failed; trying again");
                 tokio::time::sleep(wait).await;
@@ -91,23 +112,21 @@ struct Reader {
     /// Entries refused (key, id), to acknowledge after each read.
     refused: Vec<(String, String)>,
     warned_full: bool,
+    /// On a Redis Cluster: streams left out until then (their shard did not answer).
+    paused: HashMap<String, Instant>,
+    shard_warnings: LogBudget<()>,
+    /// Frames streams under version 1 names whose publishers were told.
+    untagged_told: HashSet<String>,
+    /// The keys the reader before this one read (it failed): looked for first.
+    previous: Vec<String>,
 }
 
 /// The source actor stopped: nothing more to read for.
 struct SourceGone;
 
 impl Reader {
-    async fn run(
-        &mut self,
-        redis: &redis::Client,
-        backoff: &mut Backoff,
-    ) -> redis::RedisResult<()> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Duration::from_secs(10))
-            .set_connection_timeout(Duration::from_secs(5));
-        let mut conn = redis
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+    async fn run(&mut self, redis: &RedisClients, backoff: &mut Backoff) -> redis::RedisResult<()> {
+        let mut conn = redis.own_connection().await?;
         let mut next_scan = Instant::now();
         loop {
             if Instant::now() >= next_scan {
@@ -121,40 +140,111 @@ impl Reader {
                 tokio::time::sleep(BLOCK.min(self.reading.scan_every)).await;
                 continue;
             };
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
-                .arg(CONSUMER_GROUP)
-                .arg(&self.reading.consumer)
-                .arg("COUNT")
-                .arg(count)
-                .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
-                .arg("STREAMS");
-            for key in &keys {
-                cmd.arg(key);
-            }
-            for _ in &keys {
-                cmd.arg(">");
-            }
-            let reply: Value = match cmd.query_async(&mut conn).await {
-                Ok(v) => v,
-                // A stream deleted (or Redis restarted and forgot the groups), or a key that is
-                // no longer a stream: look again now, and create the groups again.
-                Err(e) if matches!(e.code(), Some("NOGROUP") | Some("WRONGTYPE")) => {
-                    info!(error = %e, "frames streams changed; looking for them again");
-                    self.keys.clear();
-                    next_scan = Instant::now();
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let replies = if redis.is_cluster() {
+                self.read_each(&conn, &keys, count).await
+            } else {
+                let cmd = self.read_command(&keys, count, Some(BLOCK));
+                vec![cmd.query_async::<Value>(&mut conn).await]
             };
-            for (key, entries) in streams_of(&reply) {
-                if self.take(&key, entries, false).await.is_err() {
-                    return Ok(());
+            let mut read_any = false;
+            for reply in replies {
+                let reply = match reply {
+                    Ok(v) => v,
+                    // A stream deleted (or Redis restarted and forgot the groups), or a key
+                    // that is no longer a stream: look again now, and create the groups again.
+                    Err(e) if matches!(e.code(), Some("NOGROUP") | Some("WRONGTYPE")) => {
+                        info!(error = %e, "frames streams changed; looking for them again");
+                        self.keys.clear();
+                        next_scan = Instant::now();
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for (key, entries) in streams_of(&reply) {
+                    read_any |= !entries.is_empty();
+                    if self.take(&key, entries, false).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
             self.acknowledge_refused(&mut conn).await?;
+            if redis.is_cluster() && !read_any {
+                tokio::time::sleep(CLUSTER_POLL).await;
+            }
         }
+    }
+
+    /// On a Redis Cluster: each stream read on its own (its own slot), all at once, without
+    /// blocking. A stream whose shard does not answer within [`SHARD_WAIT`] (its master down,
+    /// the replica not yet promoted) is left out for [`SHARD_PAUSE`], so the streams of the
+    /// other shards are read on at their usual pace.
+    async fn read_each(
+        &mut self,
+        conn: &RedisConn,
+        keys: &[String],
+        count: usize,
+    ) -> Vec<redis::RedisResult<Value>> {
+        let now = Instant::now();
+        self.paused.retain(|_, until| *until > now);
+        let keys: Vec<&String> = keys
+            .iter()
+            .filter(|k| !self.paused.contains_key(*k))
+            .collect();
+        let reads = keys.iter().map(|key| {
+            let mut conn = conn.clone();
+            let cmd = self.read_command(std::slice::from_ref(*key), count, None);
+            async move {
+                match tokio::time::timeout(SHARD_WAIT, cmd.query_async::<Value>(&mut conn)).await {
+                    Ok(reply) => reply,
+                    Err(_) => Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "no answer from the stream's shard",
+                    ))),
+                }
+            }
+        });
+        let replies = futures_util::future::join_all(reads).await;
+        let mut out = Vec::with_capacity(replies.len());
+        let mut first_error = None;
+        for (key, reply) in keys.into_iter().zip(replies) {
+            match reply {
+                Err(e) if e.code().is_none() || e.is_cluster_error() => {
+                    let until = Instant::now() + SHARD_PAUSE;
+                    self.paused.insert(key.clone(), until);
+                    first_error.get_or_insert(e);
+                }
+                reply => out.push(reply),
+            }
+        }
+        // The cluster client reconnects by itself: a shard that does not answer is tried
+        // again after its pause, however long the outage (every shard down included).
+        if let Some(e) = first_error {
+            if let Verdict::Log { left_out } = self.shard_warnings.check(&()) {
+                warn!(error = %e, left_out, "a frames stream's Redis Cluster shard does not answer; its streams wait, the others are read");
+            }
+        }
+        out
+    }
+
+    /// XREADGROUP of new entries from `keys`, blocking up to `block` if given.
+    fn read_command(&self, keys: &[String], count: usize, block: Option<Duration>) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(CONSUMER_GROUP)
+            .arg(&self.reading.consumer)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS");
+        for key in keys {
+            cmd.arg(key);
+        }
+        for _ in keys {
+            cmd.arg(">");
+        }
+        cmd
     }
 
     /// Find frames streams not yet read: create the group (from the stream's start, so frames
@@ -162,31 +252,31 @@ impl Reader {
     /// pending, oldest first, before anything new is read.
     async fn discover(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
     ) -> redis::RedisResult<Result<(), SourceGone>> {
         // Streams handed over or lost are no longer read; taken again, they are claimed anew.
         if let Some(leases) = &self.leases {
             self.keys.retain(|(_, stream)| leases.reads(stream));
         }
-        let pattern = self.channels.frames_pattern();
-        let mut cursor: u64 = 0;
-        let mut found = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .arg("TYPE")
-                .arg("stream")
-                .query_async(conn)
-                .await?;
-            found.extend(keys);
-            if next == 0 {
-                break;
+        let mut found = match scan_streams(conn, &self.channels.frames_pattern()).await {
+            Ok(found) => found,
+            // A Redis Cluster with a shard down: the streams found so far are read on, new
+            // ones are looked for at the next scan.
+            Err(e) if matches!(conn, RedisConn::Cluster(_)) && !self.keys.is_empty() => {
+                if let Verdict::Log { left_out } = self.shard_warnings.check(&()) {
+                    warn!(error = %e, left_out, "cannot look for new frames streams on every Redis Cluster shard; reading those found");
+                }
+                Vec::new()
             }
-            cursor = next;
+            Err(e) => return Err(e),
+        };
+        // The streams the previous reader read are looked for whatever the scan saw (on a
+        // Redis Cluster, a scan during a failover may miss a shard's keys).
+        for key in &self.previous {
+            let key = key.as_bytes();
+            if !found.iter().any(|k| k == key) {
+                found.push(key.to_vec());
+            }
         }
         for key in found {
             // Names that are not UTF-8 or not under the prefix are refused by the source when
@@ -198,6 +288,11 @@ impl Reader {
                 continue;
             }
             let Some(stream) = self.channels.stream_of(key.as_bytes()) else {
+                if self.channels.untagged_stream_of(key.as_bytes()).is_some()
+                    && self.tell_untagged(&key).await.is_err()
+                {
+                    return Ok(Err(SourceGone));
+                }
                 continue;
             };
             let stream: Arc<str> = Arc::from(String::from_utf8_lossy(stream).as_ref());
@@ -247,11 +342,35 @@ impl Reader {
         Ok(Ok(()))
     }
 
+    /// A frames stream under a version 1 name on a Redis Cluster: its publisher is told, once
+    /// per reader, on its error channel (the source refuses it as it refuses such a channel);
+    /// its entries are left alone.
+    async fn tell_untagged(&mut self, key: &str) -> Result<(), SourceGone> {
+        if self.untagged_told.contains(key) || self.untagged_told.len() >= self.reading.max_streams
+        {
+            return Ok(());
+        }
+        self.untagged_told.insert(key.to_string());
+        let told = self
+            .source
+            .call(
+                |done| SourceMsg::Message {
+                    channel: key.as_bytes().to_vec(),
+                    payload: Bytes::new(),
+                    entry: None,
+                    done,
+                },
+                None,
+            )
+            .await;
+        told.map(|_| ()).map_err(|_| SourceGone)
+    }
+
     /// Take over every entry of `key` still pending (read by a node that stopped, or by this
     /// node's previous reader) and hand them to the source in order.
     async fn claim(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         key: &str,
     ) -> redis::RedisResult<Result<(), SourceGone>> {
         let mut start = "0-0".to_string();
@@ -384,10 +503,7 @@ impl Reader {
         Ok(())
     }
 
-    async fn acknowledge_refused(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-    ) -> redis::RedisResult<()> {
+    async fn acknowledge_refused(&mut self, conn: &mut RedisConn) -> redis::RedisResult<()> {
         // Refused entries of one read may span streams: each is acknowledged on its own key.
         let mut refused = std::mem::take(&mut self.refused);
         refused.sort();
@@ -401,6 +517,61 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// The names of every stream key matching `pattern`: on a Redis Cluster, from each master.
+async fn scan_streams(conn: &mut RedisConn, pattern: &str) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let scan = |cursor: u64| {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg("stream");
+        cmd
+    };
+    let mut found = Vec::new();
+    let RedisConn::Cluster(cluster) = conn else {
+        let mut cursor = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = scan(cursor).query_async(conn).await?;
+            found.extend(keys);
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+    };
+    // Each master has its own cursor: the first page from all at once, the rest from each.
+    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let first = cluster.route_command(&scan(0), all).await?;
+    let Value::Map(pages) = first else {
+        return Ok(found);
+    };
+    for (address, page) in pages {
+        let (mut cursor, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(&page)?;
+        found.extend(keys);
+        let Some((host, port)) = text(&address)
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':'))
+            .and_then(|(h, p)| Some((h.to_string(), p.parse().ok()?)))
+        else {
+            continue;
+        };
+        while cursor != 0 {
+            let at = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            let page = cluster.route_command(&scan(cursor), at).await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(&page)?;
+            found.extend(keys);
+            cursor = next;
+        }
+    }
+    Ok(found)
 }
 
 /// `[key, [entry...]]` pairs of an XREADGROUP reply (an array in RESP2, a map in RESP3; nil when

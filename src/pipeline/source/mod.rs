@@ -83,7 +83,7 @@ pub(crate) enum Taken {
 impl ractor::Message for SourceMsg {}
 
 pub(crate) struct SourceArgs {
-    pub redis: redis::Client,
+    pub redis: redis_conn::RedisClients,
     /// Only the holder of this lease reads the frames channels.
     pub lease: Lease,
     /// With `cluster.stream_leases`: only the streams this node holds, instead.
@@ -226,7 +226,7 @@ struct FramesStreams {
 /// reconnect with backoff when Redis goes away; stand by while another node holds the lease.
 async fn pump(
     source: ActorRef<SourceMsg>,
-    redis: redis::Client,
+    redis: redis_conn::RedisClients,
     mut lease: Lease,
     ready: tokio::sync::oneshot::Sender<()>,
     stats: Arc<Stats>,
@@ -288,7 +288,7 @@ async fn pump(
                 continue;
             }
         }
-        let mut conn = match redis_conn::subscribe(&redis, &[], &[&pattern]).await {
+        let mut conn = match redis.subscribe(&[], &[&pattern]).await {
             Ok(c) => c,
             Err(e) => {
                 let wait = backoff.next_wait();
@@ -420,6 +420,29 @@ impl Outage {
 }
 
 impl SourceState {
+    /// A version 1 frames channel at a node that reads version 2 names (on a Redis Cluster):
+    /// its publisher is told what to change, on the error channel it knows (answered by one
+    /// node only, as a bad stream id is).
+    fn refuse_untagged(&self, stream: &[u8]) -> Taken {
+        if let Some(leases) = &self.args.stream_leases {
+            if !leases.ranks_first(&String::from_utf8_lossy(stream)) {
+                return Taken::Elsewhere;
+            }
+        }
+        let name = String::from_utf8_lossy(stream);
+        let channel = self.args.channels.frames(&name);
+        refuse(
+            &self.args,
+            stream,
+            None,
+            ErrorCode::UntaggedChannel,
+            format!(
+                "this node reads version 2 names on a Redis Cluster: publish to {channel:?} (the stream in braces, see docs/protocol.md)"
+            ),
+        );
+        Taken::Refused
+    }
+
     async fn take_in(
         &mut self,
         channel: &[u8],
@@ -427,6 +450,9 @@ impl SourceState {
         entry: Option<StreamEntry>,
     ) -> Taken {
         let Some(channel_stream) = self.args.channels.stream_of(channel) else {
+            if let Some(stream) = self.args.channels.untagged_stream_of(channel) {
+                return self.refuse_untagged(stream);
+            }
             debug!("message on an unexpected channel ignored");
             return Taken::Refused;
         };
