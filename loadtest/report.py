@@ -78,25 +78,29 @@ if runs:
     print()
 
 # Ingress spread: the same 30 fps over 1, 2 and 3 source nodes, a lease per stream.
-spread = [(n, load(f"ingress-spread-{n}.json")) for n in (1, 2, 3)]
-spread = [(n, r) for n, r in spread if r]
-if spread:
+for t in ("pubsub", "streams"):
+    spread = [(n, load(f"ingress-spread-{t}-{n}.json")) for n in (1, 2, 3)]
+    spread = [(n, r) for n, r in spread if r]
+    if not spread:
+        continue
+
     def held(n):
-        out = []
+        shares = []
         for i in range(1, n + 1):
             try:
-                out.append(open(os.path.join(out, f"ingress-spread-{n}.held-{i}.txt")).read().split()[1])
+                shares.append(open(os.path.join(out, f"ingress-spread-{t}-{n}.held-{i}.txt")).read().split()[1])
             except (OSError, IndexError):
-                out.append("?")
-        return " / ".join(out)
+                shares.append("?")
+        return " / ".join(shares)
+
     base = None
-    print("| ingress spread (12 x 2.5 fps, KEEP, a lease per stream) | streams held per node | delivered fps | source nodes' cores, together | source CPU ms per frame, all nodes | per node, if split evenly | aggregate ingress N cores could take (frames/s) | ratio to 1 node |")
+    print(f"| ingress spread over {t} (12 x 2.5 fps, KEEP, a lease per stream) | streams held per node | detected / published | source nodes' cores, together | source CPU ms per frame, all nodes | per node, if split evenly | aggregate ingress N cores could take (frames/s) | ratio to 1 node |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n, r in spread:
         per_frame = 1000 * r["nodes_cpu_cores"] / max(r["delivered_fps"], 1e-9)
         ceiling = n * 1000 / max(per_frame, 1e-9)
         base = base or ceiling
-        print(f"| {n} source node(s) | {held(n)} | {r['delivered_fps']} | {r['nodes_cpu_cores']} | {per_frame:.2f} "
+        print(f"| {n} source node(s) | {held(n)} | {r['detected']} / {r['published']} | {r['nodes_cpu_cores']} | {per_frame:.2f} "
               f"| {per_frame / n:.2f} | {ceiling:.0f} | {ceiling / base:.2f} |")
     print()
 

@@ -83,7 +83,12 @@ start_node() {
     for _ in $(seq 600); do grep -q "node started" "$WORK/$name.log" && return; sleep 0.1; done
     cat "$WORK/$name.log" >&2; exit 1
 }
-stop_nodes() { for p in "${PIDS[@]}"; do [ "$p" = "$REDIS_PID" ] || kill "$p" 2>/dev/null || true; done; sleep 1; PIDS=(${REDIS_PID:-}); }
+# Stops every node and waits for each to exit (a draining node holds its ports a while).
+stop_nodes() {
+    for p in "${PIDS[@]}"; do [ "$p" = "$REDIS_PID" ] || kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do [ "$p" = "$REDIS_PID" ] || wait "$p" 2>/dev/null || true; done
+    sleep 1; PIDS=(${REDIS_PID:-})
+}
 NODE_PORTS=(--set cluster.listen=127.0.0.1:7410 --set admin.listen=127.0.0.1:7510)
 
 # --- 2. run_config LABEL SLUG ENV SETS...: bench-model, a 30 fps run and a saturating run.
@@ -157,27 +162,32 @@ stop_nodes
 want ingress && run_ingress
 
 # --- 4c. Ingress spread: 12 streams of 2.5 fps (30 fps in all, every frame KEEP) over 1, 2 and
-# 3 source-only nodes with a lease per stream, one detector node; the source nodes' CPU is
-# measured together. With the streams split evenly, each node does 1/N of the ingress.
+# 3 source-only nodes with a lease per stream, one detector node, over pub/sub and over Redis
+# Streams; the source nodes' CPU is measured together.
 run_ingress_spread() {
 echo "== ingress spread" >&2
-for n in 1 2 3; do
-    start_node det - --set 'node.roles=["detector"]' "${NODE_PORTS[@]}"
-    local pids=()
-    for i in $(seq "$n"); do
-        start_node "src$i" - --set 'node.roles=["source", "sequencer"]' --set cluster.stream_leases=true \
-            --set "cluster.listen=127.0.0.1:$((7420 + i))" --set "admin.listen=127.0.0.1:$((7520 + i))" \
-            --set 'cluster.seeds=["127.0.0.1:7410"]'
-        pids+=("$LAST_PID")
+for t in pubsub streams; do
+    for n in 1 2 3; do
+        # Each run starts from no streams: earlier runs' frames streams (and the leases a
+        # node would keep renewing for them) are deleted.
+        redis-cli -u "$REDIS_URL" --scan --pattern 'kadr:*' | xargs -r redis-cli -u "$REDIS_URL" DEL >/dev/null
+        start_node det - --set 'node.roles=["detector"]' "${NODE_PORTS[@]}"
+        local pids=()
+        for i in $(seq "$n"); do
+            start_node "src$i" - --set 'node.roles=["source", "sequencer"]' --set cluster.stream_leases=true \
+                --set "cluster.listen=127.0.0.1:$((7420 + i))" --set "admin.listen=127.0.0.1:$((7520 + i))" \
+                --set 'cluster.seeds=["127.0.0.1:7410"]'
+            pids+=("$LAST_PID")
+        done
+        sleep 3
+        $LOAD --transport "$t" --streams 12 --fps 2.5 --keep --seconds "$SECONDS_PER_RUN" --node-pid "${pids[@]}" \
+            --label "12 x 2.5 fps over $n source node(s), $t" --json "$OUT/ingress-spread-$t-$n.json" >/dev/null
+        for i in $(seq "$n"); do
+            curl -sS "http://127.0.0.1:$((7520 + i))/metrics" | sed -n 's/^kadr_streams_held{[^}]*} /held /p' \
+                > "$OUT/ingress-spread-$t-$n.held-$i.txt"
+        done
+        stop_nodes
     done
-    sleep 3
-    $LOAD --streams 12 --fps 2.5 --keep --seconds "$SECONDS_PER_RUN" --node-pid "${pids[@]}" \
-        --label "12 x 2.5 fps over $n source node(s)" --json "$OUT/ingress-spread-$n.json" >/dev/null
-    for i in $(seq "$n"); do
-        curl -s "http://127.0.0.1:$((7520 + i))/metrics" | sed -n 's/^kadr_streams_held /held /p' \
-            > "$OUT/ingress-spread-$n.held-$i.txt" || true
-    done
-    stop_nodes
 done
 }
 want ingress-spread && run_ingress_spread
