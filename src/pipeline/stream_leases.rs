@@ -151,6 +151,24 @@ impl StreamLeases {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// A frame of `stream` came in: true if it is plainly another node's (seen before, not
+    /// held here, no take due), so the caller can let it go without further work; false when
+    /// [`StreamLeases::admits`] must decide. Keeps the stream's seen time current either way.
+    pub(crate) fn elsewhere(&self, stream: &str) -> bool {
+        let mut st = self.state();
+        let now = Instant::now();
+        let Some(at) = st.seen.get_mut(stream) else {
+            return false;
+        };
+        *at = now;
+        if st.held.contains_key(stream) {
+            return false;
+        }
+        st.wanted
+            .get(stream)
+            .is_none_or(|tried| now.duration_since(*tried) < RETRY_WANTED)
+    }
+
     /// A frame of `stream` came in: whether this node reads it. A stream seen for the first time
     /// is taken at once if the placement gives it to this node and nobody holds it.
     pub(crate) async fn admits(&self, stream: &str) -> bool {

@@ -345,6 +345,20 @@ async fn pump(
                         break;
                     };
                     let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
+                    // Every source node receives every frame over pub/sub: one of a stream
+                    // another node reads is let go here, before it is copied or handed on.
+                    if let Some(leases) = &streams.leases {
+                        let elsewhere = streams
+                            .channels
+                            .stream_of(&channel)
+                            .and_then(|s| std::str::from_utf8(s).ok())
+                            .is_some_and(|s| leases.elsewhere(s));
+                        if elsewhere {
+                            stats.received.inc();
+                            stats.frames_elsewhere.inc();
+                            continue;
+                        }
+                    }
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
                     let sent = source
                         .call(
