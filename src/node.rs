@@ -183,6 +183,7 @@ impl Node {
             stats: self.stats.clone(),
             membership: self.cluster.membership_watch(),
             parts: self.parts.clone(),
+            stream_leases: self.stream_leases.clone(),
         }
     }
 

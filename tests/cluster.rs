@@ -1379,6 +1379,25 @@ fn twelve_streams_spread_over_three_source_nodes_and_a_kill_moves_only_its_own()
         }
         m
     });
+    // Every node's /streams says who reads each stream, as the leases do.
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, body) = n.get("/streams");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            let shown: std::collections::HashMap<String, String> =
+                serde_json::from_value(body["holders"].clone()).unwrap_or_default();
+            if shown == holder_of {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}'s /streams holders {shown:?}, leases {holder_of:?}",
+                n.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     // The node with the most streams dies mid-stream.
     let victim = (0..3).max_by_key(|&i| shares[i]).unwrap();
     let victim_name = nodes[victim].name.clone();

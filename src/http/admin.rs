@@ -47,6 +47,8 @@ pub(crate) struct AdminHandles {
     pub membership: tokio::sync::watch::Receiver<ActorRef<MembershipMsg>>,
     /// The node's actors as they are now.
     pub parts: crate::supervisor::Parts,
+    /// With `cluster.stream_leases`: who reads each stream.
+    pub stream_leases: Option<Arc<crate::pipeline::stream_leases::StreamLeases>>,
 }
 
 struct AppState {
@@ -229,10 +231,18 @@ async fn stream_reports(state: &AppState) -> Result<Vec<StreamReport>, String> {
 
 async fn streams(state: web::Data<AppState>) -> HttpResponse {
     match stream_reports(&state).await {
-        Ok(streams) => HttpResponse::Ok().json(json!({
-            "node": state.handles.node,
-            "streams": streams,
-        })),
+        Ok(streams) => {
+            let mut body = json!({
+                "node": state.handles.node,
+                "streams": streams,
+            });
+            // With a lease per stream: which node reads every stream this node has seen
+            // (from the leases, as of its last look, every third of the lease's lifetime).
+            if let Some(leases) = &state.handles.stream_leases {
+                body["holders"] = json!(leases.holders());
+            }
+            HttpResponse::Ok().json(body)
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

@@ -118,6 +118,15 @@ impl StreamLeases {
             .is_some_and(|h| h.leaving_since.is_none())
     }
 
+    /// Who reads each stream seen, as the last tick found the leases (node names, by stream).
+    pub(crate) fn holders(&self) -> std::collections::BTreeMap<String, String> {
+        self.state()
+            .holders
+            .iter()
+            .map(|(s, n)| (s.to_string(), n.clone()))
+            .collect()
+    }
+
     /// The streams this node holds, sorted.
     pub(crate) fn held(&self) -> Vec<String> {
         let mut v: Vec<String> = self.state().held.keys().map(|s| s.to_string()).collect();
