@@ -359,7 +359,6 @@ pub(crate) fn describe(e: &RedisError) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`, for logs and errors.
 /// A pub/sub connection, subscribed to `channels` and the `patterns`, within the same
 /// time-outs as every other Redis connection (a source node, a viewer, `kadr subscribe`).
 pub async fn subscribe(
@@ -409,6 +408,7 @@ pub(crate) fn unusable(url: &str) -> String {
     )
 }
 
+/// `url` with any password replaced by `***`, for logs and errors.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
