@@ -204,9 +204,11 @@ pub(crate) async fn connect_cluster(
     tls: &TlsFiles<'_>,
     unavailable: impl FnOnce() -> String,
 ) -> anyhow::Result<(RedisClients, RedisConn)> {
+    // The files are read once, for every node's client and both cluster clients.
+    let certs = tls_certificates(tls)?;
     let clients = urls
         .iter()
-        .map(|u| client(u, tls))
+        .map(|u| client_with(u, certs.clone()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let build = |response_timeout| {
         let mut builder =
@@ -218,7 +220,7 @@ pub(crate) async fn connect_cluster(
                 .retries(8)
                 .min_retry_wait(100)
                 .max_retry_wait(1600);
-        if let Some(certs) = tls_certificates(tls)? {
+        if let Some(certs) = certs.clone() {
             builder = builder.certs(certs);
         }
         builder
@@ -274,11 +276,7 @@ impl RedisTls {
         url: &str,
         cluster: bool,
     ) -> anyhow::Result<(RedisClients, RedisConn)> {
-        if self.cert.is_some() != self.key.is_some() {
-            anyhow::bail!(
-                "a client certificate and its key go together (--redis-cert and --redis-key)"
-            );
-        }
+        self.check_pairing()?;
         let unavailable = || format!("Redis at {} cannot be used", redact(url));
         if cluster {
             connect_cluster(&[url.to_string()], &self.files(), unavailable).await
@@ -289,19 +287,29 @@ impl RedisTls {
 
     /// A client for `url` with these files (checked: a cert needs its key, and the reverse).
     pub fn client(&self, url: &str) -> anyhow::Result<redis::Client> {
+        self.check_pairing()?;
+        client(url, &self.files())
+    }
+
+    fn check_pairing(&self) -> anyhow::Result<()> {
         if self.cert.is_some() != self.key.is_some() {
             anyhow::bail!(
                 "a client certificate and its key go together (--redis-cert and --redis-key)"
             );
         }
-        client(url, &self.files())
+        Ok(())
     }
 }
 
 /// A client for `url`, with the TLS files given for `rediss://`.
 pub(crate) fn client(url: &str, tls: &TlsFiles<'_>) -> anyhow::Result<redis::Client> {
+    client_with(url, tls_certificates(tls)?)
+}
+
+/// A client for `url`, with TLS certificates already read.
+fn client_with(url: &str, certs: Option<redis::TlsCertificates>) -> anyhow::Result<redis::Client> {
     let invalid = || anyhow!("{} is not a valid Redis URL", redact(url));
-    match tls_certificates(tls)? {
+    match certs {
         None => redis::Client::open(url).map_err(|_| invalid()),
         Some(certs) => {
             redis::Client::build_with_tls(url, certs).map_err(|e| anyhow!("{}: {e}", redact(url)))
