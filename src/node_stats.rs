@@ -112,6 +112,40 @@ pub struct Stats {
     pub cluster_detectors: Counter,
     pub dispatch_in_flight: Counter,
     pub dispatch_queued: Counter,
+    /// Objects this node's detectors found, per class name.
+    pub objects: ClassCounts,
+}
+
+/// Objects found per class name. The names come from the model, so the map is as large as its
+/// class list; past [`ClassCounts::MAX_CLASSES`] names (a graph emitting stray class ids) the
+/// rest count as `other`.
+#[derive(Debug, Default)]
+pub struct ClassCounts(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl ClassCounts {
+    pub const MAX_CLASSES: usize = 4096;
+
+    pub fn add(&self, detections: &[crate::protocol::Detection]) {
+        if detections.is_empty() {
+            return;
+        }
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for d in detections {
+            if let Some(n) = counts.get_mut(&d.class) {
+                *n += 1;
+            } else if counts.len() < Self::MAX_CLASSES {
+                counts.insert(d.class.clone(), 1);
+            } else {
+                *counts.entry("other".into()).or_default() += 1;
+            }
+        }
+    }
+
+    /// (class, count), by class name.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
 }
 
 impl Stats {

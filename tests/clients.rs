@@ -110,9 +110,9 @@ print("same architecture")
         (
             yolo.info().input_width,
             yolo.info().input_height,
-            yolo.info().row_len
+            yolo.info().classes
         ),
-        (512, 320, 85)
+        (512, 320, Some(80))
     );
     let img = image::RgbImage::from_fn(1280, 720, |x, y| {
         image::Rgb([(x / 5) as u8, (y / 3) as u8, ((x + y) / 8) as u8])

@@ -17,8 +17,12 @@ pub struct DetectArgs {
     pub model: PathBuf,
     #[arg(long, default_value_t = 0.25)]
     pub conf: f32,
-    #[arg(long, default_value_t = 0.45)]
-    pub iou: f32,
+    /// NMS IoU threshold (default: the model's producer's own, YOLOv7 0.45, ultralytics 0.7).
+    #[arg(long)]
+    pub iou: Option<f32>,
+    /// Class names, one per line or YAML `names:` (default: the model's metadata, else COCO's).
+    #[arg(long)]
+    pub names_file: Option<PathBuf>,
     /// Path to libonnxruntime.so (found in .deps/onnxruntime/ by default).
     #[arg(long, env = "KADR_ONNXRUNTIME")]
     pub onnxruntime: Option<PathBuf>,
@@ -39,6 +43,7 @@ pub struct DetectArgs {
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<()> {
+    let class_names = names_from_file(args.names_file.as_deref())?;
     let execution_provider = if args.openvino {
         ExecutionProvider::Openvino
     } else {
@@ -59,6 +64,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
                 iou_threshold: args.iou,
                 ..PostprocessConfig::default()
             },
+            class_names,
         },
         args.images,
     )
@@ -77,10 +83,11 @@ fn detect(opts: ModelOptions, images: Vec<PathBuf>) -> anyhow::Result<()> {
         opts.postprocess.conf_threshold,
         opts.postprocess.iou_threshold,
     );
-    if !(conf > 0.0 && conf <= 1.0 && iou > 0.0 && iou <= 1.0) {
+    if !(conf > 0.0 && conf <= 1.0 && iou.is_none_or(|iou| iou > 0.0 && iou <= 1.0)) {
         bail!("--conf and --iou must be in (0, 1]");
     }
     let mut yolo = Yolo::load(&opts)?;
+    eprintln!("kadr detect: {}", yolo.info().summary());
     let b = yolo.backend();
     eprintln!(
         "kadr detect: {} {}, dct_scaling {} ({})",
@@ -117,4 +124,19 @@ fn detect(opts: ModelOptions, images: Vec<PathBuf>) -> anyhow::Result<()> {
         bail!("{failures} of {} images failed", images.len());
     }
     Ok(())
+}
+
+/// `--names-file`, read and parsed, with its source for the log.
+pub fn names_from_file(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<(Vec<String>, kadr::model::names::NamesSource)>> {
+    let Some(path) = path else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let names = kadr::model::names::parse_names_file(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Some((
+        names,
+        kadr::model::names::NamesSource::File(path.display().to_string()),
+    )))
 }

@@ -2,6 +2,7 @@
 
 pub mod bench_model;
 pub mod detect;
+pub mod inspect;
 pub mod node;
 pub mod publish;
 pub mod subscribe;
@@ -13,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "kadr",
     version,
-    about = "YOLOv7 object detection for live video over Redis pub/sub"
+    about = "YOLO object detection for live video over Redis, on a cluster of nodes"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,6 +27,9 @@ pub enum Command {
     Node(node::NodeArgs),
     /// Detect objects in still images (JPEG or PNG); prints one JSON line per image.
     Detect(detect::DetectArgs),
+    /// Say what kadr makes of a model file: export format, input size, classes and their
+    /// names, thresholds inside the graph; refuse one it cannot read, with the reason.
+    Inspect(inspect::InspectArgs),
     /// Measure the model alone with a node's settings: inference, and whole frames (decode,
     /// letterbox, inference, NMS), with the node's pool size of sessions in parallel.
     BenchModel(bench_model::BenchModelArgs),
@@ -79,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args).await,
         Command::Detect(args) => detect::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::BenchModel(args) => bench_model::run(args).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Subscribe(args) => subscribe::run(args).await,

@@ -248,9 +248,15 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        if let Some(lib) = cfg.model.onnxruntime_library.as_mut() {
-            if lib.is_relative() {
-                *lib = base.join(&*lib);
+        for p in [
+            cfg.model.onnxruntime_library.as_mut(),
+            cfg.model.names_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
         }
         self.validate(path, purpose)?;
@@ -326,6 +332,8 @@ impl Config {
                 max_detections: self.model.max_detections,
                 ..PostprocessConfig::default()
             },
+            // Validated at load: a names file that cannot be read was a config error then.
+            class_names: self.model.configured_names().ok().flatten(),
         }
     }
 
@@ -396,7 +404,8 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = parse("[model]\npath = \"Cargo.toml\"\n").unwrap();
         assert_eq!(c.model.conf_threshold, 0.25);
-        assert_eq!(c.model.iou_threshold, 0.45);
+        // The model's producer's own IoU (YOLOv7 0.45, ultralytics 0.7) unless set.
+        assert_eq!(c.model.iou_threshold, None);
         assert_eq!(c.limits.max_payload_bytes, 8 * 1024 * 1024);
         assert_eq!(c.redis.channel_prefix, "kadr");
         assert!(c.pool_size() >= 1);

@@ -1,10 +1,12 @@
-//! `[model]` and `[detector]`: what runs YOLOv7, and how many of it.
+//! `[model]` and `[detector]`: what model runs, its class names, and how many detectors.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use crate::model::backend::{ExecutionProvider, Precision};
+use crate::model::names::{parse_names_file, NamesSource};
+use crate::model::{ModelError, ModelInfo};
 
 use super::Problems;
 
@@ -15,8 +17,9 @@ pub struct ModelConfig {
     pub path: PathBuf,
     #[serde(default = "default_conf")]
     pub conf_threshold: f32,
-    #[serde(default = "default_iou")]
-    pub iou_threshold: f32,
+    /// NMS IoU threshold; unset: the model's producer's own (YOLOv7 0.45, ultralytics 0.7).
+    #[serde(default)]
+    pub iou_threshold: Option<f32>,
     #[serde(default = "default_max_detections")]
     pub max_detections: usize,
     /// Path to `libonnxruntime.so`; found in `.deps/onnxruntime/` when unset.
@@ -35,13 +38,17 @@ pub struct ModelConfig {
     /// reference-exact path) or `bf16`.
     #[serde(default)]
     pub precision: Precision,
+    /// Class names, in class order; they win over the names in the model's metadata.
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
+    /// A file of class names: one per line (Darknet's `coco.names`) or YAML with `names:`
+    /// (YOLOv5/YOLOv7/ultralytics data files). Relative to the config file's folder.
+    #[serde(default)]
+    pub names_file: Option<PathBuf>,
 }
 
 fn default_conf() -> f32 {
     0.25
-}
-fn default_iou() -> f32 {
-    0.45
 }
 fn default_max_detections() -> usize {
     300
@@ -77,12 +84,13 @@ impl ModelConfig {
                 format!("is {}, must be in (0, 1]", self.conf_threshold),
             );
         }
-        if !unit(self.iou_threshold) {
+        if let Some(iou) = self.iou_threshold.filter(|v| !unit(*v)) {
             p.add(
                 "model.iou_threshold",
-                format!("is {}, must be in (0, 1]", self.iou_threshold),
+                format!("is {iou}, must be in (0, 1]"),
             );
         }
+        self.check_names(p);
         if let Some(why) =
             crate::model::backend::impossible(self.execution_provider, self.precision)
         {
@@ -103,6 +111,53 @@ impl ModelConfig {
             1,
             30_000,
         );
+    }
+}
+
+impl ModelConfig {
+    /// The class names the configuration gives, with their source; `Ok(None)` if it gives none.
+    pub fn configured_names(&self) -> Result<Option<(Vec<String>, NamesSource)>, String> {
+        if let Some(names) = &self.class_names {
+            return Ok(Some((names.clone(), NamesSource::Config)));
+        }
+        let Some(file) = &self.names_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let names = parse_names_file(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        Ok(Some((names, NamesSource::File(file.display().to_string()))))
+    }
+
+    /// Names that cannot be read, are empty or blank, or are not as many as the model's classes.
+    fn check_names(&self, p: &mut Problems) {
+        let key = if self.class_names.is_some() {
+            "model.class_names"
+        } else {
+            "model.names_file"
+        };
+        if self.class_names.is_some() && self.names_file.is_some() {
+            p.add(
+                "model.names_file",
+                "set model.class_names or model.names_file, not both",
+            );
+            return;
+        }
+        let (names, source) = match self.configured_names() {
+            Ok(Some(configured)) => configured,
+            Ok(None) => return,
+            Err(e) => return p.add(key, e),
+        };
+        if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+            return p.add(key, "has an empty name");
+        }
+        // The count against the model, where the model file is one kadr reads (a model it
+        // cannot read is reported when it loads, with the reason).
+        if let Err(ModelError::ClassNames { reason, .. }) =
+            ModelInfo::read(&self.path, Some((names, source)))
+        {
+            p.add(key, reason);
+        }
     }
 }
 

@@ -243,6 +243,14 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             );
         }
     }
+    let _ = writeln!(out, "# HELP kadr_objects_detected_total Objects this node's detectors found, by class name.\n# TYPE kadr_objects_detected_total counter");
+    for (class, n) in stats.objects.snapshot() {
+        let _ = writeln!(
+            out,
+            "kadr_objects_detected_total{{node=\"{node}\",class=\"{}\"}} {n}",
+            escape(&class)
+        );
+    }
     if !streams.is_empty() {
         let _ = writeln!(
             out,
@@ -346,7 +354,16 @@ mod tests {
             errors: 0,
             late: 0,
         }];
+        let person = |score| crate::protocol::Detection {
+            class_id: 0,
+            class: "person".into(),
+            score,
+            bbox: [0.0; 4],
+            track_id: None,
+        };
+        stats.objects.add(&[person(0.9), person(0.8)]);
         let text = prometheus_text("n1", &stats, &streams);
+        assert!(text.contains("kadr_objects_detected_total{node=\"n1\",class=\"person\"} 2\n"));
         assert!(text.contains("# TYPE kadr_frames_detected_total counter\nkadr_frames_detected_total{node=\"n1\"} 5\n"));
         assert!(text.contains(
             "kadr_stream_latency_ms{node=\"n1\",stream=\"cam\\\"1\",quantile=\"0.99\"} 80"

@@ -1,13 +1,18 @@
-//! YOLOv7 on ONNX Runtime: load and validate a model, and run it on images.
+//! YOLO on ONNX Runtime: load and validate a model, and run it on images.
 //!
-//! The model contract is the reference `export.py --grid` output: input `images` float32
-//! [1,3,H,W], output float32 [1,N,5+classes] already decoded. Pre- and post-processing live in
-//! [`letterbox`] and [`postprocess`] as pure functions; [`Yolo`] owns a session and the buffers
-//! that are reused from frame to frame.
+//! The model takes one input, float32 [1,3,H,W] (RGB, 0..1, letterboxed), and has one output in
+//! one of the export formats of [`formats`] (YOLOv7 `--grid` and `--end2end`, YOLOv5, Darknet
+//! converted, ultralytics with or without NMS), recognised from the file itself
+//! ([`onnx_graph`]) before ONNX Runtime loads it. Pre- and post-processing live in [`letterbox`]
+//! and [`postprocess`] as pure functions; [`Yolo`] owns a session and the buffers that are
+//! reused from frame to frame.
 
 pub mod backend;
 pub mod coco;
+pub mod formats;
 pub mod letterbox;
+pub mod names;
+pub mod onnx_graph;
 pub mod postprocess;
 
 use std::io::Cursor;
@@ -23,7 +28,10 @@ use thiserror::Error;
 use crate::protocol::Detection;
 use crate::runtime::{self, RuntimeError};
 use backend::{Arithmetic, CpuInfo, ExecutionProvider, Precision, Provider};
+use formats::{ExportFormat, ModelLayout};
 use letterbox::{Letterboxer, Placement};
+use names::{ClassNames, NamesSource};
+use onnx_graph::{GraphSummary, NmsThresholds};
 use postprocess::{PostprocessConfig, Postprocessor, RawDetection};
 
 /// Largest image side accepted; a larger one is refused before any pixel is decoded.
@@ -49,8 +57,10 @@ pub enum ModelError {
     NotFound(PathBuf),
     #[error("model {path} could not be loaded by ONNX Runtime: {reason}")]
     Load { path: PathBuf, reason: String },
-    #[error("model {path} is not a YOLOv7 `export.py --grid` model: {reason}")]
+    #[error("model {path} cannot be read by kadr: {reason}")]
     Contract { path: PathBuf, reason: String },
+    #[error("model {path}: {reason}")]
+    ClassNames { path: PathBuf, reason: String },
     #[error("model.execution_provider and model.precision: {0}")]
     Backend(String),
 }
@@ -100,6 +110,8 @@ pub struct ModelOptions {
     pub precision: Precision,
     /// Largest frame (width x height) decoded; a larger one is refused before decoding.
     pub max_pixels: u64,
+    /// Class names the operator gave (`model.class_names`, `model.names_file`), with where from.
+    pub class_names: Option<(Vec<String>, NamesSource)>,
 }
 
 impl ModelOptions {
@@ -114,6 +126,7 @@ impl ModelOptions {
             execution_provider: ExecutionProvider::Cpu,
             precision: Precision::Fp32,
             max_pixels: DEFAULT_MAX_PIXELS,
+            class_names: None,
         }
     }
 
@@ -235,11 +248,93 @@ fn openvino_provider(precision: Arithmetic, threads: usize) -> ort::ep::OpenVINO
 pub struct ModelInfo {
     /// File stem, reported in every detection message.
     pub name: String,
+    pub format: ExportFormat,
     pub input_width: u32,
     pub input_height: u32,
-    /// Values per output row: 5 + number of classes.
-    pub row_len: usize,
+    /// Classes the output has (`None`: it does not say, as YOLOv7 `--end2end` rows).
+    pub classes: Option<usize>,
     pub class_names: Arc<[String]>,
+    pub names_source: NamesSource,
+    /// Thresholds of the NMS inside the graph, if it has one.
+    pub nms_inside: Option<NmsThresholds>,
+    /// Who made the file, where its metadata says.
+    pub producer: Option<String>,
+}
+
+impl ModelInfo {
+    /// Read what a model file is without running it: its format, input size and classes, or
+    /// why kadr cannot read it. `configured` names (from the configuration) win over the file's.
+    pub fn read(
+        path: &Path,
+        configured: Option<(Vec<String>, NamesSource)>,
+    ) -> Result<ModelInfo, ModelError> {
+        if !path.is_file() {
+            return Err(ModelError::NotFound(path.to_path_buf()));
+        }
+        let contract = |reason: String| ModelError::Contract {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| contract(e.to_string()))?;
+        let graph = GraphSummary::parse(&bytes).map_err(|e| contract(e.to_string()))?;
+        drop(bytes);
+        let layout: ModelLayout = formats::recognize(&graph).map_err(contract)?;
+        let names = ClassNames::choose(layout.classes, configured, layout.metadata_names.clone())
+            .map_err(|reason| ModelError::ClassNames {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        Ok(ModelInfo {
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+            format: layout.format,
+            input_width: layout.input_width,
+            input_height: layout.input_height,
+            classes: layout.classes,
+            class_names: names.names,
+            names_source: names.source,
+            nms_inside: layout.nms_inside,
+            producer: layout.producer,
+        })
+    }
+
+    /// The name of class `id` (`class{id}` past the names: an end-to-end graph's class ids are
+    /// not checked against them before a frame runs).
+    pub fn class_name(&self, id: u32) -> String {
+        self.class_names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class{id}"))
+    }
+
+    /// One line for the log: format, size, classes and where their names came from.
+    pub fn summary(&self) -> String {
+        let classes = match self.classes {
+            Some(n) => format!("{n} classes"),
+            None => format!("{} class names", self.class_names.len()),
+        };
+        let nms = self
+            .nms_inside
+            .map(|n| {
+                format!(
+                    "; NMS inside the graph (IoU {}, score {}, at most {} per class)",
+                    n.iou.map_or("?".into(), |v| v.to_string()),
+                    n.score.map_or("?".into(), |v| v.to_string()),
+                    n.max_per_class.map_or("?".into(), |v| v.to_string())
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "{}: {}; input {}x{} (HxW); {classes}, names from {}{nms}",
+            self.name,
+            self.format.describe(),
+            self.input_height,
+            self.input_width,
+            self.names_source
+        )
+    }
 }
 
 /// Detections for one image, in its own pixel coordinates.
@@ -301,9 +396,9 @@ impl Yolo {
     /// Load the model, check it against the contract, and prepare the buffers.
     pub fn load(opts: &ModelOptions) -> Result<Self, ModelError> {
         let path = &opts.path;
-        if !path.is_file() {
-            return Err(ModelError::NotFound(path.clone()));
-        }
+        // Read and recognise the file first: one kadr cannot read is refused before ONNX
+        // Runtime runs anything of it.
+        let info = ModelInfo::read(path, opts.class_names.clone())?;
         let backend = Backend::resolve(opts)?;
         let env = runtime::environment(None)?; // loaded by `resolve`
         let load = |reason: String| ModelError::Load {
@@ -333,7 +428,7 @@ impl Yolo {
         let session = builder
             .commit_from_file(path)
             .map_err(|e| load(e.to_string()))?;
-        let info = check_contract(&session, path)?;
+        check_session(&session, &info, path)?;
         let input = vec![0.0; (3 * info.input_width * info.input_height) as usize];
         Ok(Self {
             session,
@@ -417,13 +512,13 @@ impl Yolo {
         self.times.letterbox += started.elapsed();
         self.infer_and_postprocess(&placement)?;
         self.times.frames += 1;
-        let names = &self.info.class_names;
+        let info = &self.info;
         let detections = self
             .raw
             .iter()
             .map(|d| Detection {
                 class_id: d.class_id,
-                class: names[d.class_id as usize].clone(),
+                class: info.class_name(d.class_id),
                 score: d.score,
                 bbox: d.bbox,
                 track_id: None,
@@ -467,15 +562,23 @@ impl Yolo {
             .session
             .run(ort::inputs![input])
             .map_err(|e| DetectError::Inference(e.to_string()))?;
-        let (_, rows) = outputs[0]
+        let (shape, values) = outputs[0]
             .try_extract_tensor::<f32>()
             .map_err(|e| DetectError::Inference(e.to_string()))?;
         let inferred = Instant::now();
         self.times.inference += inferred - started;
+        let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+        if dims.iter().product::<usize>() != values.len() {
+            return Err(DetectError::Inference(format!(
+                "the output has shape {dims:?} but {} values",
+                values.len()
+            )));
+        }
         self.raw.clear();
-        self.post.run(
-            rows,
-            self.info.row_len,
+        self.post.run_format(
+            self.info.format,
+            values,
+            &dims,
             &self.postprocess,
             placement,
             &mut self.raw,
@@ -503,60 +606,34 @@ pub fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), Detect
     Ok(())
 }
 
-/// Check the session against the `export.py --grid` contract and describe it.
-fn check_contract(session: &Session, path: &Path) -> Result<ModelInfo, ModelError> {
+/// Check that ONNX Runtime sees the graph as the file described it: one input of the size read.
+fn check_session(session: &Session, info: &ModelInfo, path: &Path) -> Result<(), ModelError> {
     let bad = |reason: String| ModelError::Contract {
         path: path.to_path_buf(),
         reason,
     };
     let [input] = session.inputs() else {
         return Err(bad(format!(
-            "expected 1 input, found {}",
+            "ONNX Runtime sees {} inputs, expected 1",
             session.inputs().len()
         )));
     };
-    let Some(output) = session.outputs().first() else {
-        return Err(bad("no outputs".into()));
-    };
-    let in_shape = input
-        .dtype()
-        .tensor_shape()
-        .ok_or_else(|| bad("input is not a tensor".into()))?;
-    let (h, w) = match in_shape[..] {
-        [1 | -1, 3, h, w] if h > 0 && w > 0 => (h as u32, w as u32),
-        _ => {
-            return Err(bad(format!(
-                "input {:?} has shape {:?}, expected [1,3,H,W] with fixed H and W (export with --img-size)",
-                input.name(),
-                &in_shape[..]
-            )))
+    if session.outputs().is_empty() {
+        return Err(bad("ONNX Runtime sees no output".into()));
+    }
+    if let Some(shape) = input.dtype().tensor_shape() {
+        let (h, w) = (i64::from(info.input_height), i64::from(info.input_width));
+        match shape[..] {
+            [_, 3, sh, sw] if (sh == h || sh < 0) && (sw == w || sw < 0) => {}
+            _ => {
+                return Err(bad(format!(
+                    "ONNX Runtime sees input shape {:?}, expected [1,3,{h},{w}]",
+                    &shape[..]
+                )))
+            }
         }
-    };
-    let out_shape = output
-        .dtype()
-        .tensor_shape()
-        .ok_or_else(|| bad("output is not a tensor".into()))?;
-    let row_len = match out_shape[..] {
-        [1 | -1, _, c] if c >= 6 => c as usize,
-        _ => {
-            return Err(bad(format!(
-                "output {:?} has shape {:?}, expected [1,N,5+classes] (export with --grid)",
-                output.name(),
-                &out_shape[..]
-            )))
-        }
-    };
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    Ok(ModelInfo {
-        name,
-        input_width: w,
-        input_height: h,
-        row_len,
-        class_names: coco::class_names(row_len - 5).into(),
-    })
+    }
+    Ok(())
 }
 
 /// A reusable JPEG decoder: libjpeg-turbo with its default settings (accurate integer IDCT,

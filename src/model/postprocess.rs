@@ -1,13 +1,17 @@
-//! From the model's decoded output rows to detections in source-frame pixels, as the reference
-//! YOLOv7 `non_max_suppression()` and `scale_coords()` compute them.
+//! From a model's output to detections in source-frame pixels, as each producer's own
+//! post-processing computes them (YOLOv7's `non_max_suppression()` and `scale_coords()`,
+//! ultralytics' `non_max_suppression()` and `scale_boxes()`): the candidates of each export
+//! format come from its module in [`super::formats`], NMS and the mapping back are shared.
 
+use super::formats::{end2end, ultralytics, yolo_rows, ExportFormat};
 use super::letterbox::Placement;
 
-/// Thresholds and limits of the reference detector.
+/// Thresholds and limits of the post-processing.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PostprocessConfig {
     pub conf_threshold: f32,
-    pub iou_threshold: f32,
+    /// `None`: the producer's own (YOLOv7 0.45, ultralytics 0.7; see [`ExportFormat::default_iou`]).
+    pub iou_threshold: Option<f32>,
     /// At most this many detections per frame.
     pub max_detections: usize,
     /// At most this many candidates go into NMS (the highest scoring).
@@ -18,7 +22,7 @@ impl Default for PostprocessConfig {
     fn default() -> Self {
         Self {
             conf_threshold: 0.25,
-            iou_threshold: 0.45,
+            iou_threshold: None,
             max_detections: 300,
             max_nms_candidates: 30_000,
         }
@@ -33,9 +37,6 @@ pub struct RawDetection {
     pub class_id: u32,
 }
 
-/// Offset that separates classes so one NMS pass never suppresses across classes.
-const CLASS_OFFSET: f32 = 4096.0;
-
 /// Reusable scratch space, so a frame costs no allocation beyond its result.
 #[derive(Debug, Default)]
 pub struct Postprocessor {
@@ -49,8 +50,8 @@ impl Postprocessor {
         Self::default()
     }
 
-    /// `rows` is the model output, `row_len` values per row: `[cx, cy, w, h, obj, class probs...]`
-    /// in model-input pixels. Appends the kept detections to `out`, best first.
+    /// `rows` is a YOLOv7 `--grid` output, `row_len` values per row: `[cx, cy, w, h, obj, class
+    /// probs...]` in model-input pixels. Appends the kept detections to `out`, best first.
     pub fn run(
         &mut self,
         rows: &[f32],
@@ -59,20 +60,78 @@ impl Postprocessor {
         placement: &Placement,
         out: &mut Vec<RawDetection>,
     ) {
-        self.collect_candidates(rows, row_len, cfg.conf_threshold);
-        self.nms(cfg);
+        let dims = [1, rows.len() / row_len.max(1), row_len];
+        self.run_format(
+            ExportFormat::ObjectnessRows,
+            rows,
+            &dims,
+            cfg,
+            placement,
+            out,
+        );
+    }
+
+    /// Post-process an output of `format` with shape `dims` as its producer does: candidates,
+    /// NMS where the graph did none, boxes mapped back to the source image. Appends the kept
+    /// detections to `out`, best first.
+    pub fn run_format(
+        &mut self,
+        format: ExportFormat,
+        output: &[f32],
+        dims: &[usize],
+        cfg: &PostprocessConfig,
+        placement: &Placement,
+        out: &mut Vec<RawDetection>,
+    ) {
+        let conf = cfg.conf_threshold;
+        self.candidates.clear();
+        match (format, dims) {
+            (ExportFormat::ObjectnessRows, &[_, _, row_len]) => {
+                yolo_rows::candidates(output, row_len, conf, &mut self.candidates)
+            }
+            (ExportFormat::UltralyticsRaw, &[_, channels, anchors]) => {
+                ultralytics::candidates(output, channels, anchors, conf, &mut self.candidates)
+            }
+            (ExportFormat::Yolov7End2End, _) => {
+                end2end::yolov7_candidates(output, conf, &mut self.candidates)
+            }
+            (ExportFormat::UltralyticsEnd2End, _) => {
+                end2end::ultralytics_candidates(output, conf, &mut self.candidates)
+            }
+            // A shape the format cannot have: the loader checked it; nothing to keep.
+            _ => {}
+        }
+        if format.needs_nms() {
+            let iou = cfg.iou_threshold.unwrap_or(format.default_iou());
+            self.nms(cfg, iou, format.class_offset());
+        } else {
+            self.by_score(cfg);
+        }
         let p = placement;
         let (w, h) = (p.src_w as f32, p.src_h as f32);
+        let map_back = format.map_back();
+        let (pad_x, pad_y) = if map_back.integer_padding {
+            (p.left as f32, p.top as f32)
+        } else {
+            (p.pad_x, p.pad_y)
+        };
+        let finish = |v: f32| {
+            if map_back.round {
+                v.round_ties_even()
+            } else {
+                v
+            }
+        };
         for &i in self.order.iter().take(cfg.max_detections) {
             let c = &self.candidates[i as usize];
             let [x1, y1, x2, y2] = c.bbox;
-            let map = |v: f32, pad: f32, max: f32| ((v - pad) / p.ratio).clamp(0.0, max);
+            let map = |v: f32, pad: f32, max: f32| finish(((v - pad) / p.ratio).clamp(0.0, max));
             out.push(RawDetection {
                 bbox: [
-                    map(x1, p.pad_x, w).round_ties_even(),
-                    map(y1, p.pad_y, h).round_ties_even(),
-                    map(x2, p.pad_x, w).round_ties_even(),
-                    map(y2, p.pad_y, h).round_ties_even(),
+                    map(x1, pad_x, w),
+                    map(y1, pad_y, h),
+                    map(x2, pad_x, w),
+                    map(y2, pad_y, h),
                 ],
                 score: c.score,
                 class_id: c.class_id,
@@ -80,37 +139,18 @@ impl Postprocessor {
         }
     }
 
-    /// Rows whose objectness and best class confidence both pass, as corner boxes.
-    fn collect_candidates(&mut self, rows: &[f32], row_len: usize, conf: f32) {
-        self.candidates.clear();
-        for row in rows.chunks_exact(row_len) {
-            let obj = row[4];
-            if obj <= conf {
-                continue;
-            }
-            // Confidence = objectness x class probability; keep the best class (first on ties).
-            let (mut best, mut class_id) = (f32::NEG_INFINITY, 0u32);
-            for (j, &p) in row[5..].iter().enumerate() {
-                let s = p * obj;
-                if s > best {
-                    best = s;
-                    class_id = j as u32;
-                }
-            }
-            if best <= conf {
-                continue;
-            }
-            let (cx, cy, bw, bh) = (row[0], row[1], row[2], row[3]);
-            self.candidates.push(RawDetection {
-                bbox: [cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0],
-                score: best,
-                class_id,
-            });
-        }
+    /// Candidates the graph already chose: best first, as many as allowed.
+    fn by_score(&mut self, cfg: &PostprocessConfig) {
+        let cands = &self.candidates;
+        self.order.clear();
+        self.order.extend(0..cands.len() as u32);
+        self.order
+            .sort_by(|&a, &b| cands[b as usize].score.total_cmp(&cands[a as usize].score));
+        self.order.truncate(cfg.max_detections);
     }
 
     /// Greedy NMS per class by descending confidence; leaves the kept indices in `order`.
-    fn nms(&mut self, cfg: &PostprocessConfig) {
+    fn nms(&mut self, cfg: &PostprocessConfig, iou_threshold: f32, class_offset: f32) {
         let cands = &self.candidates;
         self.order.clear();
         self.order.extend(0..cands.len() as u32);
@@ -121,7 +161,7 @@ impl Postprocessor {
         self.suppressed.resize(self.order.len(), false);
         let shifted = |i: u32| {
             let c = &cands[i as usize];
-            let off = c.class_id as f32 * CLASS_OFFSET;
+            let off = c.class_id as f32 * class_offset;
             [
                 c.bbox[0] + off,
                 c.bbox[1] + off,
@@ -142,7 +182,7 @@ impl Postprocessor {
             }
             let ba = shifted(ia);
             for b in a + 1..self.order.len() {
-                if !self.suppressed[b] && iou(&ba, &shifted(self.order[b])) > cfg.iou_threshold {
+                if !self.suppressed[b] && iou(&ba, &shifted(self.order[b])) > iou_threshold {
                     self.suppressed[b] = true;
                 }
             }

@@ -96,6 +96,9 @@ impl Actor for Detector {
         state.yolo = Some(yolo);
         stats.inferences.inc();
 
+        if let Ok(found) = &result {
+            stats.objects.add(&found.detections);
+        }
         let result = match result {
             Ok(found) => DetectResult::Detected(DetectionsMessage {
                 stream: request.stream.to_string(),

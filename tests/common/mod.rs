@@ -53,6 +53,17 @@ pub fn model_384x640() -> Option<PathBuf> {
     found
 }
 
+/// The trained COCO detector the demo runs (Darknet YOLOv3-tiny, converted by setup.sh).
+pub fn trained_model() -> Option<PathBuf> {
+    let path = root().join("models/yolov3-tiny-coco-384x640.onnx");
+    if path.is_file() {
+        Some(path)
+    } else {
+        skip("no trained model; run scripts/setup.sh");
+        None
+    }
+}
+
 /// The demo video: `.deps/video/` (setup.sh) or the fixtures.
 pub fn video(name: &str) -> Option<PathBuf> {
     let candidates = [
