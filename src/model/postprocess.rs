@@ -139,24 +139,25 @@ impl Postprocessor {
         }
     }
 
-    /// Candidates the graph already chose: best first, as many as allowed.
-    fn by_score(&mut self, cfg: &PostprocessConfig) {
+    /// `order`: the candidates' indices, best score first, at most `limit`.
+    fn best_first(&mut self, limit: usize) {
         let cands = &self.candidates;
         self.order.clear();
         self.order.extend(0..cands.len() as u32);
         self.order
             .sort_by(|&a, &b| cands[b as usize].score.total_cmp(&cands[a as usize].score));
-        self.order.truncate(cfg.max_detections);
+        self.order.truncate(limit);
+    }
+
+    /// Candidates the graph already chose: best first, as many as allowed.
+    fn by_score(&mut self, cfg: &PostprocessConfig) {
+        self.best_first(cfg.max_detections);
     }
 
     /// Greedy NMS per class by descending confidence; leaves the kept indices in `order`.
     fn nms(&mut self, cfg: &PostprocessConfig, iou_threshold: f32, class_offset: f32) {
+        self.best_first(cfg.max_nms_candidates);
         let cands = &self.candidates;
-        self.order.clear();
-        self.order.extend(0..cands.len() as u32);
-        self.order
-            .sort_by(|&a, &b| cands[b as usize].score.total_cmp(&cands[a as usize].score));
-        self.order.truncate(cfg.max_nms_candidates);
         self.suppressed.clear();
         self.suppressed.resize(self.order.len(), false);
         let shifted = |i: u32| {
@@ -257,6 +258,78 @@ mod tests {
         let mut out = Vec::new();
         Postprocessor::new().run(&rows, 85, &PostprocessConfig::default(), &p, &mut out);
         assert_eq!(out[0].bbox, [1220.0, 0.0, 1280.0, 56.0]);
+    }
+
+    #[test]
+    fn each_producer_maps_boxes_back_its_own_way() {
+        // 101x100 into 64x64: 63 rows high, so half a row of padding on top by YOLOv7's
+        // reckoning, none by the padding actually applied (ultralytics').
+        let p = placement(101, 100, 64, 64);
+        assert_eq!((p.top, p.pad_y), (0, 0.5));
+        let cfg = PostprocessConfig::default();
+        // ultralytics [1,4+C,N]: 1 class, 1 anchor at (32, 20.5), 10x10, score 0.9.
+        let mut out = Vec::new();
+        let columns = [32.0, 20.5, 10.0, 10.0, 0.9];
+        Postprocessor::new().run_format(
+            ExportFormat::UltralyticsRaw,
+            &columns,
+            &[1, 5, 1],
+            &cfg,
+            &p,
+            &mut out,
+        );
+        let r = p.ratio;
+        assert_eq!(
+            out[0].bbox,
+            [27.0 / r, 15.5 / r, 37.0 / r, 25.5 / r],
+            "not rounded, integer padding"
+        );
+        // The same box as YOLOv7 rows: half-pixel padding, then rounded.
+        out.clear();
+        let rows = [32.0, 20.5, 10.0, 10.0, 1.0, 0.9];
+        Postprocessor::new().run_format(
+            ExportFormat::ObjectnessRows,
+            &rows,
+            &[1, 1, 6],
+            &cfg,
+            &p,
+            &mut out,
+        );
+        assert_eq!(
+            out[0].bbox,
+            [
+                (27.0 / r).round(),
+                (15.0 / r).round(),
+                (37.0 / r).round(),
+                (25.0 / r).round()
+            ]
+        );
+    }
+
+    #[test]
+    fn graphs_with_nms_inside_are_not_suppressed_again_but_sorted_and_capped() {
+        let p = placement(640, 640, 640, 640);
+        let cfg = PostprocessConfig {
+            max_detections: 2,
+            ..PostprocessConfig::default()
+        };
+        // Three overlapping boxes of one class: kadr's NMS would keep one; the graph kept all.
+        let rows = [
+            0.0, 10.0, 10.0, 50.0, 50.0, 3.0, 0.5, //
+            0.0, 11.0, 10.0, 50.0, 50.0, 3.0, 0.9, //
+            0.0, 12.0, 10.0, 50.0, 50.0, 3.0, 0.7,
+        ];
+        let mut out = Vec::new();
+        Postprocessor::new().run_format(
+            ExportFormat::Yolov7End2End,
+            &rows,
+            &[3, 7],
+            &cfg,
+            &p,
+            &mut out,
+        );
+        let scores: Vec<f32> = out.iter().map(|d| d.score).collect();
+        assert_eq!(scores, vec![0.9, 0.7]);
     }
 
     #[test]
