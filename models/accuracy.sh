@@ -62,12 +62,16 @@ detect ov-fp32 "$MODEL" --execution-provider openvino --precision fp32 --dct-sca
 row "fp32, OpenVINO" ov-fp32 "$(speed "$MODEL" 'model.precision="fp32"' 'model.execution_provider="openvino"' model.dct_scaling=false)"
 detect dct "$MODEL" --precision fp32 --dct-scaling true
 row "fp32, DCT-scaled decoding" dct "$(speed "$MODEL" 'model.precision="fp32"' 'model.execution_provider="cpu"' model.dct_scaling=true)"
+detect bf16-plain "$MODEL" --precision bf16 --dct-scaling false --split-input-conv false
+row "bf16 (OpenVINO), input convolutions not split, full-size decoding" bf16-plain "$(speed "$MODEL" 'model.precision="bf16"' model.dct_scaling=false model.split_input_conv=false)"
+detect bf16-plain-dct "$MODEL" --precision bf16 --dct-scaling true --split-input-conv false
+row "bf16 (OpenVINO), input convolutions not split, DCT-scaled decoding" bf16-plain-dct "$(speed "$MODEL" 'model.precision="bf16"' model.dct_scaling=true model.split_input_conv=false)"
 detect bf16 "$MODEL" --precision bf16 --dct-scaling false
 row "bf16 (OpenVINO), full-size decoding" bf16 "$(speed "$MODEL" 'model.precision="bf16"' model.dct_scaling=false)"
 detect bf16-dct "$MODEL" --precision bf16 --dct-scaling true
 row "bf16 (OpenVINO), DCT-scaled decoding" bf16-dct "$(speed "$MODEL" 'model.precision="bf16"' model.dct_scaling=true)"
 detect auto "$MODEL"
-shipped=$("$KADR" detect --model "$MODEL" "${IMAGES[0]}" 2>&1 >/dev/null | grep -o 'detect: [a-z0-9]* [a-z0-9]*, dct_scaling [a-z]*' | cut -c9-)
+shipped=$("$KADR" detect --model "$MODEL" "${IMAGES[0]}" 2>&1 >/dev/null | grep -o 'detect: [a-z0-9]* [a-z0-9]*, dct_scaling [a-z]*, input convolutions split [a-z]*' | cut -c9-)
 row "shipped defaults (auto: $shipped)" auto "$(speed "$MODEL")"
 detect int8 "$INT8" --precision fp32 --dct-scaling false
 row "int8 model (CPU kernels), full-size decoding" int8 "$(speed "$INT8" 'model.precision="fp32"' 'model.execution_provider="cpu"' model.dct_scaling=false)"

@@ -181,3 +181,54 @@ fn kadr_detect_finds_the_people_the_bus_and_the_horses() {
         );
     }
 }
+
+/// The bf16 path's rewrite of the input convolutions (`kadr::model::bf16`) computes the same
+/// function: run in fp32, the rewritten graph gives the original's detections, on the trained
+/// detector and on the YOLOv7 and ultralytics exports.
+#[test]
+fn the_split_input_convolutions_compute_what_the_original_does() {
+    let (Some(dir), Some(_)) = (common::fixtures(), darknet_files()) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let images = ["zidane.jpg", "bus.jpg", "bbb_frame60.jpg"].map(|i| dir.join("yolov7").join(i));
+    for model in [
+        common::root().join(MODEL),
+        dir.join("yolov7/yolov7-tiny-random-384x640.onnx"),
+        dir.join("ultralytics/yolov8n-random-384x640.onnx"),
+    ] {
+        let bytes = std::fs::read(&model).unwrap();
+        let split = kadr::model::bf16::split_input_convolutions(&bytes)
+            .unwrap()
+            .expect("a float32 convolution reads the image");
+        let rewritten = work.path().join(model.file_name().unwrap());
+        std::fs::write(&rewritten, split).unwrap();
+        let info = kadr::model::ModelInfo::read(&rewritten, None).unwrap();
+        assert_eq!(
+            info.format,
+            kadr::model::ModelInfo::read(&model, None).unwrap().format
+        );
+        let a = common::kadr_detect(&model, &["--precision", "fp32"], &images);
+        let b = common::kadr_detect(&rewritten, &["--precision", "fp32"], &images);
+        let mut boxes = 0;
+        for (a, b) in a.iter().zip(&b) {
+            let (da, db) = (
+                a["detections"].as_array().unwrap(),
+                b["detections"].as_array().unwrap(),
+            );
+            assert_eq!(da.len(), db.len(), "{}: {a} vs {b}", model.display());
+            for (x, y) in da.iter().zip(db) {
+                assert_eq!(x["class_id"], y["class_id"]);
+                assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-4);
+                for k in 0..4 {
+                    assert!(
+                        (x["box"][k].as_f64().unwrap() - y["box"][k].as_f64().unwrap()).abs()
+                            <= 1.0
+                    );
+                }
+            }
+            boxes += da.len();
+        }
+        assert!(boxes > 0, "{}: nothing to compare", model.display());
+    }
+}

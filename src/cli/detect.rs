@@ -35,6 +35,10 @@ pub struct DetectArgs {
     pub precision: Precision,
     #[arg(long, value_enum, default_value = "auto")]
     pub execution_provider: ExecutionProvider,
+    /// In bf16, split the input convolutions' weights in two bf16-exact halves
+    /// (`model.split_input_conv`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub split_input_conv: bool,
     /// Same as `--execution-provider openvino`.
     #[arg(long)]
     pub openvino: bool,
@@ -65,6 +69,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<()> {
                 ..PostprocessConfig::default()
             },
             class_names,
+            split_input_conv: args.split_input_conv,
         },
         args.images,
     )
@@ -90,8 +95,12 @@ fn detect(opts: ModelOptions, images: Vec<PathBuf>) -> anyhow::Result<()> {
     eprintln!("kadr detect: {}", yolo.info().summary());
     let b = yolo.backend();
     eprintln!(
-        "kadr detect: {} {}, dct_scaling {} ({})",
-        b.provider, b.precision, b.dct_scaling, b.reason
+        "kadr detect: {} {}, dct_scaling {}, input convolutions split {} ({})",
+        b.provider,
+        b.precision,
+        b.dct_scaling,
+        yolo.input_conv_split(),
+        b.reason
     );
     let mut failures = 0;
     for path in &images {

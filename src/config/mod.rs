@@ -334,6 +334,7 @@ impl Config {
             },
             // Validated at load: a names file that cannot be read was a config error then.
             class_names: self.model.configured_names().ok().flatten(),
+            split_input_conv: self.model.split_input_conv,
         }
     }
 

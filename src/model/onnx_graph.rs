@@ -274,7 +274,7 @@ impl Tensor {
 
 /// One field's payload in the protobuf wire format.
 #[derive(Debug, Clone, Copy)]
-enum Value<'a> {
+pub(crate) enum Value<'a> {
     Varint(u64),
     /// Skipped: no field kadr reads is a fixed64.
     Fixed64,
@@ -331,6 +331,28 @@ impl<'a> Iterator for Fields<'a> {
         self.failed = field.is_err();
         Some(field)
     }
+}
+
+/// The fields of one message with each field's own bytes (key and payload), for a rewrite that
+/// copies what it does not change ([`super::bf16`]).
+pub(crate) fn raw_fields(
+    bytes: &[u8],
+) -> impl Iterator<Item = Result<(u32, Value<'_>, &[u8]), OnnxError>> {
+    let mut fields = Fields::new(bytes);
+    std::iter::from_fn(move || {
+        if fields.rest.is_empty() || fields.failed {
+            return None;
+        }
+        let before = fields.rest;
+        let field = fields.next_field();
+        fields.failed = field.is_err();
+        Some(field.map(|(n, v)| (n, v, &before[..before.len() - fields.rest.len()])))
+    })
+}
+
+/// Packed varints.
+pub(crate) fn varints(packed: &[u8]) -> impl Iterator<Item = Result<u64, OnnxError>> + '_ {
+    Varints(packed)
 }
 
 /// Packed varints.
