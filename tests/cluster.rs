@@ -1149,7 +1149,8 @@ fn a_node_that_cannot_start_says_why_without_secrets_or_the_lease() {
         "badmodel",
         &[format!("model.path=\"{}\"", not_a_model.display())],
     );
-    assert!(log.contains("could not be loaded by ONNX Runtime"), "{log}");
+    assert!(log.contains("cannot be read by kadr"), "{log}");
+    assert!(log.contains("not a readable ONNX file"), "{log}");
     // One error, said once: not ractor's panic text around it.
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -225,7 +225,10 @@ fn tensor_name(t: &[u8]) -> Result<&[u8], OnnxError> {
 }
 
 /// A float32 tensor's dims and values, or `None` for another type (or data kept outside).
-fn float_tensor(t: &[u8]) -> Result<Option<(Vec<i64>, Vec<f32>)>, OnnxError> {
+/// A float tensor's dimensions and values.
+type FloatTensor = (Vec<i64>, Vec<f32>);
+
+fn float_tensor(t: &[u8]) -> Result<Option<FloatTensor>, OnnxError> {
     let (mut dims, mut data_type, mut values) = (Vec::new(), 0, Vec::new());
     for f in raw_fields(t) {
         match f? {
@@ -310,7 +313,8 @@ mod tests {
         // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even one, 1.
         assert_eq!(round_to_bf16(1.0 + 1.0 / 256.0), 1.0);
         assert_eq!(round_to_bf16(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
-        assert_eq!(round_to_bf16(-0.1), -0.10009765625);
+        // -0.1 rounds to bf16 0xBDCD, which is -0.10009765625.
+        assert_eq!(round_to_bf16(-0.1).to_bits(), 0xBDCD_0000);
         let v = 0.123_456_79_f32;
         assert!((round_to_bf16(v) - v).abs() <= v * 2f32.powi(-9));
     }
