@@ -425,6 +425,7 @@ async fn spawn_ingress(
                 count: cfg.redis.frames_read_count,
                 scan_every: Duration::from_millis(cfg.redis.frames_scan_ms),
                 max_streams: cfg.limits.max_streams,
+                keep_all: cfg.limits.keep_all_frames,
             },
             dispatcher: dispatcher.clone(),
             sequencer: sequencer.clone(),

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -1024,6 +1025,93 @@ async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
     assert!(codes.contains(&"seq_jump"), "{codes:?}");
     assert!(!codes.contains(&"too_many_streams"), "{codes:?}");
     assert!(!codes.contains(&"stale_seq"), "{codes:?}");
+    t.stop().await;
+}
+
+/// Over Redis Streams, frames streams holding nothing but junk used to keep their places among
+/// `limits.max_streams` for good (their keys never expire): 1,025 of them locked every new
+/// camera out, silently. Now a stream that sends no valid frame gives its place to one with
+/// entries waiting, and the camera that comes after the junk is served in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_junk_streams_cannot_lock_a_new_camera_out() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[limits]\nmax_streams = 4\n";
+    let mut t = TestNode::start(&model, extra, "cam").await;
+    t.transport = Transport::Streams;
+    for i in 0..12u64 {
+        let id = format!("junk{i}");
+        let mut msg = Vec::new();
+        encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), 0, b"x");
+        let channel = format!("{}:frames:{id}", t.prefix);
+        t.publish_raw(channel.as_bytes(), &msg).await;
+    }
+    // The junk streams are found and read first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for seq in 0..6 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(6, 0, Duration::from_secs(60)).await;
+    assert_eq!(
+        check_order(&out.messages, 0),
+        (6, vec![]),
+        "every frame of the camera detected, in order: {:?}",
+        out.messages
+    );
+    let camera_errors: Vec<_> = out.errors.iter().filter(|e| e.stream == "cam").collect();
+    assert!(camera_errors.is_empty(), "{camera_errors:?}");
+    t.stop().await;
+}
+
+/// Over Redis Streams a kept frame waits in Redis for room; it is never shed for it (the audit:
+/// 2,000 streams of one KEEP frame each against `max_kept_frames = 288`, and 1,387 became
+/// `dropped` gaps, their entries acknowledged and gone). Here 60 streams of one kept frame each
+/// against room for 4: every one detected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_kept_frames_of_many_new_streams_wait_for_room_and_none_is_shed() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "[detector]\npool_size = 1\n[limits]\nmax_kept_frames = 4\n";
+    let mut t = TestNode::start(&model, extra, "cam0").await;
+    t.transport = Transport::Streams;
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut results = client.get_async_pubsub().await.unwrap();
+    results
+        .psubscribe(format!("{}:detections:*", t.prefix))
+        .await
+        .unwrap();
+    const STREAMS: usize = 60;
+    for i in 0..STREAMS {
+        let id = format!("cam{i}");
+        let mut msg = Vec::new();
+        encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), FLAG_KEEP, &jpeg);
+        let channel = format!("{}:frames:{id}", t.prefix);
+        t.publish_raw(channel.as_bytes(), &msg).await;
+    }
+    let (mut detected, mut gaps) = (HashSet::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut messages = results.on_message();
+    while detected.len() + gaps.len() < STREAMS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(msg)) = tokio::time::timeout(left, messages.next()).await else {
+            break;
+        };
+        match serde_json::from_slice(msg.get_payload_bytes()).unwrap() {
+            OutputMessage::Detections(d) => {
+                assert!(detected.insert(d.stream.clone()), "twice: {}", d.stream);
+            }
+            OutputMessage::Gap(g) => gaps.push((g.stream, g.reason, g.detail)),
+        }
+    }
+    assert!(gaps.is_empty(), "kept frames shed over Streams: {gaps:?}");
+    assert_eq!(
+        detected.len(),
+        STREAMS,
+        "every stream's kept frame detected"
+    );
+    drop(messages);
     t.stop().await;
 }
 

@@ -10,9 +10,17 @@
 //! entries a node that stops leaves pending are exactly its frames without a published result,
 //! and the next lease holder claims them first (XAUTOCLAIM) and carries on from there.
 //!
-//! Kept frames wait in Redis rather than being shed: a stream that keeps frames is read only as
-//! far as it has room among `limits.max_kept_frames` (the pub/sub path must shed, since Redis's
-//! client reads on into a buffer of its own whether we read or not).
+//! Kept frames wait in Redis rather than being shed: each takes its place among
+//! `limits.max_kept_frames` here, before it is handed on. One that finds no room stays pending,
+//! with the entries after it; the stream is "held back" there and taken up again from that
+//! entry once room frees (the pub/sub path must shed instead, since Redis's client reads on into
+//! a buffer of its own whether we read or not). A stream that keeps frames is also read only as
+//! far as it has room, so holding back is the exception.
+//!
+//! At most `limits.max_streams` streams are read at once. A stream that has sent no valid frame
+//! lately gives its place to a stream with entries waiting, so streams of junk (whose keys
+//! never expire) cannot lock a new camera out; a camera that finds every place taken by
+//! streams that are sending is told so on its error channel, and its frames wait in Redis.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRou
 use redis::Value;
 use tracing::{info, warn};
 
-use super::{SourceMsg, StreamEntry, Taken};
+use super::{SourceMsg, StreamEntry, Taken, STREAM_EVICT_IDLE};
 use crate::backoff::Backoff;
 use crate::log_budget::{LogBudget, Verdict};
 use crate::pipeline::kept::KeptFrames;
@@ -40,6 +48,8 @@ pub(crate) struct StreamsReading {
     pub count: usize,
     pub scan_every: Duration,
     pub max_streams: usize,
+    /// `limits.keep_all_frames`: every frame is kept, whatever its flags.
+    pub keep_all: bool,
 }
 
 /// How long one read waits for new entries before it looks for new streams again.
@@ -73,12 +83,14 @@ pub(crate) async fn read_frames_streams(
             kept: kept.clone(),
             leases: leases.clone(),
             keys: Vec::new(),
-            keeping: HashSet::new(),
+            live: HashSet::new(),
+            held_back: Vec::new(),
             refused: Vec::new(),
             warned_full: false,
             paused: HashMap::new(),
             shard_warnings: LogBudget::new(),
             untagged_told: std::mem::take(&mut untagged_told),
+            no_room_told: HashSet::new(),
             previous: std::mem::take(&mut previous),
         };
         match reader.run(&redis, &mut backoff).await {
@@ -87,7 +99,7 @@ pub(crate) async fn read_frames_streams(
                 previous = if reader.keys.is_empty() {
                     reader.previous
                 } else {
-                    reader.keys.into_iter().map(|(key, _)| key).collect()
+                    reader.keys.into_iter().map(|k| k.key).collect()
                 };
                 untagged_told = reader.untagged_told;
                 let wait = backoff.next_wait();
@@ -105,10 +117,14 @@ struct Reader {
     kept: Arc<KeptFrames>,
     /// With `cluster.stream_leases`: only the streams this node holds are read.
     leases: Option<Arc<StreamLeases>>,
-    /// The frames streams read, with their stream names.
-    keys: Vec<(String, Arc<str>)>,
-    /// Streams whose last frame was KEEP: read only as far as they have room.
-    keeping: HashSet<Arc<str>>,
+    /// The frames streams read.
+    keys: Vec<ReadKey>,
+    /// Streams whose last frame was live (not KEEP): read without asking for room. Any other
+    /// (a new stream, or one that keeps frames) is read only as far as it has room.
+    live: HashSet<Arc<str>>,
+    /// Streams whose entry (key, id) found no room for a kept frame: it and the entries after
+    /// it wait, pending, until the stream has room again; oldest first.
+    held_back: Vec<(String, String)>,
     /// Entries refused (key, id), to acknowledge after each read.
     refused: Vec<(String, String)>,
     warned_full: bool,
@@ -117,8 +133,31 @@ struct Reader {
     shard_warnings: LogBudget<()>,
     /// Frames streams under version 1 names whose publishers were told.
     untagged_told: HashSet<String>,
+    /// Frames streams told that this node reads `max_streams` streams already.
+    no_room_told: HashSet<String>,
     /// The keys the reader before this one read (it failed): looked for first.
     previous: Vec<String>,
+}
+
+/// One frames stream being read.
+struct ReadKey {
+    key: String,
+    stream: Arc<str>,
+    /// When it was first read: a stream read at least once may give way to another.
+    added: Instant,
+    /// When it last gave the source a frame it accepted.
+    last_frame: Option<Instant>,
+}
+
+impl ReadKey {
+    /// It may give its place to another stream: read at least once, and no valid frame for a
+    /// while.
+    fn idle(&self, now: Instant) -> bool {
+        now.duration_since(self.added) >= 2 * BLOCK
+            && self
+                .last_frame
+                .is_none_or(|at| now.duration_since(at) >= STREAM_EVICT_IDLE)
+    }
 }
 
 /// The source actor stopped: nothing more to read for.
@@ -136,6 +175,9 @@ impl Reader {
                 next_scan = Instant::now() + self.reading.scan_every;
             }
             backoff.reset();
+            if self.resume_held_back(&mut conn).await?.is_err() {
+                return Ok(());
+            }
             let Some((keys, count)) = self.readable() else {
                 tokio::time::sleep(BLOCK.min(self.reading.scan_every)).await;
                 continue;
@@ -155,6 +197,7 @@ impl Reader {
                     Err(e) if matches!(e.code(), Some("NOGROUP") | Some("WRONGTYPE")) => {
                         info!(error = %e, "frames streams changed; looking for them again");
                         self.keys.clear();
+                        self.held_back.clear();
                         next_scan = Instant::now();
                         continue;
                     }
@@ -256,7 +299,10 @@ impl Reader {
     ) -> redis::RedisResult<Result<(), SourceGone>> {
         // Streams handed over or lost are no longer read; taken again, they are claimed anew.
         if let Some(leases) = &self.leases {
-            self.keys.retain(|(_, stream)| leases.reads(stream));
+            self.keys.retain(|k| leases.reads(&k.stream));
+            let keys = &self.keys;
+            self.held_back
+                .retain(|(key, _)| keys.iter().any(|k| k.key == *key));
         }
         let mut found = match scan_streams(conn, &self.channels.frames_pattern()).await {
             Ok(found) => found,
@@ -284,7 +330,7 @@ impl Reader {
             let Ok(key) = String::from_utf8(key) else {
                 continue;
             };
-            if self.keys.iter().any(|(k, _)| *k == key) {
+            if self.keys.iter().any(|k| k.key == key) {
                 continue;
             }
             let Some(stream) = self.channels.stream_of(key.as_bytes()) else {
@@ -302,14 +348,16 @@ impl Reader {
                 }
             }
             if self.keys.len() >= self.reading.max_streams {
-                if !self.warned_full {
-                    warn!(
-                        max = self.reading.max_streams,
-                        "more frames streams than limits.max_streams; the rest are not read"
-                    );
-                    self.warned_full = true;
+                match self.make_room(conn, &key).await? {
+                    Room::Made => {}
+                    Room::NotNeeded | Room::Later => continue,
+                    Room::None => {
+                        if self.tell_no_room(&key).await.is_err() {
+                            return Ok(Err(SourceGone));
+                        }
+                        continue;
+                    }
                 }
-                break;
             }
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
@@ -329,8 +377,13 @@ impl Reader {
             // Registered before the claim, so claimed KEEP frames count towards the stream's
             // room for kept frames like read ones; unregistered again if the claim fails, so
             // the next scan claims it anew.
-            self.keys.push((key.clone(), stream));
-            match self.claim(conn, &key).await {
+            self.keys.push(ReadKey {
+                key: key.clone(),
+                stream,
+                added: Instant::now(),
+                last_frame: None,
+            });
+            match self.claim(conn, &key, "0-0").await {
                 Ok(Ok(())) => {}
                 Ok(Err(gone)) => return Ok(Err(gone)),
                 Err(e) => {
@@ -366,14 +419,16 @@ impl Reader {
         told.map(|_| ()).map_err(|_| SourceGone)
     }
 
-    /// Take over every entry of `key` still pending (read by a node that stopped, or by this
-    /// node's previous reader) and hand them to the source in order.
+    /// Take over every entry of `key` still pending from `start` on (read by a node that
+    /// stopped, by this node's previous reader, or held back here for want of room) and hand
+    /// them to the source in order, until one finds no room.
     async fn claim(
         &mut self,
         conn: &mut RedisConn,
         key: &str,
+        start: &str,
     ) -> redis::RedisResult<Result<(), SourceGone>> {
-        let mut start = "0-0".to_string();
+        let mut start = start.to_string();
         let mut claimed = 0usize;
         loop {
             let reply: Value = redis::cmd("XAUTOCLAIM")
@@ -394,51 +449,148 @@ impl Reader {
                 return Ok(Err(SourceGone));
             }
             self.acknowledge_refused(conn).await?;
-            if next == "0-0" {
+            if next == "0-0" || self.is_held_back(key) {
                 break;
             }
             start = next;
         }
-        if claimed > 0 {
+        if claimed > 0 && start == "0-0" {
             info!(%key, claimed, "frames left pending by another reader taken over");
         }
         Ok(Ok(()))
     }
 
-    /// The streams to read now and how many entries each: a stream that keeps frames only as
-    /// far as it has room for them.
-    fn readable(&self) -> Option<(Vec<String>, usize)> {
+    fn is_held_back(&self, key: &str) -> bool {
+        self.held_back.iter().any(|(k, _)| k == key)
+    }
+
+    /// Take up again, oldest first, the streams held back for want of room that have room now.
+    async fn resume_held_back(
+        &mut self,
+        conn: &mut RedisConn,
+    ) -> redis::RedisResult<Result<(), SourceGone>> {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.held_back.len() {
+            let (key, _) = &self.held_back[i];
+            let has_room = self
+                .keys
+                .iter()
+                .find(|k| k.key == *key)
+                .is_some_and(|k| self.kept.room(&k.stream, now) > 0);
+            if !has_room {
+                i += 1;
+                continue;
+            }
+            let (key, id) = self.held_back.remove(i);
+            if let Err(gone) = self.claim(conn, &key, &id).await? {
+                return Ok(Err(gone));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Every place is taken: make room for `key` by letting the idlest stream go, if `key`
+    /// has anything to read and some stream has sent no valid frame for a while.
+    async fn make_room(&mut self, conn: &mut RedisConn, key: &str) -> redis::RedisResult<Room> {
+        let now = Instant::now();
+        let idlest = self
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.idle(now) && !self.is_held_back(&k.key))
+            .min_by_key(|(_, k)| k.last_frame)
+            .map(|(i, _)| i);
+        let waiting = has_entries_waiting(conn, key).await?;
+        // Streams taken on but not yet read may turn out idle: the stream waits for the next
+        // look, untold.
+        let all_sending = self.keys.iter().all(|k| {
+            k.last_frame
+                .is_some_and(|at| now.duration_since(at) < STREAM_EVICT_IDLE)
+        });
+        Ok(match (waiting, idlest) {
+            (false, _) => Room::NotNeeded,
+            (true, None) if !all_sending => Room::Later,
+            (true, None) => {
+                if !self.warned_full {
+                    warn!(
+                        max = self.reading.max_streams,
+                        "more frames streams sending than limits.max_streams; the rest wait in Redis and are told so"
+                    );
+                    self.warned_full = true;
+                }
+                Room::None
+            }
+            (true, Some(i)) => {
+                let gone = self.keys.swap_remove(i);
+                self.live.remove(&gone.stream);
+                Room::Made
+            }
+        })
+    }
+
+    /// A stream that has frames waiting and finds every place taken: its publisher is told, once
+    /// per reader, on its error channel. Its entries wait in Redis.
+    async fn tell_no_room(&mut self, key: &str) -> Result<(), SourceGone> {
+        if self.no_room_told.contains(key) || self.no_room_told.len() >= self.reading.max_streams {
+            return Ok(());
+        }
+        self.no_room_told.insert(key.to_string());
+        let told = self
+            .source
+            .call(
+                |done| SourceMsg::NoRoom {
+                    channel: key.as_bytes().to_vec(),
+                    done,
+                },
+                None,
+            )
+            .await;
+        told.map(|_| ()).map_err(|_| SourceGone)
+    }
+
+    /// The streams to read now and how many entries each: a stream that may keep frames only
+    /// as far as it has room for them, a held-back one not at all. The list starts at a
+    /// different stream each time, so all are read when only some have room.
+    fn readable(&mut self) -> Option<(Vec<String>, usize)> {
         let now = Instant::now();
         let mut count = self.reading.count;
         let mut keys = Vec::with_capacity(self.keys.len());
-        for (key, stream) in &self.keys {
-            if self.leases.as_ref().is_some_and(|l| !l.reads(stream)) {
+        if !self.keys.is_empty() {
+            let first = self.keys.remove(0);
+            self.keys.push(first);
+        }
+        for k in &self.keys {
+            if self.leases.as_ref().is_some_and(|l| !l.reads(&k.stream)) {
                 continue;
             }
-            if self.keeping.contains(stream) {
-                let room = self.kept.room(stream, now);
+            if self.is_held_back(&k.key) {
+                continue;
+            }
+            if self.reading.keep_all || !self.live.contains(&k.stream) {
+                let room = self.kept.room(&k.stream, now);
                 if room == 0 {
                     continue;
                 }
                 count = count.min(room);
             }
-            keys.push(key.clone());
+            keys.push(k.key.clone());
         }
         (!keys.is_empty()).then_some((keys, count.max(1)))
     }
 
-    /// Hand entries to the source one at a time, in order.
+    /// Hand entries to the source one at a time, in order. A kept frame takes its place here
+    /// first; one that finds none holds the stream back from that entry on.
     async fn take(
         &mut self,
         key: &str,
         entries: &[Value],
         claimed: bool,
     ) -> Result<(), SourceGone> {
-        let stream = self
-            .keys
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, s)| s.clone());
+        let Some(at) = self.keys.iter().position(|k| k.key == key) else {
+            return Ok(());
+        };
+        let stream = self.keys[at].stream.clone();
         for entry in entries {
             // A claimed entry trimmed away meanwhile comes back as nil: nothing to read.
             let Some((id, fields)) = entry_of(entry) else {
@@ -468,17 +620,29 @@ impl Reader {
                 self.refused.push((key.to_string(), id));
                 continue;
             };
-            if let Some(stream) = &stream {
-                // Byte 5 of a frame message is its flags.
-                if payload.get(5).is_some_and(|f| f & FLAG_KEEP != 0) {
-                    self.keeping.insert(stream.clone());
-                } else {
-                    self.keeping.remove(stream);
+            // Byte 5 of a frame message is its flags.
+            let keep = self.reading.keep_all || payload.get(5).is_some_and(|f| f & FLAG_KEEP != 0);
+            let place = if keep {
+                match self.kept.take(&stream, Instant::now()) {
+                    Ok(place) => Some(place),
+                    Err(_) => {
+                        self.live.remove(&stream);
+                        self.held_back.push((key.to_string(), id));
+                        return Ok(());
+                    }
                 }
+            } else {
+                None
+            };
+            if keep {
+                self.live.remove(&stream);
+            } else {
+                self.live.insert(stream.clone());
             }
             let entry = StreamEntry {
                 id: Arc::from(id.as_str()),
                 claimed,
+                place,
             };
             let taken = self
                 .source
@@ -496,7 +660,12 @@ impl Reader {
                 Ok(ractor::rpc::CallResult::Success(Taken::Refused)) => {
                     self.refused.push((key.to_string(), id))
                 }
-                Ok(ractor::rpc::CallResult::Success(_)) => {}
+                Ok(ractor::rpc::CallResult::Success(Taken::Accepted | Taken::Inside)) => {
+                    if let Some(k) = self.keys.iter_mut().find(|k| k.key == key) {
+                        k.last_frame = Some(Instant::now());
+                    }
+                }
+                Ok(ractor::rpc::CallResult::Success(Taken::Elsewhere)) => {}
                 _ => return Err(SourceGone),
             }
         }
@@ -516,6 +685,59 @@ impl Reader {
             let _: i64 = cmd.query_async(conn).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a stream needs a place among `max_streams` to be read.
+enum Room {
+    /// Another stream gave its place.
+    Made,
+    /// It has nothing to read.
+    NotNeeded,
+    /// No stream can give way yet; some may at the next look.
+    Later,
+    /// Every place is taken by a stream that is sending.
+    None,
+}
+
+/// Whether `key` has entries the consumer group has not read, or read and not acknowledged
+/// (a stream without the group, new, has: everything in it).
+async fn has_entries_waiting(conn: &mut RedisConn, key: &str) -> redis::RedisResult<bool> {
+    let groups: Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    let Some(group) = groups
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(fields_of)
+        .find(|f| f.get("name").and_then(|v| text(v)).as_deref() == Some(CONSUMER_GROUP))
+    else {
+        return Ok(true);
+    };
+    let number = |name: &str| match group.get(name) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    // `lag` is nil where Redis cannot tell (entries deleted in the middle): assume some wait.
+    Ok(number("pending") != Some(0) || number("lag") != Some(0))
+}
+
+/// The fields of a reply that is a map in RESP3 and a flat `[name, value, ...]` array in RESP2.
+fn fields_of(v: &Value) -> HashMap<String, &Value> {
+    match v {
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, v)))
+            .collect(),
+        _ => v
+            .as_sequence()
+            .unwrap_or(&[])
+            .chunks_exact(2)
+            .filter_map(|kv| Some((text(&kv[0])?, &kv[1])))
+            .collect(),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::model::{check_size, JpegDecoder};
 use crate::node_stats::Stats;
 use crate::pipeline::dispatch::{DispatchMsg, Job};
 use crate::pipeline::egress::STREAM_IDLE_FORGET;
-use crate::pipeline::kept::KeptFrames;
+use crate::pipeline::kept::{KeptFrames, KeptPlace};
 use crate::pipeline::lease::Lease;
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
 use crate::pipeline::stream_leases::StreamLeases;
@@ -56,15 +56,24 @@ pub(crate) enum SourceMsg {
         id: String,
         done: RpcReplyPort<()>,
     },
+    /// A frames stream with frames waiting that the reader cannot take on: it reads
+    /// `limits.max_streams` streams already, each sending. Told on the stream's error channel.
+    NoRoom {
+        channel: Vec<u8>,
+        done: RpcReplyPort<()>,
+    },
 }
 
 /// A frame read from a Redis Stream.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct StreamEntry {
     pub id: Arc<str>,
     /// Claimed from the pending entries of a node that stopped (or of this node's previous
     /// reader): it may be a frame this node has inside already.
     pub claimed: bool,
+    /// A kept frame's place, taken by the reader before it read on: over Streams a kept frame
+    /// waits in Redis for room, it is never shed for it.
+    pub place: Option<KeptPlace>,
 }
 
 /// What became of a frame message.
@@ -191,6 +200,20 @@ impl Actor for Source {
                     ErrorCode::BadEntry,
                     format!(
                         "frames stream entry {id} has no `{FRAME_FIELD}` field holding a frame message"
+                    ),
+                );
+                let _ = done.send(());
+            }
+            SourceMsg::NoRoom { channel, done } => {
+                let channel_stream = state.args.channels.stream_of(&channel).unwrap_or_default();
+                let max = state.args.max_streams;
+                refuse(
+                    &state.args,
+                    channel_stream,
+                    None,
+                    ErrorCode::TooManyStreams,
+                    format!(
+                        "this node reads limits.max_streams = {max} frames streams already, each sending; this stream's frames wait in Redis until one falls silent"
                     ),
                 );
                 let _ = done.send(());
@@ -461,7 +484,7 @@ impl SourceState {
         &mut self,
         channel: &[u8],
         payload: Bytes,
-        entry: Option<StreamEntry>,
+        mut entry: Option<StreamEntry>,
     ) -> Taken {
         let Some(channel_stream) = self.args.channels.stream_of(channel) else {
             if let Some(stream) = self.args.channels.untagged_stream_of(channel) {
@@ -546,6 +569,7 @@ impl SourceState {
             };
         args.stats.accepted.inc();
         let seq = frame.seq;
+        let reserved = entry.as_mut().and_then(|e| e.place.take());
         let _ = args.sequencer.cast(SequencerMsg::Accepted {
             stream: stream.clone(),
             seq,
@@ -572,7 +596,8 @@ impl SourceState {
             // unbounded buffer: memory grew without limit under KEEP overload. So a kept frame
             // that finds the node full is shed, and says why.
             // A stream past its fair share sheds its own frames, not other streams'.
-            match self.kept.take(&stream, Instant::now()) {
+            // A frame read from a Redis Stream brings the place its reader took for it.
+            match reserved.map_or_else(|| self.kept.take(&stream, Instant::now()), Ok) {
                 Ok(place) => Some(place),
                 Err(no_place) => {
                     let _ = args.sequencer.cast(SequencerMsg::Completed {
@@ -670,7 +695,7 @@ enum Numbering {
 /// Consecutive frames that make a far move of a stream's numbering believed.
 const JUMP_CONFIRMATIONS: u32 = 3;
 /// When `max_streams` are tracked, streams silent this long give up their place first.
-const STREAM_EVICT_IDLE: Duration = Duration::from_secs(30);
+pub(super) const STREAM_EVICT_IDLE: Duration = Duration::from_secs(30);
 
 /// Sequence numbers increase per stream, by at most `max_seq_jump` at a time. A move further
 /// than that, ahead or back (0 counts as far back: a restarted publisher), is believed only
