@@ -396,6 +396,7 @@ async fn spawn_ingress(
             queue_capacity: cfg.limits.queue_capacity,
             live: cfg.live.clone(),
             frame_timeout: cfg.frame_timeout(),
+            max_attempts: cfg.limits.max_attempts,
             gap_wait: cfg.gap_wait(),
             resend_after: (cfg.limits.resend_after_ms > 0)
                 .then(|| Duration::from_millis(cfg.limits.resend_after_ms)),

@@ -1028,6 +1028,65 @@ async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
     t.stop().await;
 }
 
+/// With a lease per stream, junk on new stream ids used to take a lease per id (the audit:
+/// 20,000 junk messages left 7,436 `lease:*` keys, renewed minutes later, and an INFO line
+/// each). Junk is now refused before the lease is looked at: each id gets its error, once, and
+/// leaves no lease; the camera after it takes its own and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_stream_leases_junk_on_new_ids_takes_no_lease() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    // Appended right after the config's `[cluster]` lines: the first line is in that table.
+    let extra = "stream_leases = true\n[detector]\npool_size = 1\n";
+    let mut t = TestNode::start(&model, extra, "cam").await;
+    const JUNK: u64 = 600;
+    for i in 0..JUNK {
+        let id = format!("junk{i}");
+        let mut msg = Vec::new();
+        // Half not frames at all, half frames whose JPEG no decoder could use.
+        if i % 2 == 0 {
+            msg.extend_from_slice(b"not a frame");
+        } else {
+            encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), 0, b"x");
+        }
+        let channel = format!("{}:frames:{id}", t.prefix);
+        t.publish_raw(channel.as_bytes(), &msg).await;
+    }
+    for seq in 0..3 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(3, JUNK as usize, Duration::from_secs(60)).await;
+    assert_eq!(
+        check_order(&out.messages, 0),
+        (3, vec![]),
+        "the camera is served"
+    );
+    let junk_told: HashSet<&str> = out
+        .errors
+        .iter()
+        .filter(|e| e.stream.starts_with("junk"))
+        .map(|e| e.stream.as_str())
+        .collect();
+    assert_eq!(junk_told.len() as u64, JUNK, "each junk id told, once");
+    assert_eq!(out.errors.len() as u64, JUNK, "{:?}", &out.errors[..5]);
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:lease:*", t.prefix))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        leases.len(),
+        1,
+        "only the camera's lease: {:?}...",
+        &leases[..leases.len().min(5)]
+    );
+    assert!(leases[0].contains("cam"), "{leases:?}");
+    t.stop().await;
+}
+
 /// Over Redis Streams, frames streams holding nothing but junk used to keep their places among
 /// `limits.max_streams` for good (their keys never expire): 1,025 of them locked every new
 /// camera out, silently. Now a stream that sends no valid frame gives its place to one with

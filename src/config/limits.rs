@@ -22,6 +22,9 @@ pub struct LimitsConfig {
     /// detector (0: three running-average detection times, at least 100 ms); never more than
     /// half of `gap_wait_ms`.
     pub resend_after_ms: u64,
+    /// Detectors a frame is sent to in turn when each one leaves (stops, crashes, its node
+    /// goes) before it is given up as `failed`; the frame timeout bounds it too.
+    pub max_attempts: u8,
     /// Never drop frames for lateness, on any stream (a publisher can ask per frame too).
     pub keep_all_frames: bool,
     /// Streams tracked at once; frames of further streams are refused with an error.
@@ -46,6 +49,7 @@ impl Default for LimitsConfig {
             gap_wait_ms: 1000,
             frame_timeout_ms: 30_000,
             resend_after_ms: 0,
+            max_attempts: 5,
             keep_all_frames: false,
             max_streams: 1024,
             max_seq_jump: 300,
@@ -84,6 +88,7 @@ impl LimitsConfig {
             1,
             86_400_000,
         );
+        p.range("limits.max_attempts", u64::from(self.max_attempts), 1, 100);
         p.range("limits.max_streams", self.max_streams as u64, 1, 1_000_000);
         p.range("limits.max_seq_jump", self.max_seq_jump, 1, 1 << 40);
         p.range(

@@ -34,9 +34,6 @@ pub(crate) use crate::pipeline::messages::{DispatchMsg, DispatchStatus, Job};
 use crate::pipeline::sequencer::{Outcome, SequencerMsg};
 use crate::protocol::{ErrorCode, ErrorMessage, GapReason};
 
-/// Times a frame is sent to a detector before it is given up as failed.
-const MAX_ATTEMPTS: u8 = 2;
-
 pub(crate) struct DispatchArgs {
     pub node: Arc<str>,
     pub scope: String,
@@ -45,6 +42,8 @@ pub(crate) struct DispatchArgs {
     /// How long each stream's live frames may wait (`[live]`).
     pub live: LiveConfig,
     pub frame_timeout: Duration,
+    /// `limits.max_attempts`: detectors a frame is sent to in turn before it is given up.
+    pub max_attempts: u8,
     /// The sequencer's gap wait: a silent detector's kept frame is sent again well within it.
     pub gap_wait: Duration,
     /// `limits.resend_after_ms`; `None` (0): worked out from the detection time.
@@ -62,6 +61,9 @@ struct Target {
 struct Waiting {
     job: Job,
     attempts: u8,
+    /// The node of the detector that left holding it: another node's detector is tried first
+    /// (its node's other detectors may be gone too, not yet heard of).
+    avoid_node: Option<u64>,
 }
 
 struct InFlight {
@@ -215,7 +217,11 @@ impl Actor for Dispatcher {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DispatchMsg::Submit(job) => {
-                state.enqueue(Waiting { job, attempts: 0 });
+                state.enqueue(Waiting {
+                    job,
+                    attempts: 0,
+                    avoid_node: None,
+                });
                 state.dispatch();
             }
             DispatchMsg::Finished(finished) => {
@@ -353,19 +359,21 @@ impl DispatchState {
             .filter_map(|k| self.in_flight.remove(k))
             .collect();
         lost.sort_by_key(|f| std::cmp::Reverse(f.job.frame.seq));
+        let max = self.args.max_attempts;
         for f in lost {
-            if f.attempts >= MAX_ATTEMPTS {
+            if f.attempts >= max {
                 self.report_gap(
                     &f.job.stream,
                     f.job.frame.seq,
                     GapReason::Failed,
-                    format!("lost with {MAX_ATTEMPTS} detectors in turn"),
+                    format!("lost with {max} detectors in turn (limits.max_attempts)"),
                 );
             } else {
                 self.args.stats.redispatched.inc();
                 self.queue.push_front(Waiting {
                     job: f.job,
                     attempts: f.attempts,
+                    avoid_node: Some(id.node()),
                 });
             }
         }
@@ -617,14 +625,20 @@ impl DispatchState {
         while !self.queue.is_empty() {
             let n = self.targets.len();
             let limit = self.args.max_in_flight;
+            let at = fair_next(&self.queue, &self.served).expect("queue not empty");
+            let avoid = self.queue[at].avoid_node;
+            // The least busy detector with room, on another node than `avoid` if one has room.
             let free = (0..n)
                 .map(|k| (self.next + k) % n)
                 .filter(|&i| self.targets[i].held < limit)
-                .min_by_key(|&i| self.targets[i].held);
+                .min_by_key(|&i| {
+                    let same_node = avoid == Some(self.targets[i].actor.get_id().node());
+                    (same_node, self.targets[i].held)
+                });
             let Some(i) = free else { return };
             self.next = (i + 1) % n;
-            let at = fair_next(&self.queue, &self.served).expect("queue not empty");
-            let Waiting { job, attempts } = self.queue.remove(at).expect("index from fair_next");
+            let Waiting { job, attempts, .. } =
+                self.queue.remove(at).expect("index from fair_next");
             self.dispatches += 1;
             if self.served.len() > 4 * self.queue.len() + 64 {
                 // Forget streams with nothing waiting: they come first again, as new ones do.
@@ -663,7 +677,11 @@ impl DispatchState {
                 Err(_) => {
                     // It stopped between leaving and our hearing of it: forget it, try another.
                     let id = target.actor.get_id();
-                    self.queue.push_front(Waiting { job, attempts });
+                    self.queue.push_front(Waiting {
+                        job,
+                        attempts,
+                        avoid_node: Some(id.node()),
+                    });
                     self.leave(id);
                 }
             }
@@ -713,7 +731,11 @@ mod tests {
 
     fn queue(jobs: Vec<Job>) -> VecDeque<Waiting> {
         jobs.into_iter()
-            .map(|job| Waiting { job, attempts: 0 })
+            .map(|job| Waiting {
+                job,
+                attempts: 0,
+                avoid_node: None,
+            })
             .collect()
     }
 
@@ -876,6 +898,7 @@ mod tests {
             queue_capacity: 8,
             live: LiveConfig::default(),
             frame_timeout: Duration::from_secs(30),
+            max_attempts: 2,
             gap_wait: Duration::from_secs(1),
             resend_after: None,
             sequencer,
@@ -922,10 +945,12 @@ mod tests {
         state.enqueue(Waiting {
             job: job("cam", 1, true),
             attempts: 0,
+            avoid_node: None,
         });
         state.enqueue(Waiting {
             job: job("cam", 2, true),
             attempts: 0,
+            avoid_node: None,
         });
         state.dispatch();
         assert_eq!(
@@ -970,10 +995,12 @@ mod tests {
         state.enqueue(Waiting {
             job: job("cam", 7, true),
             attempts: 0,
+            avoid_node: None,
         });
         state.enqueue(Waiting {
             job: job("live", 3, false),
             attempts: 0,
+            avoid_node: None,
         });
         state.dispatch();
         assert_eq!(state.in_flight.len(), 2);
@@ -1031,6 +1058,7 @@ mod tests {
         state.enqueue(Waiting {
             job: job("cam", 7, true),
             attempts: 0,
+            avoid_node: None,
         });
         state.dispatch();
         let first = state.in_flight.values().next().unwrap().detector;
@@ -1074,6 +1102,7 @@ mod tests {
         state.enqueue(Waiting {
             job: job("cam", 3, false),
             attempts: 0,
+            avoid_node: None,
         });
         state.dispatch();
         let since = state.in_flight.values().next().unwrap().since;
@@ -1103,6 +1132,7 @@ mod tests {
             state.enqueue(Waiting {
                 job: job("cam", seq, false),
                 attempts: 0,
+                avoid_node: None,
             });
             state.dispatch();
         }

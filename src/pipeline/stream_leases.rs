@@ -216,6 +216,14 @@ impl StreamLeases {
         taken
     }
 
+    /// Whether this node answers a message of `stream` that is refused before the stream's
+    /// lease is looked at (junk must not take a lease): the node that reads it, or for a
+    /// stream nobody holds, the one ranked first. So the error comes once.
+    pub(crate) fn answers_refusals(&self, stream: &str) -> bool {
+        self.reads(stream)
+            || (!self.state().holders.contains_key(stream) && self.ranks_first(stream))
+    }
+
     /// Whether this node ranks first for `stream` among the live source nodes. A stream's
     /// first frame is seen by every node at once, and this answer needs no other stream, so
     /// all of them agree (the capped placement, which depends on every stream seen so far,

@@ -527,15 +527,17 @@ impl SourceState {
             );
             return Taken::Refused;
         }
-        if let Some(leases) = &args.stream_leases {
-            if !leases.admits(stream_name).await {
-                args.stats.frames_elsewhere.inc();
-                return Taken::Elsewhere;
-            }
-        }
-        let args = &self.args;
+        // Junk is refused before the stream's lease is looked at: messages on new ids that
+        // are not frames must leave no lease (nor a log line, nor stream state) behind. With a
+        // lease per stream, one node answers them.
+        let answers = |args: &SourceArgs| {
+            args.stream_leases
+                .as_ref()
+                .is_none_or(|l| l.answers_refusals(stream_name))
+        };
         let frame = match parse_frame(payload, stream_name, args.limits) {
             Ok(f) => f,
+            Err(_) if !answers(args) => return Taken::Elsewhere,
             Err(e) => {
                 refuse(None, e.code(), e.to_string());
                 return Taken::Refused;
@@ -546,10 +548,20 @@ impl SourceState {
         let header = check_jpeg_header(&mut self.jpeg, &frame.jpeg);
         if let Err((code, message)) = &header {
             if !self.last_seq.contains_key(frame.stream.as_str()) {
+                if !answers(args) {
+                    return Taken::Elsewhere;
+                }
                 refuse(Some(frame.seq), *code, message.clone());
                 return Taken::Refused;
             }
         }
+        if let Some(leases) = &args.stream_leases {
+            if !leases.admits(stream_name).await {
+                args.stats.frames_elsewhere.inc();
+                return Taken::Elsewhere;
+            }
+        }
+        let args = &self.args;
         let limits = OrderLimits {
             max_streams: args.max_streams,
             max_seq_jump: args.max_seq_jump,
