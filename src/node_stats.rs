@@ -66,6 +66,9 @@ pub struct Stats {
     /// Results not published again: Redis had them already (a publish whose reply was lost
     /// to a stall, then retried).
     pub already_published: Counter,
+    /// Times Redis's record of a stream's last published result was found ahead of anything
+    /// this node published (written by someone else), and not believed.
+    pub redis_state_refused: Counter,
     /// Accepted frames of a numbering that restarted, numbered past a hole wider than
     /// `limits.max_seq_jump` (forged, or left behind): counted and logged, never published.
     pub abandoned: Counter,

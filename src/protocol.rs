@@ -108,10 +108,13 @@ pub enum ErrorCode {
     /// A frame on a version 1 channel (no braces) at a node on a Redis Cluster, which reads
     /// only version 2 names; told on the version 1 error channel.
     UntaggedChannel,
+    /// A stream's state in Redis that cannot be right (its last-seq ahead of anything
+    /// published): found, said, and not believed.
+    RedisState,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::Truncated,
         Self::BadMagic,
         Self::BadVersion,
@@ -134,6 +137,7 @@ impl ErrorCode {
         Self::SourceOutage,
         Self::SourceResumed,
         Self::UntaggedChannel,
+        Self::RedisState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -160,6 +164,7 @@ impl ErrorCode {
             Self::SourceOutage => "source_outage",
             Self::SourceResumed => "source_resumed",
             Self::UntaggedChannel => "untagged_channel",
+            Self::RedisState => "redis_state",
         }
     }
 }

@@ -1028,6 +1028,65 @@ async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
     t.stop().await;
 }
 
+/// A consumer group rewound (`XGROUP SETID ... 0`) or destroyed under the node used to replay
+/// every frame still in the stream as a new epoch, detected again. Now the entries read
+/// already are acknowledged and not read again, the publisher is told (`redis_state`), and the
+/// stream goes on in its epoch with nothing published twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_a_rewound_or_destroyed_group_replays_nothing() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let mut t = TestNode::start(&model, "[detector]\npool_size = 1\n", "cam").await;
+    t.transport = Transport::Streams;
+    for seq in 0..5 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(5, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (5, vec![]));
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let key = t.frames_channel();
+    let (mut next, mut errors) = (5, Vec::new());
+    for how in [
+        &["SETID", key.as_str(), "kadr", "0"][..],
+        &["DESTROY", key.as_str(), "kadr"],
+    ] {
+        let _: redis::Value = redis::cmd("XGROUP")
+            .arg(how)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        for seq in next..next + 3 {
+            t.publish(seq, FLAG_KEEP, &jpeg).await;
+        }
+        let out = t.collect(3, 0, Duration::from_secs(60)).await;
+        assert_eq!(
+            check_order(&out.messages, next),
+            (3, vec![]),
+            "after XGROUP {how:?}: only the new frames, once: {:?}",
+            out.messages
+        );
+        assert!(
+            out.messages.iter().all(|m| m.epoch() == 0),
+            "{:?}",
+            out.messages
+        );
+        errors.extend(out.errors);
+        next += 3;
+    }
+    if !errors.iter().any(|e| e.code == "redis_state") {
+        errors.extend(t.collect(0, 1, Duration::from_secs(10)).await.errors);
+    }
+    let codes: Vec<&str> = errors.iter().map(|e| e.code.as_str()).collect();
+    assert!(
+        codes.contains(&"redis_state"),
+        "the rewind is told: {codes:?}"
+    );
+    assert!(!codes.contains(&"seq_restart"), "{codes:?}");
+    t.stop().await;
+}
+
 /// With a lease per stream, junk on new stream ids used to take a lease per id (the audit:
 /// 20,000 junk messages left 7,436 `lease:*` keys, renewed minutes later, and an INFO line
 /// each). Junk is now refused before the lease is looked at: each id gets its error, once, and
@@ -2210,7 +2269,7 @@ async fn a_node_runs_as_an_acl_user_with_only_the_documented_commands() {
 }
 
 /// What docs/configuration.md (`redis.url`) says the node's Redis user needs.
-const NODE_COMMANDS: [&str; 22] = [
+const NODE_COMMANDS: [&str; 23] = [
     "+psubscribe",
     "+punsubscribe",
     "+subscribe",
@@ -2233,4 +2292,5 @@ const NODE_COMMANDS: [&str; 22] = [
     "+xack",
     "+xadd",
     "+script|load",
+    "+xinfo|groups",
 ];

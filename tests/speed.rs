@@ -250,7 +250,7 @@ fn detect_with(
     assert!(out.status.success(), "{stderr}");
     let line = stderr
         .lines()
-        .find(|l| l.starts_with("kadr detect: "))
+        .find(|l| l.starts_with("kadr detect: ") && l.contains("dct_scaling"))
         .unwrap_or_else(|| panic!("no backend line in {stderr}"))
         .to_string();
     (line, detections(&String::from_utf8_lossy(&out.stdout)))

@@ -113,6 +113,11 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             stats.already_published.get(),
         ),
         (
+            "kadr_redis_state_refused_total",
+            "Records in Redis that cannot be right (a stream's last-seq ahead of anything published), found and not believed.",
+            stats.redis_state_refused.get(),
+        ),
+        (
             "kadr_frames_abandoned_total",
             "Accepted frames left past a far hole when their stream's numbering restarted.",
             stats.abandoned.get(),

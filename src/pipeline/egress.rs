@@ -1,5 +1,6 @@
 //! Egress: publishing results and errors to Redis.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +29,8 @@ pub(crate) const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 /// The stream's tracker is saved in the same step too, so it always matches the last result.
 /// KEYS: lease, last-seq, results stream, frames stream, tracker. ARGV: token, lease ttl ms,
 /// channel, payload, epoch, first seq, last seq, expiry s, results maxlen (0: none), consumer
-/// group, tracker state ("": none), entry ids to acknowledge... Returns 1 published, 0 fenced,
-/// 2 already published.
+/// group, tracker state ("": none), "1" to publish whatever last-seq says (it was found
+/// forged), entry ids to acknowledge... Returns 1 published, 0 fenced, 2 already published.
 const PUBLISH_FENCED: &str = r#"
 local holder = redis.call("GET", KEYS[1])
 if holder == false then
@@ -38,7 +39,7 @@ elseif holder ~= ARGV[1] then
   return 0
 end
 local function ack()
-  local i = 12
+  local i = 13
   while i <= #ARGV do
     local j = math.min(i + 499, #ARGV)
     redis.pcall("XACK", KEYS[4], ARGV[10], unpack(ARGV, i, j))
@@ -46,7 +47,7 @@ local function ack()
   end
 end
 local prev = redis.call("GET", KEYS[2])
-if prev then
+if prev and ARGV[12] ~= "1" then
   local e, s = string.match(prev, "^(%d+):(%d+)$")
   if e == nil then e, s = "0", prev end
   e, s = tonumber(e), tonumber(s)
@@ -118,6 +119,10 @@ pub(crate) struct Egress {
     results_maxlen: u64,
     stats: Arc<Stats>,
     buf: Vec<u8>,
+    /// Where each stream stands in Redis as far as this node knows: read when it took the
+    /// stream over, then what it published. A last-seq in Redis that differs was written by
+    /// someone else.
+    known: HashMap<Arc<str>, LastPublished>,
 }
 
 impl Egress {
@@ -137,6 +142,7 @@ impl Egress {
             results_maxlen,
             stats,
             buf: Vec::with_capacity(4096),
+            known: HashMap::new(),
         }
     }
 
@@ -155,31 +161,45 @@ impl Egress {
         if !self.serialize(msg) {
             return;
         }
-        let mut invocation = self.publish_fenced.prepare_invoke();
-        invocation
-            .key(self.fence.key_for(stream))
-            .key(self.channels.last_seq_key(stream))
-            .key(self.channels.detections(stream))
-            .key(self.channels.frames(stream))
-            .key(self.channels.tracker_key(stream))
-            .arg(&self.fence.token)
-            .arg(self.fence.ttl_ms)
-            .arg(self.channels.detections(stream))
-            .arg(&self.buf[..])
-            .arg(msg.epoch())
-            .arg(first)
-            .arg(last)
-            .arg(STREAM_IDLE_FORGET.as_secs())
-            .arg(self.results_maxlen)
-            .arg(CONSUMER_GROUP)
-            .arg(tracker);
-        for id in acks {
-            invocation.arg(&**id);
+        let (mut result, retried) = self
+            .publish_serialized(stream, msg, acks, tracker, false)
+            .await;
+        // Only this node publishes the stream while it holds the lease, in order: Redis can
+        // have this result already only if a try of this very call went through and its reply
+        // was lost, or if this node published past it. Said on the first try, with a last-seq
+        // this node did not write, someone else wrote it (forged, or a bug): not believed, or
+        // the stream's results would be acknowledged and never published.
+        if matches!(result, Ok(2)) && !retried && self.last_seq_is_foreign(stream).await {
+            self.stats.redis_state_refused.inc();
+            warn!(%stream, seq = first, epoch = msg.epoch(), "Redis's last-seq for the stream is ahead of anything this node published (written by someone else): not believed; publishing, and recording where the stream really stands");
+            let error = ErrorMessage::new(
+                stream,
+                Some(first),
+                crate::protocol::ErrorCode::RedisState,
+                format!(
+                    "{} in Redis was ahead of this stream's published results (written by someone else): not believed; results go on from {first}",
+                    self.channels.last_seq_key(stream)
+                ),
+            );
+            self.publish_error(stream.as_bytes(), &error, true).await;
+            if !self.serialize(msg) {
+                return;
+            }
+            (result, _) = self
+                .publish_serialized(stream, msg, acks, tracker, true)
+                .await;
         }
-        let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
-        let mut retry = Retry::new();
-        while connection_lost(&result) && retry.wait().await {
-            result = invocation.invoke_async(&mut self.conn).await;
+        if matches!(result, Ok(1)) {
+            let now = LastPublished {
+                epoch: msg.epoch(),
+                seq: last,
+            };
+            match self.known.get_mut(stream) {
+                Some(known) => *known = now,
+                None => {
+                    self.known.insert(Arc::from(stream), now);
+                }
+            }
         }
         match result {
             Ok(1) => {}
@@ -198,6 +218,66 @@ impl Egress {
         }
     }
 
+    /// Run the fenced publish of the message in the buffer (`force`: whatever last-seq says),
+    /// trying again while the connection is lost; the result, and whether it was tried again.
+    async fn publish_serialized(
+        &mut self,
+        stream: &str,
+        msg: &OutputMessage,
+        acks: &[Arc<str>],
+        tracker: &[u8],
+        force: bool,
+    ) -> (redis::RedisResult<i64>, bool) {
+        let (first, last) = msg.seqs();
+        let mut invocation = self.publish_fenced.prepare_invoke();
+        invocation
+            .key(self.fence.key_for(stream))
+            .key(self.channels.last_seq_key(stream))
+            .key(self.channels.detections(stream))
+            .key(self.channels.frames(stream))
+            .key(self.channels.tracker_key(stream))
+            .arg(&self.fence.token)
+            .arg(self.fence.ttl_ms)
+            .arg(self.channels.detections(stream))
+            .arg(&self.buf[..])
+            .arg(msg.epoch())
+            .arg(first)
+            .arg(last)
+            .arg(STREAM_IDLE_FORGET.as_secs())
+            .arg(self.results_maxlen)
+            .arg(CONSUMER_GROUP)
+            .arg(tracker)
+            .arg(if force { "1" } else { "0" });
+        for id in acks {
+            invocation.arg(&**id);
+        }
+        let mut result: redis::RedisResult<i64> = invocation.invoke_async(&mut self.conn).await;
+        let mut retry = Retry::new();
+        while connection_lost(&result) && retry.wait().await {
+            result = invocation.invoke_async(&mut self.conn).await;
+        }
+        (result, retry.retried())
+    }
+
+    /// Whether the stream's last-seq in Redis is not what this node knows it wrote (or read).
+    async fn last_seq_is_foreign(&mut self, stream: &str) -> bool {
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(self.channels.last_seq_key(stream))
+            .query_async(&mut self.conn)
+            .await;
+        match got {
+            Ok(text) => {
+                text.as_deref().and_then(LastPublished::parse) != self.known.get(stream).copied()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// This node no longer publishes these streams: forget where they stand.
+    pub(crate) fn retain_streams(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.known.retain(|s, _| keep(s));
+    }
+
     /// Where `stream` stands in Redis, as a source node that takes it over needs to know: the
     /// last epoch and sequence number published by any node (if recent), and the tracker
     /// saved with it.
@@ -211,10 +291,16 @@ impl Egress {
             warn!(error = %e, "could not read where the stream stands in Redis");
             (None, None)
         });
-        TakenOver {
-            last: last.as_deref().and_then(LastPublished::parse),
-            tracker,
+        let last = last.as_deref().and_then(LastPublished::parse);
+        match last {
+            Some(at) => {
+                self.known.insert(Arc::from(stream), at);
+            }
+            None => {
+                self.known.remove(stream);
+            }
         }
+        TakenOver { last, tracker }
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are
@@ -285,6 +371,11 @@ impl Retry {
             tried_again: false,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
         }
+    }
+
+    /// Whether a try was made again.
+    fn retried(&self) -> bool {
+        self.tried_again
     }
 
     /// Wait before the next try (none before the first); false once the time is up.
@@ -406,6 +497,82 @@ mod tests {
         let now = egress.taken_over("cam").await;
         assert_eq!(now.last, Some(LastPublished { epoch: 1, seq: 4 }));
         assert_eq!(now.tracker.as_deref(), Some(&b"saved-4"[..]));
+    }
+
+    /// A last-seq written by someone else, ahead of the stream (`SET last-seq 0:5000000`, or
+    /// epoch 99), used to make the node acknowledge and never publish the stream's next results
+    /// (the audit: 80 of 120 gone, only a counter moved). Now it is found, said on the error
+    /// channel and counted, and the results go on.
+    #[tokio::test]
+    async fn a_forged_last_seq_ahead_of_the_stream_is_not_believed() {
+        let redis = TestRedis::start();
+        let channels = Channels::new("t");
+        let mut lease = Lease::new(
+            redis.conn().await,
+            channels.source_lease_key(),
+            "a",
+            Duration::from_secs(5),
+        );
+        assert!(lease.renew().await.unwrap());
+        let stats = Arc::new(Stats::default());
+        let mut egress = Egress::new(
+            redis.conn().await,
+            channels.clone(),
+            lease.fence(),
+            100,
+            stats.clone(),
+        );
+        let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
+        pubsub.subscribe(channels.detections("cam")).await.unwrap();
+        pubsub.subscribe(channels.errors("cam")).await.unwrap();
+        let mut forger = redis.conn().await;
+        assert_eq!(egress.taken_over("cam").await.last, None);
+        egress
+            .publish_output("cam", &detections(0, 1), &[], b"")
+            .await;
+        for (forged, seq) in [("0:5000000", 2), ("99:0", 3)] {
+            let _: () = redis::cmd("SET")
+                .arg(channels.last_seq_key("cam"))
+                .arg(forged)
+                .query_async(&mut forger)
+                .await
+                .unwrap();
+            egress
+                .publish_output("cam", &detections(0, seq), &[], b"")
+                .await;
+        }
+        // Our own order still holds: an older result is not published again.
+        egress
+            .publish_output("cam", &detections(0, 2), &[], b"")
+            .await;
+        let mut published = Vec::new();
+        let mut errors = Vec::new();
+        let mut messages = pubsub.on_message();
+        while published.len() < 3 || errors.len() < 2 {
+            let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .expect("every result and error comes")
+                .unwrap();
+            if m.get_channel_name().contains(":errors:") {
+                let e: ErrorMessage = serde_json::from_slice(m.get_payload_bytes()).unwrap();
+                errors.push(e.code);
+            } else {
+                let o: OutputMessage = serde_json::from_slice(m.get_payload_bytes()).unwrap();
+                published.push(o);
+            }
+        }
+        assert_eq!(
+            published,
+            [detections(0, 1), detections(0, 2), detections(0, 3)]
+        );
+        assert_eq!(errors, ["redis_state", "redis_state"]);
+        assert_eq!(stats.redis_state_refused.get(), 2);
+        assert_eq!(stats.already_published.get(), 1);
+        assert_eq!(
+            egress.taken_over("cam").await.last,
+            Some(LastPublished { epoch: 0, seq: 3 }),
+            "where the stream really stands, recorded again"
+        );
     }
 
     #[test]

@@ -485,6 +485,10 @@ impl Actor for Sequencer {
                 state.stats.retain(|s, _| streams.contains_key(s));
                 state.trackers.retain(|s, _| streams.contains_key(s));
                 state
+                    .args
+                    .egress
+                    .retain_streams(|s| streams.contains_key(s));
+                state
                     .unacked
                     .retain(|s, entries| !entries.is_empty() && streams.contains_key(s));
             }
@@ -507,6 +511,7 @@ impl Actor for Sequencer {
                 state.stats.remove(&stream);
                 state.trackers.remove(&stream);
                 state.unacked.remove(&stream);
+                state.args.egress.retain_streams(|s| *s != *stream);
             }
             SequencerMsg::Streams(reply) => {
                 let mut reports: Vec<StreamReport> = state
@@ -533,18 +538,16 @@ async fn take_over(state: &mut SequencerState, stream: &Arc<str>, first: u64) ->
     let max_hole = state.args.max_seq_jump;
     let found = state.args.egress.taken_over(stream).await;
     if let Some(cfg) = &state.args.tracker {
-        let tracker = match found
-            .tracker
-            .as_deref()
-            .map(|saved| Tracker::restore(cfg.clone(), saved))
-        {
-            Some(Ok(tracker)) => tracker,
-            Some(Err(e)) => {
-                warn!(%stream, error = %e, "the stream's saved tracker is not usable: its tracks start afresh");
-                Tracker::new(cfg.clone())
-            }
-            None => Tracker::new(cfg.clone()),
-        };
+        let fresh_ids_from = crate::protocol::now_us();
+        let (tracker, why) = Tracker::taken_over(
+            cfg,
+            found.tracker.as_deref(),
+            found.last.is_some(),
+            fresh_ids_from,
+        );
+        if let Some(why) = why {
+            warn!(%stream, error = %why, first_id = fresh_ids_from, "the stream's saved tracker is not usable: its tracks start afresh, with ids in a new range so that none repeats");
+        }
         state.trackers.insert(stream.clone(), tracker);
     }
     let Some(last) = found.last else {

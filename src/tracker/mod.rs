@@ -145,6 +145,40 @@ impl Tracker {
         }
     }
 
+    /// The tracker of a stream that ran before, whose saved tracker is gone or not usable: its
+    /// tracks start afresh, their ids from `first_id` on (a new range, so that no id given
+    /// before is given again).
+    pub fn starting_ids_at(cfg: TrackerConfig, first_id: u64) -> Self {
+        Self {
+            next_id: first_id.clamp(1, crate::protocol::MAX_SEQ),
+            ..Self::new(cfg)
+        }
+    }
+
+    /// The tracker a stream goes on with when it comes to a node: the one it saved if that is
+    /// usable; else, if it ran before (`ran_before`), a fresh one whose ids start at
+    /// `fresh_ids_from` (the time in microseconds: above any id a stream has given out in its
+    /// life), and why; a new stream's starts at 1.
+    pub fn taken_over(
+        cfg: &TrackerConfig,
+        saved: Option<&[u8]>,
+        ran_before: bool,
+        fresh_ids_from: u64,
+    ) -> (Self, Option<String>) {
+        match saved.map(|saved| Self::restore(cfg.clone(), saved)) {
+            Some(Ok(tracker)) => (tracker, None),
+            Some(Err(e)) => (
+                Self::starting_ids_at(cfg.clone(), fresh_ids_from),
+                Some(e.to_string()),
+            ),
+            None if ran_before => (
+                Self::starting_ids_at(cfg.clone(), fresh_ids_from),
+                Some("no saved tracker".to_string()),
+            ),
+            None => (Self::new(cfg.clone()), None),
+        }
+    }
+
     /// Ids of the objects in one frame's detections, in their order (`None`: not followed:
     /// too low a score, or a track not yet confirmed).
     pub fn update(&mut self, detections: &[Observation]) -> &[Option<u64>] {
@@ -672,6 +706,41 @@ mod tests {
             .unwrap()
             .replace("\"next_id\":3", "\"next_id\":2");
         assert!(Tracker::restore(TrackerConfig::default(), text.as_bytes()).is_err());
+    }
+
+    /// A corrupted saved tracker used to restart ids at 1, repeating ids already given; now a
+    /// stream that ran before starts a new range, above any id it gave.
+    #[test]
+    fn a_stream_whose_saved_tracker_is_unusable_never_gives_an_id_twice() {
+        let cfg = TrackerConfig::default();
+        let two_objects = |t: &mut Tracker| {
+            t.update(&[obs(10.0, 0.0, 0.9), obs(400.0, 10.0, 0.9)]);
+            t.update(&[obs(10.0, 0.0, 0.9), obs(400.0, 10.0, 0.9)])
+                .to_vec()
+        };
+        let from = 1_800_000_000_000_000;
+        for (saved, ran_before) in [
+            (Some(&b"not json"[..]), true),
+            (
+                Some(&br#"{"epoch":0,"frame":1,"next_id":0,"tracks":[]}"#[..]),
+                true,
+            ),
+            (None, true),
+        ] {
+            let (mut t, why) = Tracker::taken_over(&cfg, saved, ran_before, from);
+            assert!(why.is_some(), "{saved:?}: the log says why");
+            assert_eq!(two_objects(&mut t), [Some(from), Some(from + 1)]);
+        }
+        // A new stream starts at 1; a usable saved tracker carries on.
+        let (mut fresh, why) = Tracker::taken_over(&cfg, None, false, from);
+        assert!(why.is_none());
+        assert_eq!(two_objects(&mut fresh), [Some(1), Some(2)]);
+        let mut saved = Vec::new();
+        fresh.save(&mut saved);
+        let (mut again, why) = Tracker::taken_over(&cfg, Some(&saved), true, from);
+        assert!(why.is_none());
+        again.update(&[obs(900.0, 300.0, 0.9)]);
+        assert_eq!(again.update(&[obs(900.0, 300.0, 0.9)]).to_vec(), [Some(3)]);
     }
 
     #[test]

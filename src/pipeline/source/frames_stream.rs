@@ -17,6 +17,11 @@
 //! a buffer of its own whether we read or not). A stream that keeps frames is also read only as
 //! far as it has room, so holding back is the exception.
 //!
+//! Each stream's last entry handed on is remembered: a consumer group rewound (`XGROUP SETID`)
+//! or destroyed and so created again would otherwise replay up to `MAXLEN` frames already
+//! published, as a new epoch. Entries at or before it are acknowledged and not read again, a
+//! group is created again after it, and the stream's publisher is told (`redis_state`).
+//!
 //! At most `limits.max_streams` streams are read at once. A stream that has sent no valid frame
 //! lately gives its place to a stream with entries waiting, so streams of junk (whose keys
 //! never expire) cannot lock a new camera out; a camera that finds every place taken by
@@ -37,6 +42,7 @@ use crate::backoff::Backoff;
 use crate::log_budget::{LogBudget, Verdict};
 use crate::pipeline::kept::KeptFrames;
 use crate::pipeline::stream_leases::StreamLeases;
+use crate::protocol::ErrorCode;
 use crate::protocol::{Channels, CONSUMER_GROUP, FLAG_KEEP, FRAME_FIELD};
 use crate::redis_conn::{RedisClients, RedisConn};
 
@@ -75,6 +81,7 @@ pub(crate) async fn read_frames_streams(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
     let (mut previous, mut untagged_told) = (Vec::new(), HashSet::new());
+    let mut read_up_to = HashMap::new();
     loop {
         let mut reader = Reader {
             source: source.clone(),
@@ -92,6 +99,8 @@ pub(crate) async fn read_frames_streams(
             untagged_told: std::mem::take(&mut untagged_told),
             no_room_told: HashSet::new(),
             previous: std::mem::take(&mut previous),
+            read_up_to: std::mem::take(&mut read_up_to),
+            replay_told: HashSet::new(),
         };
         match reader.run(&redis, &mut backoff).await {
             Ok(()) => return, // the source stopped
@@ -102,6 +111,7 @@ pub(crate) async fn read_frames_streams(
                     reader.keys.into_iter().map(|k| k.key).collect()
                 };
                 untagged_told = reader.untagged_told;
+                read_up_to = reader.read_up_to;
                 let wait = backoff.next_wait();
                 warn!(error = %e, ?wait, "reading frames streams failed; trying again");
                 tokio::time::sleep(wait).await;
@@ -137,6 +147,18 @@ struct Reader {
     no_room_told: HashSet<String>,
     /// The keys the reader before this one read (it failed): looked for first.
     previous: Vec<String>,
+    /// The last entry handed on, per frames stream read: what a rewound group would replay.
+    read_up_to: HashMap<String, EntryId>,
+    /// Streams whose publishers were told of a replay.
+    replay_told: HashSet<String>,
+}
+
+/// A stream entry id, `ms-seq`.
+type EntryId = (u64, u64);
+
+fn entry_id(id: &str) -> Option<EntryId> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// One frames stream being read.
@@ -359,11 +381,17 @@ impl Reader {
                     }
                 }
             }
+            // From the stream's start, or, for a stream read before whose group is gone, after
+            // what was read.
+            let start = self
+                .read_up_to
+                .get(&key)
+                .map_or_else(|| "0".to_string(), |(ms, seq)| format!("{ms}-{seq}"));
             let created: redis::RedisResult<()> = redis::cmd("XGROUP")
                 .arg("CREATE")
                 .arg(&key)
                 .arg(CONSUMER_GROUP)
-                .arg("0")
+                .arg(&start)
                 .query_async(conn)
                 .await;
             match created {
@@ -392,6 +420,10 @@ impl Reader {
                 }
             }
         }
+        // Only the streams read keep their marks (a bound: `max_streams`).
+        let keys = &self.keys;
+        self.read_up_to
+            .retain(|key, _| keys.iter().any(|k| k.key == *key));
         Ok(Ok(()))
     }
 
@@ -549,6 +581,43 @@ impl Reader {
         told.map(|_| ()).map_err(|_| SourceGone)
     }
 
+    /// Entry `at` of `key` was handed on: the group must never give it again.
+    fn mark_read(&mut self, key: &str, at: Option<EntryId>) {
+        let Some(at) = at else { return };
+        match self.read_up_to.get_mut(key) {
+            Some(up_to) => *up_to = (*up_to).max(at),
+            None => {
+                self.read_up_to.insert(key.to_string(), at);
+            }
+        }
+    }
+
+    /// A rewound consumer group: said once per stream per reader, in the log and on the
+    /// stream's error channel.
+    async fn tell_replay(&mut self, key: &str, id: &str, up_to: EntryId) -> Result<(), SourceGone> {
+        if !self.replay_told.insert(key.to_string()) {
+            return Ok(());
+        }
+        let message = format!(
+            "the consumer group `{CONSUMER_GROUP}` of {key} was rewound or created again: entry {id} is at or before {}-{}, read already; entries read already are acknowledged, not read again",
+            up_to.0, up_to.1
+        );
+        warn!(%key, %message, "frames stream replayed");
+        let told = self
+            .source
+            .call(
+                |done| SourceMsg::Refuse {
+                    channel: key.as_bytes().to_vec(),
+                    code: ErrorCode::RedisState,
+                    message,
+                    done,
+                },
+                None,
+            )
+            .await;
+        told.map(|_| ()).map_err(|_| SourceGone)
+    }
+
     /// The streams to read now and how many entries each: a stream that may keep frames only
     /// as far as it has room for them, a held-back one not at all. The list starts at a
     /// different stream each time, so all are read when only some have room.
@@ -596,6 +665,17 @@ impl Reader {
             let Some((id, fields)) = entry_of(entry) else {
                 continue;
             };
+            let (at, up_to) = (entry_id(&id), self.read_up_to.get(key).copied());
+            if let (false, Some(at), Some(up_to)) = (claimed, at, up_to) {
+                if at <= up_to {
+                    // Read before, yet new to the group: the group was rewound.
+                    self.refused.push((key.to_string(), id.clone()));
+                    if self.tell_replay(key, &id, up_to).await.is_err() {
+                        return Err(SourceGone);
+                    }
+                    continue;
+                }
+            }
             let payload = fields
                 .chunks_exact(2)
                 .find(|kv| bytes_of(&kv[0]).is_some_and(|f| f == FRAME_FIELD.as_bytes()))
@@ -617,6 +697,7 @@ impl Reader {
                 if sent.is_err() {
                     return Err(SourceGone);
                 }
+                self.mark_read(key, at);
                 self.refused.push((key.to_string(), id));
                 continue;
             };
@@ -656,6 +737,7 @@ impl Reader {
                     None,
                 )
                 .await;
+            self.mark_read(key, at);
             match taken {
                 Ok(ractor::rpc::CallResult::Success(Taken::Refused)) => {
                     self.refused.push((key.to_string(), id))

@@ -56,6 +56,14 @@ pub(crate) enum SourceMsg {
         id: String,
         done: RpcReplyPort<()>,
     },
+    /// Something found about a frames stream that its publisher must hear: refused with
+    /// `code` on the stream's error channel (with `RedisState`, counted as such too).
+    Refuse {
+        channel: Vec<u8>,
+        code: ErrorCode,
+        message: String,
+        done: RpcReplyPort<()>,
+    },
     /// A frames stream with frames waiting that the reader cannot take on: it reads
     /// `limits.max_streams` streams already, each sending. Told on the stream's error channel.
     NoRoom {
@@ -202,6 +210,19 @@ impl Actor for Source {
                         "frames stream entry {id} has no `{FRAME_FIELD}` field holding a frame message"
                     ),
                 );
+                let _ = done.send(());
+            }
+            SourceMsg::Refuse {
+                channel,
+                code,
+                message,
+                done,
+            } => {
+                let channel_stream = state.args.channels.stream_of(&channel).unwrap_or_default();
+                if code == ErrorCode::RedisState {
+                    state.args.stats.redis_state_refused.inc();
+                }
+                refuse(&state.args, channel_stream, None, code, message);
                 let _ = done.send(());
             }
             SourceMsg::NoRoom { channel, done } => {
