@@ -428,7 +428,16 @@ async fn a_crashing_detector_is_restarted_and_its_frame_sent_again() {
     assert_eq!((detected, gaps), (12, vec![]));
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(t.node.stats().detector_restarts.get(), 1);
-    assert_eq!(t.node.stats().redispatched.get(), 1);
+    // Sent again when its detector left, or (on a loaded machine, where the crash is noticed
+    // late) already sent to the other detector as a silent detector's kept frame.
+    let (redispatched, resent) = (
+        t.node.stats().redispatched.get(),
+        t.node.stats().resent.get(),
+    );
+    assert!(
+        redispatched <= 1 && redispatched + resent >= 1,
+        "redispatched {redispatched}, resent {resent}"
+    );
     // The pool is whole again.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
