@@ -99,6 +99,7 @@ impl Node {
                     &cfg.node.name,
                     cfg.source_lease(),
                     live_sources.clone(),
+                    stats.clone(),
                 ))
             });
             Some(IngressArgs {

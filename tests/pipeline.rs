@@ -1096,6 +1096,43 @@ async fn over_streams_a_rewound_or_destroyed_group_replays_nothing() {
     t.stop().await;
 }
 
+/// A stream lease forged before the stream's first frame (`SET lease:cam x EX 3600`, held by no
+/// node) used to stall the stream for the hour: 0 of 120 frames through, nothing said. Now the
+/// lease, held by no live node and longer than any node writes, is deleted and said
+/// (`redis_state`), and the stream is read: over Streams, every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_stream_leases_a_forged_lease_is_found_and_the_stream_is_read() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let extra = "stream_leases = true\n[detector]\npool_size = 1\n";
+    let mut t = TestNode::start(&model, extra, "cam").await;
+    t.transport = Transport::Streams;
+    let client = redis::Client::open(t.redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}:lease:cam", t.prefix))
+        .arg("ghost/0000000000000001")
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    for seq in 0..20 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(20, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        check_order(&out.messages, 0),
+        (20, vec![]),
+        "every frame read once the forged lease is gone"
+    );
+    let codes: Vec<&str> = out.errors.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(codes, ["redis_state"], "the forged lease is told");
+    assert_eq!(t.node.stats().redis_state_refused.get(), 1);
+    t.stop().await;
+}
+
 /// With a lease per stream, junk on new stream ids used to take a lease per id (the audit:
 /// 20,000 junk messages left 7,436 `lease:*` keys, renewed minutes later, and an INFO line
 /// each). Junk is now refused before the lease is looked at: each id gets its error, once, and

@@ -29,7 +29,8 @@ use tracing::{info, warn};
 // The same compare-and-extend and compare-and-delete steps as the node-wide lease.
 use super::lease::{Fence, RELEASE, RENEW};
 use crate::cluster::placement::{self, LiveSources, LOAD_FACTOR};
-use crate::protocol::Channels;
+use crate::node_stats::Stats;
+use crate::protocol::{Channels, ErrorCode, ErrorMessage};
 
 /// A stream seen on no channel and in no frames stream for this long is no longer placed.
 const FORGET_SEEN_AFTER: Duration = Duration::from_secs(300);
@@ -70,6 +71,7 @@ pub(crate) struct StreamLeases {
     /// Stopping: this node places nothing on itself, so its ticks hand every stream over.
     leaving: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
+    stats: Arc<Stats>,
 }
 
 impl StreamLeases {
@@ -79,6 +81,7 @@ impl StreamLeases {
         node: &str,
         ttl: Duration,
         live: LiveSources,
+        stats: Arc<Stats>,
     ) -> Self {
         Self {
             conn,
@@ -89,6 +92,7 @@ impl StreamLeases {
             live,
             leaving: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State::default()),
+            stats,
         }
     }
 
@@ -237,6 +241,46 @@ impl StreamLeases {
             .is_some_and(|n| *n == self.node)
     }
 
+    /// A lease held by no live source node that no kadr node could have written (no expiry,
+    /// or longer than the lease's lifetime): forged, or left by a node misconfigured. Obeyed,
+    /// it would stall the stream for as long as it lasts, unread and unreported. It is deleted
+    /// (only if it still holds the same token), said in the log and on the stream's error
+    /// channel, and counted; the stream is then placed as a free one. A lease of a node that
+    /// died runs out by itself within its lifetime, and is waited for.
+    async fn forged(&self, conn: &mut RedisConn, stream: &Arc<str>, token: &str) -> bool {
+        let key = self.channels.stream_lease_key(stream);
+        let ttl: redis::RedisResult<i64> = redis::cmd("PTTL").arg(&key).query_async(conn).await;
+        let Ok(ttl_ms) = ttl else { return false };
+        // -2: gone meanwhile; -1: no expiry.
+        let forged = ttl_ms == -1 || ttl_ms > self.ttl.as_millis() as i64;
+        if !forged {
+            return false;
+        }
+        let deleted: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+            .key(&key)
+            .arg(token)
+            .invoke_async(conn)
+            .await;
+        if !matches!(deleted, Ok(1)) {
+            return false;
+        }
+        self.stats.redis_state_refused.inc();
+        let message = format!(
+            "{key} was held by {token:?}, no live source node, for {}: no kadr node writes such a lease; deleted, the stream is read again",
+            if ttl_ms == -1 { "ever".to_string() } else { format!("{ttl_ms} ms more") }
+        );
+        warn!(%stream, %message, "forged stream lease deleted");
+        let error = ErrorMessage::new(stream, None, ErrorCode::RedisState, message);
+        if let Ok(json) = serde_json::to_vec(&error) {
+            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(self.channels.errors(stream))
+                .arg(json)
+                .query_async(conn)
+                .await;
+        }
+        true
+    }
+
     /// Take a free stream's lease.
     async fn take(&self, stream: &str) -> bool {
         let key = self.channels.stream_lease_key(stream);
@@ -352,7 +396,9 @@ impl StreamLeases {
             self.release(&s).await;
             gone.push(s);
         }
+        let live = self.live_nodes();
         let mut holders = HashMap::with_capacity(seen.len());
+        let mut foreign = Vec::new();
         for chunk in seen.chunks(500) {
             let keys: Vec<String> = chunk
                 .iter()
@@ -366,12 +412,19 @@ impl StreamLeases {
             for (s, token) in chunk.iter().zip(tokens) {
                 if let Some(t) = token {
                     let node = t.rsplit_once('/').map_or(t.as_str(), |(n, _)| n);
+                    if !live.iter().any(|n| n == node) {
+                        foreign.push((s.clone(), t.clone()));
+                    }
                     holders.insert(s.clone(), node.to_string());
                 }
             }
         }
+        for (s, token) in foreign {
+            if self.forged(&mut conn, &s, &token).await {
+                holders.remove(&s);
+            }
+        }
         // Place.
-        let live = self.live_nodes();
         let owners: HashMap<Arc<str>, String> = {
             let held: HashMap<&str, &str> = holders
                 .iter()
@@ -446,6 +499,7 @@ mod tests {
             name,
             Duration::from_millis(2000),
             live.clone(),
+            Arc::new(Stats::default()),
         )
     }
 
