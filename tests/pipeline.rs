@@ -1096,6 +1096,39 @@ async fn over_streams_a_rewound_or_destroyed_group_replays_nothing() {
     t.stop().await;
 }
 
+/// The node-wide source lease forged (`SET source-lease x EX 3600`) used to keep every source
+/// node standing by for the hour. A lease no node writes (no expiry, or over ten lifetimes) is
+/// deleted, counted, and taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_source_lease_is_found_and_the_node_reads() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:source-lease"))
+        .arg("ghost/0000000000000001")
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let cfg =
+        common::single_node_config(&model, &redis.url, &prefix, "[detector]\npool_size = 1\n");
+    let mut t = TestNode::start_configured(redis, prefix, &cfg, "cam").await;
+    t.transport = Transport::Streams;
+    for seq in 0..5 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(5, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (5, vec![]), "the node reads");
+    assert_eq!(t.node.stats().redis_state_refused.get(), 1);
+    t.stop().await;
+}
+
 /// A stream lease forged before the stream's first frame (`SET lease:cam x EX 3600`, held by no
 /// node) used to stall the stream for the hour: 0 of 120 frames through, nothing said. Now the
 /// lease, held by no live node and longer than any node writes, is deleted and said

@@ -110,6 +110,35 @@ impl Lease {
         }
     }
 
+    /// A lease no kadr node writes: no expiry, or more than ten times this node's lifetime
+    /// (forged; obeyed, it would stop every source node for as long as it lasts). Deleted if
+    /// it still holds the same token; returns who it named and how long it had left (ms, -1:
+    /// forever).
+    pub(crate) async fn clear_if_forged(&mut self) -> Option<(String, i64)> {
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(&self.key)
+            .query_async(&mut self.conn)
+            .await
+            .ok()?;
+        let holder = holder?;
+        let left_ms: i64 = redis::cmd("PTTL")
+            .arg(&self.key)
+            .query_async(&mut self.conn)
+            .await
+            .ok()?;
+        let longest = 10 * self.ttl.as_millis() as i64;
+        if !(left_ms == -1 || left_ms > longest) {
+            return None;
+        }
+        let deleted: i64 = redis::Script::new(RELEASE)
+            .key(&self.key)
+            .arg(&holder)
+            .invoke_async(&mut self.conn)
+            .await
+            .ok()?;
+        (deleted == 1).then_some((holder, left_ms))
+    }
+
     /// Who holds it now (for the standby's log line).
     pub(crate) async fn holder(&mut self) -> Option<String> {
         redis::cmd("GET")

@@ -315,6 +315,12 @@ async fn pump(
             Ok(false) => {
                 held_last = false;
                 outage.over(&stats);
+                if let Some((holder, left_ms)) = lease.clear_if_forged().await {
+                    stats.redis_state_refused.inc();
+                    warn!(%holder, left_ms, "the source lease named a holder for longer than any node holds it (forged): deleted; taking it");
+                    seen_free = true;
+                    continue;
+                }
                 if !standing_by {
                     let holder = lease.holder().await.unwrap_or_default();
                     info!(%holder, "standing by: another source node reads the frames");
