@@ -96,6 +96,7 @@ pub(crate) async fn read_frames_streams(
             warned_full: false,
             paused: HashMap::new(),
             shard_warnings: LogBudget::new(),
+            new_stream_lines: LogBudget::new(),
             untagged_told: std::mem::take(&mut untagged_told),
             no_room_told: HashSet::new(),
             previous: std::mem::take(&mut previous),
@@ -141,6 +142,7 @@ struct Reader {
     /// On a Redis Cluster: streams left out until then (their shard did not answer).
     paused: HashMap<String, Instant>,
     shard_warnings: LogBudget<()>,
+    new_stream_lines: LogBudget<()>,
     /// Frames streams under version 1 names whose publishers were told.
     untagged_told: HashSet<String>,
     /// Frames streams told that this node reads `max_streams` streams already.
@@ -395,7 +397,12 @@ impl Reader {
                 .query_async(conn)
                 .await;
             match created {
-                Ok(()) => info!(%key, "reading a new frames stream"),
+                // Anyone may create frames streams: a few lines per window, the rest counted.
+                Ok(()) => {
+                    if let Verdict::Log { left_out } = self.new_stream_lines.check(&()) {
+                        info!(%key, left_out, "reading a new frames stream (left_out: new streams not logged since the last line)");
+                    }
+                }
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
                 Err(e) => {
                     warn!(%key, error = %e, "cannot read this frames stream");
