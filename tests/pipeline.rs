@@ -148,16 +148,15 @@ impl TestNode {
 
     /// Publish a frame of the test's stream.
     async fn publish(&mut self, seq: u64, flags: u8, jpeg: &[u8]) {
+        let stream = self.stream.clone();
+        self.publish_as(&stream, seq, flags, jpeg).await;
+    }
+
+    /// Publish a frame of another stream, on its own frames channel (or stream).
+    async fn publish_as(&mut self, stream: &str, seq: u64, flags: u8, jpeg: &[u8]) {
         let mut msg = Vec::new();
-        encode_frame(
-            &mut msg,
-            &self.stream,
-            seq,
-            kadr::protocol::now_us(),
-            flags,
-            jpeg,
-        );
-        let channel = self.frames_channel();
+        encode_frame(&mut msg, stream, seq, kadr::protocol::now_us(), flags, jpeg);
+        let channel = format!("{}:frames:{stream}", self.prefix);
         self.publish_raw(channel.as_bytes(), &msg).await;
     }
 
@@ -1010,11 +1009,7 @@ async fn junk_streams_and_forged_sequence_jumps_do_not_lock_cameras_out() {
     let extra = "[detector]\npool_size = 1\n[limits]\nmax_streams = 4\nmax_seq_jump = 300\n";
     let mut t = TestNode::start(&model, extra, "cam").await;
     for i in 0..1100u64 {
-        let id = format!("junk{i}");
-        let mut msg = Vec::new();
-        encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), 0, b"x");
-        let channel = format!("{}:frames:{id}", t.prefix);
-        t.publish_raw(channel.as_bytes(), &msg).await;
+        t.publish_as(&format!("junk{i}"), 0, 0, b"x").await;
     }
     for seq in 0..3 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
@@ -1181,15 +1176,13 @@ async fn with_stream_leases_junk_on_new_ids_takes_no_lease() {
     const JUNK: u64 = 600;
     for i in 0..JUNK {
         let id = format!("junk{i}");
-        let mut msg = Vec::new();
         // Half not frames at all, half frames whose JPEG no decoder could use.
         if i % 2 == 0 {
-            msg.extend_from_slice(b"not a frame");
+            let channel = format!("{}:frames:{id}", t.prefix);
+            t.publish_raw(channel.as_bytes(), b"not a frame").await;
         } else {
-            encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), 0, b"x");
+            t.publish_as(&id, 0, 0, b"x").await;
         }
-        let channel = format!("{}:frames:{id}", t.prefix);
-        t.publish_raw(channel.as_bytes(), &msg).await;
     }
     for seq in 0..3 {
         t.publish(seq, FLAG_KEEP, &jpeg).await;
@@ -1238,11 +1231,7 @@ async fn over_streams_junk_streams_cannot_lock_a_new_camera_out() {
     let mut t = TestNode::start(&model, extra, "cam").await;
     t.transport = Transport::Streams;
     for i in 0..12u64 {
-        let id = format!("junk{i}");
-        let mut msg = Vec::new();
-        encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), 0, b"x");
-        let channel = format!("{}:frames:{id}", t.prefix);
-        t.publish_raw(channel.as_bytes(), &msg).await;
+        t.publish_as(&format!("junk{i}"), 0, 0, b"x").await;
     }
     // The junk streams are found and read first.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -1281,11 +1270,7 @@ async fn over_streams_kept_frames_of_many_new_streams_wait_for_room_and_none_is_
         .unwrap();
     const STREAMS: usize = 60;
     for i in 0..STREAMS {
-        let id = format!("cam{i}");
-        let mut msg = Vec::new();
-        encode_frame(&mut msg, &id, 0, kadr::protocol::now_us(), FLAG_KEEP, &jpeg);
-        let channel = format!("{}:frames:{id}", t.prefix);
-        t.publish_raw(channel.as_bytes(), &msg).await;
+        t.publish_as(&format!("cam{i}"), 0, FLAG_KEEP, &jpeg).await;
     }
     let (mut detected, mut gaps) = (HashSet::new(), Vec::new());
     let deadline = Instant::now() + Duration::from_secs(120);

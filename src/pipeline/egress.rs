@@ -428,11 +428,8 @@ mod tests {
         })
     }
 
-    /// A publish retried after its reply was lost, a node publishing behind the last one
-    /// published, or an older epoch: Redis refuses each; the next in order goes out.
-    #[tokio::test]
-    async fn nothing_is_published_twice_or_out_of_order() {
-        let redis = TestRedis::start();
+    /// An egress of node "a", which holds the source lease, on channels prefixed `t`.
+    async fn egress_holding_the_lease(redis: &TestRedis) -> (Egress, Channels, Arc<Stats>) {
         let channels = Channels::new("t");
         let mut lease = Lease::new(
             redis.conn().await,
@@ -442,13 +439,22 @@ mod tests {
         );
         assert!(lease.renew().await.unwrap());
         let stats = Arc::new(Stats::default());
-        let mut egress = Egress::new(
+        let egress = Egress::new(
             redis.conn().await,
             channels.clone(),
             lease.fence(),
             100,
             stats.clone(),
         );
+        (egress, channels, stats)
+    }
+
+    /// A publish retried after its reply was lost, a node publishing behind the last one
+    /// published, or an older epoch: Redis refuses each; the next in order goes out.
+    #[tokio::test]
+    async fn nothing_is_published_twice_or_out_of_order() {
+        let redis = TestRedis::start();
+        let (mut egress, channels, stats) = egress_holding_the_lease(&redis).await;
         let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
         pubsub.subscribe(channels.detections("cam")).await.unwrap();
 
@@ -506,22 +512,7 @@ mod tests {
     #[tokio::test]
     async fn a_forged_last_seq_ahead_of_the_stream_is_not_believed() {
         let redis = TestRedis::start();
-        let channels = Channels::new("t");
-        let mut lease = Lease::new(
-            redis.conn().await,
-            channels.source_lease_key(),
-            "a",
-            Duration::from_secs(5),
-        );
-        assert!(lease.renew().await.unwrap());
-        let stats = Arc::new(Stats::default());
-        let mut egress = Egress::new(
-            redis.conn().await,
-            channels.clone(),
-            lease.fence(),
-            100,
-            stats.clone(),
-        );
+        let (mut egress, channels, stats) = egress_holding_the_lease(&redis).await;
         let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
         pubsub.subscribe(channels.detections("cam")).await.unwrap();
         pubsub.subscribe(channels.errors("cam")).await.unwrap();

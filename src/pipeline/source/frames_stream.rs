@@ -540,16 +540,18 @@ impl Reader {
             .filter(|(_, k)| k.idle(now) && !self.is_held_back(&k.key))
             .min_by_key(|(_, k)| k.last_frame)
             .map(|(i, _)| i);
-        let waiting = has_entries_waiting(conn, key).await?;
         // Streams taken on but not yet read may turn out idle: the stream waits for the next
-        // look, untold.
+        // look, untold (and unasked).
         let all_sending = self.keys.iter().all(|k| {
             k.last_frame
                 .is_some_and(|at| now.duration_since(at) < STREAM_EVICT_IDLE)
         });
+        if idlest.is_none() && !all_sending {
+            return Ok(Room::Later);
+        }
+        let waiting = has_entries_waiting(conn, key).await?;
         Ok(match (waiting, idlest) {
             (false, _) => Room::NotNeeded,
-            (true, None) if !all_sending => Room::Later,
             (true, None) => {
                 if !self.warned_full {
                     warn!(
@@ -575,11 +577,28 @@ impl Reader {
             return Ok(());
         }
         self.no_room_told.insert(key.to_string());
+        let max = self.reading.max_streams;
+        let message = format!(
+            "this node reads limits.max_streams = {max} frames streams already, each sending; this stream's frames wait in Redis until one falls silent"
+        );
+        self.refuse_stream(key, ErrorCode::TooManyStreams, message)
+            .await
+    }
+
+    /// Tell the publisher of frames stream `key`, on its error channel, through the source.
+    async fn refuse_stream(
+        &self,
+        key: &str,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), SourceGone> {
         let told = self
             .source
             .call(
-                |done| SourceMsg::NoRoom {
+                |done| SourceMsg::Refuse {
                     channel: key.as_bytes().to_vec(),
+                    code,
+                    message,
                     done,
                 },
                 None,
@@ -610,19 +629,8 @@ impl Reader {
             up_to.0, up_to.1
         );
         warn!(%key, %message, "frames stream replayed");
-        let told = self
-            .source
-            .call(
-                |done| SourceMsg::Refuse {
-                    channel: key.as_bytes().to_vec(),
-                    code: ErrorCode::RedisState,
-                    message,
-                    done,
-                },
-                None,
-            )
-            .await;
-        told.map(|_| ()).map_err(|_| SourceGone)
+        self.refuse_stream(key, ErrorCode::RedisState, message)
+            .await
     }
 
     /// The streams to read now and how many entries each: a stream that may keep frames only
@@ -633,8 +641,7 @@ impl Reader {
         let mut count = self.reading.count;
         let mut keys = Vec::with_capacity(self.keys.len());
         if !self.keys.is_empty() {
-            let first = self.keys.remove(0);
-            self.keys.push(first);
+            self.keys.rotate_left(1);
         }
         for k in &self.keys {
             if self.leases.as_ref().is_some_and(|l| !l.reads(&k.stream)) {
@@ -663,10 +670,10 @@ impl Reader {
         entries: &[Value],
         claimed: bool,
     ) -> Result<(), SourceGone> {
-        let Some(at) = self.keys.iter().position(|k| k.key == key) else {
+        let Some(index) = self.keys.iter().position(|k| k.key == key) else {
             return Ok(());
         };
-        let stream = self.keys[at].stream.clone();
+        let stream = self.keys[index].stream.clone();
         for entry in entries {
             // A claimed entry trimmed away meanwhile comes back as nil: nothing to read.
             let Some((id, fields)) = entry_of(entry) else {
@@ -750,9 +757,7 @@ impl Reader {
                     self.refused.push((key.to_string(), id))
                 }
                 Ok(ractor::rpc::CallResult::Success(Taken::Accepted | Taken::Inside)) => {
-                    if let Some(k) = self.keys.iter_mut().find(|k| k.key == key) {
-                        k.last_frame = Some(Instant::now());
-                    }
+                    self.keys[index].last_frame = Some(Instant::now());
                 }
                 Ok(ractor::rpc::CallResult::Success(Taken::Elsewhere)) => {}
                 _ => return Err(SourceGone),

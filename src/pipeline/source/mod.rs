@@ -64,12 +64,6 @@ pub(crate) enum SourceMsg {
         message: String,
         done: RpcReplyPort<()>,
     },
-    /// A frames stream with frames waiting that the reader cannot take on: it reads
-    /// `limits.max_streams` streams already, each sending. Told on the stream's error channel.
-    NoRoom {
-        channel: Vec<u8>,
-        done: RpcReplyPort<()>,
-    },
 }
 
 /// A frame read from a Redis Stream.
@@ -223,20 +217,6 @@ impl Actor for Source {
                     state.args.stats.redis_state_refused.inc();
                 }
                 refuse(&state.args, channel_stream, None, code, message);
-                let _ = done.send(());
-            }
-            SourceMsg::NoRoom { channel, done } => {
-                let channel_stream = state.args.channels.stream_of(&channel).unwrap_or_default();
-                let max = state.args.max_streams;
-                refuse(
-                    &state.args,
-                    channel_stream,
-                    None,
-                    ErrorCode::TooManyStreams,
-                    format!(
-                        "this node reads limits.max_streams = {max} frames streams already, each sending; this stream's frames wait in Redis until one falls silent"
-                    ),
-                );
                 let _ = done.send(());
             }
         }
