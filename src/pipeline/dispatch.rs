@@ -66,6 +66,17 @@ struct Waiting {
     avoid_node: Option<u64>,
 }
 
+impl Waiting {
+    /// A frame not yet sent to any detector.
+    fn new(job: Job) -> Self {
+        Self {
+            job,
+            attempts: 0,
+            avoid_node: None,
+        }
+    }
+}
+
 struct InFlight {
     job: Job,
     attempts: u8,
@@ -217,11 +228,7 @@ impl Actor for Dispatcher {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DispatchMsg::Submit(job) => {
-                state.enqueue(Waiting {
-                    job,
-                    attempts: 0,
-                    avoid_node: None,
-                });
+                state.enqueue(Waiting::new(job));
                 state.dispatch();
             }
             DispatchMsg::Finished(finished) => {
@@ -730,13 +737,7 @@ mod tests {
     }
 
     fn queue(jobs: Vec<Job>) -> VecDeque<Waiting> {
-        jobs.into_iter()
-            .map(|job| Waiting {
-                job,
-                attempts: 0,
-                avoid_node: None,
-            })
-            .collect()
+        jobs.into_iter().map(Waiting::new).collect()
     }
 
     #[test]
@@ -942,16 +943,8 @@ mod tests {
     #[tokio::test]
     async fn a_finished_frame_frees_its_credit_and_goes_to_the_sequencer_timed() {
         let (mut state, mut detectors, mut sequencer) = state_with(1).await;
-        state.enqueue(Waiting {
-            job: job("cam", 1, true),
-            attempts: 0,
-            avoid_node: None,
-        });
-        state.enqueue(Waiting {
-            job: job("cam", 2, true),
-            attempts: 0,
-            avoid_node: None,
-        });
+        state.enqueue(Waiting::new(job("cam", 1, true)));
+        state.enqueue(Waiting::new(job("cam", 2, true)));
         state.dispatch();
         assert_eq!(
             (state.in_flight.len(), state.queue.len()),
@@ -992,16 +985,8 @@ mod tests {
     async fn a_kept_frame_at_a_silent_detector_is_sent_to_another_and_the_first_answer_wins() {
         let (mut state, mut detectors, mut sequencer) = state_with(2).await;
         state.args.resend_after = Some(Duration::from_millis(200));
-        state.enqueue(Waiting {
-            job: job("cam", 7, true),
-            attempts: 0,
-            avoid_node: None,
-        });
-        state.enqueue(Waiting {
-            job: job("live", 3, false),
-            attempts: 0,
-            avoid_node: None,
-        });
+        state.enqueue(Waiting::new(job("cam", 7, true)));
+        state.enqueue(Waiting::new(job("live", 3, false)));
         state.dispatch();
         assert_eq!(state.in_flight.len(), 2);
         let t0 = state.in_flight.values().map(|f| f.since).min().unwrap();
@@ -1055,11 +1040,7 @@ mod tests {
     #[tokio::test]
     async fn a_detector_that_leaves_has_its_frame_sent_again_once_then_reported_failed() {
         let (mut state, mut detectors, mut sequencer) = state_with(2).await;
-        state.enqueue(Waiting {
-            job: job("cam", 7, true),
-            attempts: 0,
-            avoid_node: None,
-        });
+        state.enqueue(Waiting::new(job("cam", 7, true)));
         state.dispatch();
         let first = state.in_flight.values().next().unwrap().detector;
         let (gone, other) = if first == state.targets[0].actor.get_id() {
@@ -1099,11 +1080,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_past_the_frame_timeout_is_reported_lost_and_its_credit_freed() {
         let (mut state, _detectors, mut sequencer) = state_with(1).await;
-        state.enqueue(Waiting {
-            job: job("cam", 3, false),
-            attempts: 0,
-            avoid_node: None,
-        });
+        state.enqueue(Waiting::new(job("cam", 3, false)));
         state.dispatch();
         let since = state.in_flight.values().next().unwrap().since;
         state.expire(since + Duration::from_secs(29));
@@ -1129,11 +1106,7 @@ mod tests {
         let (mut state, _detectors, mut sequencer) = state_with(1).await;
         state.args.live.queue_depth = 1;
         for seq in 1..=3 {
-            state.enqueue(Waiting {
-                job: job("cam", seq, false),
-                attempts: 0,
-                avoid_node: None,
-            });
+            state.enqueue(Waiting::new(job("cam", seq, false)));
             state.dispatch();
         }
         // 1 went to the detector; 2 waited and was made stale by 3.

@@ -121,22 +121,9 @@ impl Lease {
             .await
             .ok()?;
         let holder = holder?;
-        let left_ms: i64 = redis::cmd("PTTL")
-            .arg(&self.key)
-            .query_async(&mut self.conn)
-            .await
-            .ok()?;
-        let longest = 10 * self.ttl.as_millis() as i64;
-        if !(left_ms == -1 || left_ms > longest) {
-            return None;
-        }
-        let deleted: i64 = redis::Script::new(RELEASE)
-            .key(&self.key)
-            .arg(&holder)
-            .invoke_async(&mut self.conn)
-            .await
-            .ok()?;
-        (deleted == 1).then_some((holder, left_ms))
+        let left_ms =
+            delete_if_outliving(&mut self.conn, &self.key, &holder, 10 * self.ttl).await?;
+        Some((holder, left_ms))
     }
 
     /// Who holds it now (for the standby's log line).
@@ -148,6 +135,28 @@ impl Lease {
             .ok()
             .flatten()
     }
+}
+
+/// Delete the lease at `key` if it has more than `longest` left (or no expiry: no node writes
+/// such a lease) and still holds `token`; how long it had left (ms, -1: forever) if deleted.
+pub(super) async fn delete_if_outliving(
+    conn: &mut RedisConn,
+    key: &str,
+    token: &str,
+    longest: Duration,
+) -> Option<i64> {
+    let left_ms: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.ok()?;
+    // -2: gone meanwhile; -1: no expiry.
+    if !(left_ms == -1 || left_ms > longest.as_millis() as i64) {
+        return None;
+    }
+    let deleted: i64 = redis::Script::new(RELEASE)
+        .key(key)
+        .arg(token)
+        .invoke_async(conn)
+        .await
+        .ok()?;
+    (deleted == 1).then_some(left_ms)
 }
 
 /// A lease's key and token: results are published only by the node that holds it, checked by

@@ -27,7 +27,7 @@ use crate::redis_conn::RedisConn;
 use tracing::{info, warn};
 
 // The same compare-and-extend and compare-and-delete steps as the node-wide lease.
-use super::lease::{Fence, RELEASE, RENEW};
+use super::lease::{delete_if_outliving, Fence, RELEASE, RENEW};
 use crate::cluster::placement::{self, LiveSources, LOAD_FACTOR};
 use crate::node_stats::Stats;
 use crate::protocol::{Channels, ErrorCode, ErrorMessage};
@@ -249,21 +249,9 @@ impl StreamLeases {
     /// died runs out by itself within its lifetime, and is waited for.
     async fn forged(&self, conn: &mut RedisConn, stream: &Arc<str>, token: &str) -> bool {
         let key = self.channels.stream_lease_key(stream);
-        let ttl: redis::RedisResult<i64> = redis::cmd("PTTL").arg(&key).query_async(conn).await;
-        let Ok(ttl_ms) = ttl else { return false };
-        // -2: gone meanwhile; -1: no expiry.
-        let forged = ttl_ms == -1 || ttl_ms > self.ttl.as_millis() as i64;
-        if !forged {
+        let Some(ttl_ms) = delete_if_outliving(conn, &key, token, self.ttl).await else {
             return false;
-        }
-        let deleted: redis::RedisResult<i64> = redis::Script::new(RELEASE)
-            .key(&key)
-            .arg(token)
-            .invoke_async(conn)
-            .await;
-        if !matches!(deleted, Ok(1)) {
-            return false;
-        }
+        };
         self.stats.redis_state_refused.inc();
         let message = format!(
             "{key} was held by {token:?}, no live source node, for {}: no kadr node writes such a lease; deleted, the stream is read again",
