@@ -13,23 +13,19 @@ node first (its Redis empty), e.g. `kadr node --redis-url redis://127.0.0.1:6391
 .deps/venv/bin/python. Prints one line per scenario.
 """
 import json
-import struct
 import sys
 import time
+from pathlib import Path
 
 import redis
 
+# The frame encoder of the Python client example (docs/protocol.md's header).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "python"))
+from kadr_client import frame_message  # noqa: E402
+
 URL, JPEG = sys.argv[1], open(sys.argv[2], "rb").read()
 PREFIX = sys.argv[3] if len(sys.argv) > 3 else "kadr"
-KEEP = 1
 r = redis.Redis.from_url(URL)
-
-
-def frame(stream, seq, flags, jpeg):
-    """A frame message (docs/protocol.md): magic, version, flags, id length, seq, capture time."""
-    sid = stream.encode()
-    header = struct.pack(">HQQ", len(sid), seq, int(time.time() * 1e6))
-    return b"KADR" + bytes([1, flags]) + header + sid + jpeg
 
 
 def outcome(streams, frames, timeout):
@@ -58,7 +54,7 @@ start = time.time()
 streams = [f"keep{i}" for i in range(2000)]
 pipe = r.pipeline()
 for s in streams:
-    pipe.xadd(f"{PREFIX}:frames:{s}", {"frame": frame(s, 0, KEEP, JPEG)})
+    pipe.xadd(f"{PREFIX}:frames:{s}", {"frame": frame_message(s, 0, JPEG, keep=True)})
 pipe.execute()
 detected, gaps, accounted = outcome(streams, len(streams), 300)
 print(f"2,000 one-frame KEEP streams: {detected} detected, gaps {gaps}, "
@@ -66,12 +62,12 @@ print(f"2,000 one-frame KEEP streams: {detected} detected, gaps {gaps}, "
 
 pipe = r.pipeline()
 for i in range(2100):
-    pipe.xadd(f"{PREFIX}:frames:junk{i}", {"frame": frame(f"junk{i}", 0, 0, b"x")})
+    pipe.xadd(f"{PREFIX}:frames:junk{i}", {"frame": frame_message(f"junk{i}", 0, b"x", keep=False)})
 pipe.execute()
 time.sleep(3)
 start = time.time()
 for seq in range(20):
-    r.xadd(f"{PREFIX}:frames:newcam", {"frame": frame("newcam", seq, KEEP, JPEG)})
+    r.xadd(f"{PREFIX}:frames:newcam", {"frame": frame_message("newcam", seq, JPEG, keep=True)})
 detected, gaps, _ = outcome(["newcam"], 20, 120)
 print(f"2,100 junk frames streams, then a camera of 20 frames: {detected} detected, "
       f"gaps {gaps}, in {time.time() - start:.1f} s")
