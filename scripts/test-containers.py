@@ -11,7 +11,7 @@ reason), and every node is `up` again in the cluster view afterwards.
     scripts/test-containers.py                 # build the image if needed, run every fault
     scripts/test-containers.py --write-docs    # and put the table into docs/cluster.md
     scripts/test-containers.py --only redis    # faults whose name contains "redis"
-    scripts/test-containers.py --stream-leases # the source nodes with a lease per stream
+    scripts/test-containers.py --single-lease  # one node-wide source lease, a standby source node
 
 Needs a reachable Docker daemon, Compose (v2 plugin or docker-compose v1) and the release
 binaries (cargo build --release --workspace --bins). Exits 0 when every fault passed, 1 when
@@ -67,8 +67,8 @@ class Compose:
 
     def __call__(self, *args, check=True):
         files = ["-f", "compose.yaml", "-f", "scripts/compose.faults.yaml"]
-        if STREAM_LEASES:
-            files += ["-f", "scripts/compose.stream-leases.yaml"]
+        if SINGLE_LEASE:
+            files += ["-f", "scripts/compose.single-lease.yaml"]
         return run(*self.base, *files, *args, check=check, env=self.env)
 
     def container(self, service):
@@ -245,7 +245,7 @@ def kill_source(c, log):
     cid = c.container(service)
     run("docker", "kill", "-s", "KILL", cid)
     log(f"killed {service}, the source lease holder (SIGKILL)")
-    wait_for("the standby to take the lease",
+    wait_for("another source node to take the stream's lease",
              lambda: lease_holder(c) not in (None, service), 30)
     log(f"{lease_holder(c)} took the stream over")
     time.sleep(3)
@@ -269,9 +269,9 @@ def rolling_restart(c, log):
 
 
 def lease_holder(c):
-    """The node reading the stream: the source lease's holder, or with --stream-leases the
-    holder of the one stream's lease (the suite publishes one stream)."""
-    key = f"kadr:lease:{CURRENT_STREAMS[0]}" if STREAM_LEASES else "kadr:source-lease"
+    """The node reading the stream: the holder of the one stream's lease (the suite publishes
+    one stream), or with --single-lease the node-wide source lease's holder."""
+    key = "kadr:source-lease" if SINGLE_LEASE else f"kadr:lease:{CURRENT_STREAMS[0]}"
     out = subprocess.run(["docker", "exec", c.container("redis"), "redis-cli", "GET",
                           key], capture_output=True, text=True).stdout.strip()
     # The lease's value is `{node}/{nonce}`.
@@ -286,14 +286,15 @@ FAULTS = [
     ("cut a detector node off the network for 12 s", disconnect_detector, 35, False),
     ("freeze a detector node for 5 s", pause("detector", 5), 25, True),
     ("freeze the source node for 5 s", pause("source", 5), 25, True),
+    ("freeze the source node for 8 s", pause("source", 8), 30, True),
     ("freeze a detector node for 60 s", pause("detector", 60), 80, False),
-    ("kill -9 the source node: the standby takes over", kill_source, 40, True),
+    ("kill -9 the source node: another takes over", kill_source, 40, True),
     ("restart Redis", restart_redis, 25, True),
     ("rolling restart of every node", rolling_restart, 100, True),
 ]
 TRANSPORTS = ("pubsub", "streams")
-# Set by --stream-leases: the source nodes run with cluster.stream_leases.
-STREAM_LEASES = False
+# Set by --single-lease: the source nodes run with cluster.stream_leases = false.
+SINGLE_LEASE = False
 # The streams the load generator of the fault running now publishes (from its started file).
 CURRENT_STREAMS = [""]
 
@@ -351,8 +352,9 @@ def table(results, cpu):
         "Redis (append-only file on), node-1, node-2 and a detector node each a container on "
         "one compose network. `pubsub`: frames published on the channel; `streams`: appended "
         "to the Redis Stream (`--transport streams`)."
-        + (" The source nodes ran with a lease per stream (`--stream-leases`)."
-           if STREAM_LEASES else ""),
+        + (" The source nodes ran with one node-wide source lease (`--single-lease`)."
+           if SINGLE_LEASE else
+           " The source nodes ran with the default configuration: a lease per stream."),
         "",
         "| fault | transport | result | published | detected | in gaps (reason) | "
         "order violations | duplicates | longest stall | every node up again | "
@@ -389,11 +391,12 @@ def main():
     ap.add_argument("--keep-up", action="store_true", help="leave the cluster running")
     ap.add_argument("--no-build", action="store_true",
                     help="use the kadr:latest image as it is (built from this tree already)")
-    ap.add_argument("--stream-leases", action="store_true",
-                    help="run the source nodes with a lease per stream (cluster.stream_leases)")
+    ap.add_argument("--single-lease", action="store_true",
+                    help="run the source nodes with one node-wide source lease "
+                         "(cluster.stream_leases = false) instead of the default lease per stream")
     args = ap.parse_args()
-    global STREAM_LEASES
-    STREAM_LEASES = args.stream_leases
+    global SINGLE_LEASE
+    SINGLE_LEASE = args.single_lease
 
     if shutil.which("docker") is None or \
             subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
@@ -413,7 +416,7 @@ def main():
         start = time.monotonic()
         run("docker", "build", "-q", "-t", "kadr", ".", quiet=False)
         say(f"image ready in {time.monotonic() - start:.0f} s")
-    out_dir = ROOT / "loadtest" / "results" / ("faults-stream-leases" if STREAM_LEASES else "faults")
+    out_dir = ROOT / "loadtest" / "results" / ("faults-single-lease" if SINGLE_LEASE else "faults")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     c = Compose()
@@ -441,7 +444,7 @@ def main():
     text = table(results, cpu_name())
     print(text)
     (out_dir / "table.md").write_text(text + "\n")
-    if args.write_docs and STREAM_LEASES:
+    if args.write_docs and SINGLE_LEASE:
         say("--write-docs is for the default run; this table is in " + str(out_dir / "table.md"))
     elif args.write_docs:
         doc = DOC.read_text()

@@ -43,6 +43,7 @@ mod cluster;
 mod config;
 mod http;
 mod log_budget;
+mod memory;
 mod node;
 mod node_stats;
 mod pipeline;

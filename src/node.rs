@@ -46,6 +46,8 @@ pub struct Node {
     /// With `cluster.stream_leases`, the streams' leases instead, released the same way.
     stream_leases: Option<Arc<StreamLeases>>,
     admin: Option<admin::Server>,
+    /// Hands the memory a burst freed back to the system.
+    _give_back_memory: crate::task::OwnedTask,
 }
 
 impl Node {
@@ -159,6 +161,7 @@ impl Node {
             lease,
             stream_leases,
             admin: None,
+            _give_back_memory: crate::memory::give_back_periodically(),
         };
         if let Some(listener) = admin_listener {
             node.admin = Some(admin::Server::start(listener, cfg, node.admin_handles()).await?);

@@ -427,6 +427,7 @@ async fn spawn_ingress(
                 scan_every: Duration::from_millis(cfg.redis.frames_scan_ms),
                 max_streams: cfg.limits.max_streams,
                 keep_all: cfg.limits.keep_all_frames,
+                max_payload: cfg.limits.max_payload_bytes,
             },
             dispatcher: dispatcher.clone(),
             sequencer: sequencer.clone(),

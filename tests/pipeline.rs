@@ -1111,8 +1111,12 @@ async fn a_forged_source_lease_is_found_and_the_node_reads() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let cfg =
-        common::single_node_config(&model, &redis.url, &prefix, "[detector]\npool_size = 1\n");
+    let cfg = common::single_node_config(
+        &model,
+        &redis.url,
+        &prefix,
+        "stream_leases = false\n[detector]\npool_size = 1\n",
+    );
     let mut t = TestNode::start_configured(redis, prefix, &cfg, "cam").await;
     t.transport = Transport::Streams;
     for seq in 0..5 {
@@ -1215,6 +1219,67 @@ async fn with_stream_leases_junk_on_new_ids_takes_no_lease() {
         &leases[..leases.len().min(5)]
     );
     assert!(leases[0].contains("cam"), "{leases:?}");
+    t.stop().await;
+}
+
+/// Over Redis Streams, a frames stream with nothing to read (its entries read and acknowledged
+/// long ago: a junk stream, a camera gone quiet) took a lease whenever a node found it (at
+/// every start, and again each time it was forgotten after five silent minutes), and held it,
+/// renewed, for nothing. Now a stream takes a lease only once it has entries waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_streams_a_stream_with_nothing_to_read_takes_no_lease() {
+    let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let prefix = unique_prefix();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:frames:old");
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("frame")
+        .arg("junk, read and acknowledged long ago")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("kadr")
+        .arg("$")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let cfg =
+        common::single_node_config(&model, &redis.url, &prefix, "[detector]\npool_size = 1\n");
+    let mut t = TestNode::start_configured(redis, prefix, &cfg, "old").await;
+    t.transport = Transport::Streams;
+    let leases = |mut conn: redis::aio::MultiplexedConnection, prefix: String| async move {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:lease:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys
+    };
+    // Three scans (redis.frames_scan_ms = 1000): found each time, never taken.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        leases(admin.clone(), t.prefix.clone()).await,
+        Vec::<String>::new()
+    );
+    // Frames come: the stream is taken and read.
+    for seq in 0..2 {
+        t.publish(seq, FLAG_KEEP, &jpeg).await;
+    }
+    let out = t.collect(2, 0, Duration::from_secs(60)).await;
+    assert_eq!(check_order(&out.messages, 0), (2, vec![]));
+    assert_eq!(
+        leases(admin, t.prefix.clone()).await,
+        vec![format!("{}:lease:old", t.prefix)]
+    );
     t.stop().await;
 }
 
@@ -1597,8 +1662,9 @@ async fn a_subscription_closed_by_redis_is_reopened_at_once_under_the_same_lease
     let (Some(model), Some(jpeg)) = (common::model_384x640(), sample_jpeg()) else {
         return;
     };
-    // A lease far longer than the test waits: standing by behind it would show.
-    let extra = "source_lease_ms = 30000\n[detector]\npool_size = 1\n";
+    // A lease far longer than the test waits: standing by behind it would show. The node-wide
+    // lease: the one a subscription's loss used to give up.
+    let extra = "source_lease_ms = 30000\nstream_leases = false\n[detector]\npool_size = 1\n";
     let mut t = TestNode::start(&model, extra, "big").await;
     t.publish(0, FLAG_KEEP, &jpeg).await;
     let out = t.collect(1, 0, Duration::from_secs(60)).await;

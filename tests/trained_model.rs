@@ -210,25 +210,41 @@ fn the_split_input_convolutions_compute_what_the_original_does() {
         );
         let a = common::kadr_detect(&model, &["--precision", "fp32"], &images);
         let b = common::kadr_detect(&rewritten, &["--precision", "fp32"], &images);
-        let mut boxes = 0;
+        // Matched box by box (same place within 1 px, same score within 1e-4), not by rank:
+        // on the random-weight models many scores and classes are near ties, which the
+        // kernels' summation order (it differs between CPUs) may order or break either way.
+        let (mut boxes, mut other_class) = (0, 0);
         for (a, b) in a.iter().zip(&b) {
             let (da, db) = (
                 a["detections"].as_array().unwrap(),
                 b["detections"].as_array().unwrap(),
             );
             assert_eq!(da.len(), db.len(), "{}: {a} vs {b}", model.display());
-            for (x, y) in da.iter().zip(db) {
-                assert_eq!(x["class_id"], y["class_id"]);
-                assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-4);
-                for k in 0..4 {
-                    assert!(
-                        (x["box"][k].as_f64().unwrap() - y["box"][k].as_f64().unwrap()).abs()
-                            <= 1.0
-                    );
-                }
+            let mut unmatched: Vec<&serde_json::Value> = db.iter().collect();
+            for x in da {
+                let same = |y: &&serde_json::Value| {
+                    (x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-4
+                        && (0..4).all(|k| {
+                            (x["box"][k].as_f64().unwrap() - y["box"][k].as_f64().unwrap()).abs()
+                                <= 1.0
+                        })
+                };
+                let at = unmatched
+                    .iter()
+                    .position(|y| same(y) && y["class_id"] == x["class_id"])
+                    .or_else(|| unmatched.iter().position(same))
+                    .unwrap_or_else(|| panic!("{}: {x} not in {b}", model.display()));
+                other_class += usize::from(unmatched[at]["class_id"] != x["class_id"]);
+                unmatched.swap_remove(at);
             }
             boxes += da.len();
         }
+        // A class changes only where two classes tie for the box's best score.
+        assert!(
+            other_class * 50 <= boxes,
+            "{}: {other_class} of {boxes} boxes changed class",
+            model.display()
+        );
         assert!(boxes > 0, "{}: nothing to compare", model.display());
     }
 }

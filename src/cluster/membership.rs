@@ -337,6 +337,9 @@ impl Actor for Membership {
                 let name = name.as_deref().map(|n| n.split('@').next().unwrap_or(n));
                 if let Some(p) = name.and_then(|n| state.peers.get_mut(n)) {
                     p.down_since.get_or_insert(now);
+                    // At once, not at the next heartbeat: the stream leases it held can be
+                    // taken over as soon as it misses a renewal.
+                    state.publish_live_sources(now);
                 }
             }
             MembershipMsg::Snapshot(reply) => {

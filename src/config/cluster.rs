@@ -26,9 +26,9 @@ pub struct ClusterConfig {
     /// How long a source node's claim on the frames channels lasts without renewal: a
     /// standby source node takes over within this after the active one dies.
     pub source_lease_ms: u64,
-    /// A lease per stream, the streams spread over every live source node
-    /// (`crate::placement`), instead of one source node reading them all while the others
-    /// stand by.
+    /// A lease per stream (the default), the streams spread over every live source node
+    /// (`crate::placement`); `false`: one node-wide source lease, one source node reading
+    /// every stream while the others stand by.
     pub stream_leases: bool,
     /// TLS between nodes; plaintext when absent.
     pub tls: Option<TlsConfig>,
@@ -49,7 +49,7 @@ impl Default for ClusterConfig {
             join_timeout_ms: 10_000,
             heartbeat_ms: 1_000,
             source_lease_ms: 3_000,
-            stream_leases: false,
+            stream_leases: true,
             tls: None,
             handshake_timeout_ms: 5_000,
             max_pending_handshakes: 64,

@@ -483,8 +483,17 @@ mod tests {
 
     #[test]
     fn a_redis_cluster_needs_a_lease_per_stream_and_names_of_one_scheme() {
-        let err = parse("[model]\npath = \"Cargo.toml\"\n[redis]\ncluster = true\n").unwrap_err();
+        let err = parse(
+            "[model]\npath = \"Cargo.toml\"\n[redis]\ncluster = true\n\
+             [cluster]\nstream_leases = false\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("cluster.stream_leases"), "{err}");
+        // The default is a lease per stream.
+        parse(
+            "[model]\npath = \"Cargo.toml\"\n[redis]\ncluster = true\n[cluster]\ncookie = \"test-cookie\"\n",
+        )
+        .unwrap();
         let ok = parse(
             "[model]\npath = \"Cargo.toml\"\n[redis]\ncluster = true\n\
              cluster_nodes = [\"redis://10.0.0.2:7000\"]\n\

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use ractor::ActorRef;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{SourceMsg, StreamEntry, Taken, STREAM_EVICT_IDLE};
 use crate::backoff::Backoff;
@@ -56,6 +56,9 @@ pub(crate) struct StreamsReading {
     pub max_streams: usize,
     /// `limits.keep_all_frames`: every frame is kept, whatever its flags.
     pub keep_all: bool,
+    /// `limits.max_payload_bytes`: an entry larger is refused, and the connection that read
+    /// it replaced (its read buffer grew to the entry's size and would stay so).
+    pub max_payload: usize,
 }
 
 /// How long one read waits for new entries before it looks for new streams again.
@@ -102,6 +105,7 @@ pub(crate) async fn read_frames_streams(
             previous: std::mem::take(&mut previous),
             read_up_to: std::mem::take(&mut read_up_to),
             replay_told: HashSet::new(),
+            read_oversized: false,
         };
         match reader.run(&redis, &mut backoff).await {
             Ok(()) => return, // the source stopped
@@ -153,6 +157,8 @@ struct Reader {
     read_up_to: HashMap<String, EntryId>,
     /// Streams whose publishers were told of a replay.
     replay_told: HashSet<String>,
+    /// An entry over `max_payload` was read: the connection is replaced after this read.
+    read_oversized: bool,
 }
 
 /// A stream entry id, `ms-seq`.
@@ -235,6 +241,11 @@ impl Reader {
                 }
             }
             self.acknowledge_refused(&mut conn).await?;
+            if std::mem::take(&mut self.read_oversized) {
+                // Its read buffer is as large as the entry now, for as long as it lives.
+                debug!("an oversized entry was read: a fresh connection for the next reads");
+                conn = redis.own_connection().await?;
+            }
             if redis.is_cluster() && !read_any {
                 tokio::time::sleep(CLUSTER_POLL).await;
             }
@@ -348,6 +359,7 @@ impl Reader {
                 found.push(key.to_vec());
             }
         }
+        let mut new_streams: Vec<(String, Arc<str>)> = Vec::new();
         for key in found {
             // Names that are not UTF-8 or not under the prefix are refused by the source when
             // read; here they are skipped: only a readable name can be followed.
@@ -366,8 +378,17 @@ impl Reader {
                 continue;
             };
             let stream: Arc<str> = Arc::from(String::from_utf8_lossy(stream).as_ref());
+            new_streams.push((key, stream));
+        }
+        let idle = match &self.leases {
+            Some(leases) => idle_unseen(conn, leases, &new_streams).await,
+            None => HashSet::new(),
+        };
+        for (key, stream) in new_streams {
             if let Some(leases) = &self.leases {
-                if !leases.admits(&stream).await {
+                // Nothing to read: no lease for it (a junk stream whose entries were refused
+                // and acknowledged, a camera gone quiet, once every node has forgotten it).
+                if idle.contains(&key) || !leases.admits(&stream).await {
                     continue;
                 }
             }
@@ -695,6 +716,9 @@ impl Reader {
                 .find(|kv| bytes_of(&kv[0]).is_some_and(|f| f == FRAME_FIELD.as_bytes()))
                 .and_then(|kv| bytes_of(&kv[1]))
                 .map(Bytes::copy_from_slice);
+            self.read_oversized |= payload
+                .as_ref()
+                .is_some_and(|p| p.len() > self.reading.max_payload);
             let channel = key.as_bytes().to_vec();
             let Some(payload) = payload else {
                 let sent = self
@@ -794,6 +818,48 @@ enum Room {
     None,
 }
 
+/// Of the frames streams no node holds or has looked at lately (new, or forgotten after a long
+/// silence), those with nothing waiting: taking their lease would only hold it for nothing. A
+/// stream is taken only once it has entries to read. Asked in one round trip; if Redis cannot
+/// say, none is idle (they are read, as before).
+async fn idle_unseen(
+    conn: &mut RedisConn,
+    leases: &StreamLeases,
+    streams: &[(String, Arc<str>)],
+) -> HashSet<String> {
+    let unseen: Vec<&String> = streams
+        .iter()
+        .filter(|(_, stream)| !leases.has_seen(stream))
+        .map(|(key, _)| key)
+        .collect();
+    if unseen.is_empty() {
+        return HashSet::new();
+    }
+    if matches!(conn, RedisConn::Cluster(_)) {
+        // Each stream in its own slot: asked one by one, each of its own shard.
+        let mut idle = HashSet::new();
+        for key in unseen {
+            if matches!(has_entries_waiting(conn, key).await, Ok(false)) {
+                idle.insert(key.clone());
+            }
+        }
+        return idle;
+    }
+    let mut pipe = redis::pipe();
+    for key in &unseen {
+        pipe.cmd("XINFO").arg("GROUPS").arg(*key);
+    }
+    let Ok(replies) = pipe.query_async::<Vec<Value>>(conn).await else {
+        return HashSet::new();
+    };
+    unseen
+        .into_iter()
+        .zip(replies)
+        .filter(|(_, groups)| !entries_waiting(groups))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 /// Whether `key` has entries the consumer group has not read, or read and not acknowledged
 /// (a stream without the group, new, has: everything in it).
 async fn has_entries_waiting(conn: &mut RedisConn, key: &str) -> redis::RedisResult<bool> {
@@ -802,6 +868,11 @@ async fn has_entries_waiting(conn: &mut RedisConn, key: &str) -> redis::RedisRes
         .arg(key)
         .query_async(conn)
         .await?;
+    Ok(entries_waiting(&groups))
+}
+
+/// [`has_entries_waiting`] from `XINFO GROUPS`'s reply.
+fn entries_waiting(groups: &Value) -> bool {
     let Some(group) = groups
         .as_sequence()
         .into_iter()
@@ -809,14 +880,14 @@ async fn has_entries_waiting(conn: &mut RedisConn, key: &str) -> redis::RedisRes
         .map(fields_of)
         .find(|f| f.get("name").and_then(|v| text(v)).as_deref() == Some(CONSUMER_GROUP))
     else {
-        return Ok(true);
+        return true;
     };
     let number = |name: &str| match group.get(name) {
         Some(Value::Int(n)) => Some(*n),
         _ => None,
     };
     // `lag` is nil where Redis cannot tell (entries deleted in the middle): assume some wait.
-    Ok(number("pending") != Some(0) || number("lag") != Some(0))
+    number("pending") != Some(0) || number("lag") != Some(0)
 }
 
 /// The fields of a reply that is a map in RESP3 and a flat `[name, value, ...]` array in RESP2.

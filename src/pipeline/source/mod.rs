@@ -7,7 +7,7 @@
 //! them) is shed as a `dropped` gap with the reason, since Redis's client reads on into a buffer
 //! of its own whether we read or not. Nothing here is unbounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -417,15 +417,18 @@ async fn place_streams(
     stats: Arc<Stats>,
     _open: tokio::sync::oneshot::Sender<String>,
 ) {
-    let mut tick = tokio::time::interval(leases.ttl() / 3);
     let mut held_before = Vec::new();
     loop {
-        tick.tick().await;
-        let gone = leases.tick().await;
+        // Renewals are due every third of the lease's life however long a tick takes.
+        let started = tokio::time::Instant::now();
+        let super::stream_leases::Ticked {
+            gone,
+            look_again_in,
+        } = leases.tick().await;
         let held = leases.held();
         stats.streams_held.set(held.len() as u64);
         if held != held_before {
-            info!(streams = ?held, "streams this node reads");
+            log_held_change(&held_before, &held);
             held_before = held;
         }
         for stream in gone {
@@ -433,7 +436,35 @@ async fn place_streams(
                 return;
             }
         }
+        tokio::time::sleep_until(started + look_again_in).await;
     }
+}
+
+/// Names listed at most in one "streams this node reads" line: thousands of streams (junk ids
+/// among them) must not make one line of tens of kilobytes. `/streams` lists them all.
+const HELD_NAMES_LOGGED: usize = 10;
+
+/// One line per change of the streams this node reads: how many, which came and went (the
+/// first few of each).
+fn log_held_change(before: &[String], now: &[String]) {
+    let (was, is): (HashSet<&String>, HashSet<&String>) =
+        (before.iter().collect(), now.iter().collect());
+    let came: Vec<&String> = now.iter().filter(|s| !was.contains(s)).collect();
+    let went: Vec<&String> = before.iter().filter(|s| !is.contains(s)).collect();
+    let first = |v: &[&String]| -> Vec<String> {
+        v.iter()
+            .take(HELD_NAMES_LOGGED)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    info!(
+        streams = now.len(),
+        taken = came.len(),
+        taken_first = ?first(&came),
+        given_up = went.len(),
+        given_up_first = ?first(&went),
+        "streams this node reads"
+    );
 }
 
 /// The source's view of Redis: logged once when it goes and once when it is back, counted, and
