@@ -1318,9 +1318,9 @@ fn junk_connections_to_the_cluster_port_cannot_fill_the_log() {
     assert_eq!(n1.get_json("/health")["status"], "ok");
 }
 
-/// `cluster.stream_leases`: twelve cameras over three source nodes. Each node reads 4 +/- 1 of
-/// them, every frame comes out once and in order; `kill -9` of one node costs only its own
-/// streams a takeover gap (`missing`), the others none.
+/// A lease per stream (the default): twelve cameras over three source nodes. Each node reads
+/// 4 +/- 1 of them, every frame comes out once and in order; `kill -9` of one node costs only
+/// its own streams a takeover gap (`missing`), the others none.
 #[test]
 fn twelve_streams_spread_over_three_source_nodes_and_a_kill_moves_only_its_own() {
     let Some(model) = common::model_384x640() else {
@@ -1337,7 +1337,6 @@ fn twelve_streams_spread_over_three_source_nodes_and_a_kill_moves_only_its_own()
     let settings = |seeded: bool| {
         let mut s = vec![
             "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string(),
-            "cluster.stream_leases=true".to_string(),
             "cluster.source_lease_ms=1500".to_string(),
         ];
         if seeded {
@@ -1594,7 +1593,6 @@ fn redis_cluster_failover(over_streams: bool) {
             "node.roles=[\"source\", \"sequencer\", \"detector\"]".to_string(),
             "redis.cluster=true".to_string(),
             format!("redis.cluster_nodes=[{}]", others.join(", ")),
-            "cluster.stream_leases=true".to_string(),
             "cluster.source_lease_ms=1500".to_string(),
         ],
         COOKIE,

@@ -498,15 +498,18 @@ impl DispatchState {
         for key in silent {
             let f = self.in_flight.get_mut(&key).expect("listed above");
             // A detector on another node first: when a node freezes, all its detectors fall
-            // silent together, and a copy sent to its neighbour would be lost with it.
+            // silent together, and a copy sent to its neighbour would be lost with it. A copy
+            // may go one over a detector's limit: it must not wait for a free credit, which
+            // the queue takes first (after a takeover, a backlog fills every credit as soon as
+            // it frees, and the kept frame was given up as lost before a copy could go).
             let silent_node = f.detector.node();
             let Some(target) = self
                 .targets
                 .iter_mut()
-                .filter(|t| t.actor.get_id() != f.detector && t.held < limit)
+                .filter(|t| t.actor.get_id() != f.detector && t.held <= limit)
                 .min_by_key(|t| (t.actor.get_id().node() == silent_node, t.held))
             else {
-                return; // no detector free now: the next tick tries again
+                return; // every other detector one over its limit: the next tick tries again
             };
             let request = DetectRequest {
                 origin: self.args.node.clone(),
@@ -996,19 +999,18 @@ mod tests {
         } else {
             (1, 0)
         };
-        // Each detector has one frame; the limit is one each: nothing free to resend to until
-        // the live frame is answered.
+        // Each detector has one frame, its limit: the copy goes one over it rather than wait
+        // for a credit that queued frames would take first.
+        state.resend_silent(t0 + Duration::from_millis(100));
+        assert_eq!(state.args.stats.resent.get(), 0, "not before the wait");
         state.resend_silent(t0 + Duration::from_millis(500));
-        assert_eq!(state.args.stats.resent.get(), 0);
+        assert_eq!(state.args.stats.resent.get(), 1);
+        assert_eq!(state.targets[other_i].held, 2, "one over its limit");
         state.finish(Finished {
             result: detected(3).result,
             stream: "live".into(),
             ..detected(3)
         });
-        state.resend_silent(t0 + Duration::from_millis(100));
-        assert_eq!(state.args.stats.resent.get(), 0, "not before the wait");
-        state.resend_silent(t0 + Duration::from_millis(500));
-        assert_eq!(state.args.stats.resent.get(), 1);
         let mut got = vec![];
         while let Some(DetectorMsg::Detect(r)) = next(&mut detectors[other_i]).await {
             got.push((r.stream.to_string(), r.seq));

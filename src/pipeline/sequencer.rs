@@ -328,9 +328,8 @@ pub(crate) enum SequencerMsg {
     Tick,
     /// Emit everything outstanding (shutdown).
     Flush(ractor::RpcReplyPort<()>),
-    /// This node no longer reads the stream (`cluster.stream_leases`): publish what can be
-    /// (a fence refuses it if the lease has gone already) and forget it, so that taking it
-    /// again starts from what Redis says.
+    /// This node no longer reads the stream (`cluster.stream_leases`; its lease is gone): forget
+    /// it, publishing nothing more, so that taking it again starts from what Redis says.
     Forget(Arc<str>),
     /// Per-stream statistics, for the admin API.
     Streams(ractor::RpcReplyPort<Vec<StreamReport>>),
@@ -503,10 +502,14 @@ impl Actor for Sequencer {
                 let _ = reply.send(());
             }
             SequencerMsg::Forget(stream) => {
-                if let Some(order) = state.streams.get_mut(&stream) {
-                    order.flush(&stream, &mut state.out);
-                    publish_pending(state, &stream).await;
-                }
+                // Nothing more is published for it: the lease is gone already (lost, or
+                // released after the handover's drain, during which results were published as
+                // usual). What is still outstanding is the next holder's to account for: over
+                // Redis Streams its entries stay pending, and the next holder claims and detects
+                // them; over pub/sub they fall in its `missing` gap. Publishing them as `lost`
+                // here acknowledged kept frames over Streams (lost for good), and a publish
+                // after the release took the free lease back, keeping the next holder out for
+                // a whole lease.
                 state.streams.remove(&stream);
                 state.stats.remove(&stream);
                 state.trackers.remove(&stream);

@@ -101,6 +101,9 @@ pub(crate) struct StreamLeases {
     stats: Arc<Stats>,
     /// Anyone may start streams: a few "now reads" lines per window, the rest counted.
     take_lines: LogBudget<()>,
+    /// Streams taken so far: the frames-stream reader looks for its new streams at once
+    /// when this moves, rather than at its next scan.
+    takes: std::sync::atomic::AtomicU64,
 }
 
 impl StreamLeases {
@@ -123,6 +126,7 @@ impl StreamLeases {
             state: Mutex::new(State::default()),
             stats,
             take_lines: LogBudget::new(),
+            takes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -192,6 +196,11 @@ impl StreamLeases {
     pub(crate) fn leave(&self) {
         self.leaving
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many streams this node has taken so far (it moves when one more is read here).
+    pub(crate) fn takes(&self) -> u64 {
+        self.takes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether a frame of `stream` has been seen lately (it is placed and its lease looked at).
@@ -356,6 +365,8 @@ impl StreamLeases {
             .await;
         match taken {
             Ok(Some(_)) => {
+                self.takes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Verdict::Log { left_out } = self.take_lines.check(&()) {
                     info!(%stream, left_out, "this node now reads the stream (left_out: streams taken since the last line)");
                 }

@@ -197,8 +197,13 @@ impl Reader {
     async fn run(&mut self, redis: &RedisClients, backoff: &mut Backoff) -> redis::RedisResult<()> {
         let mut conn = redis.own_connection().await?;
         let mut next_scan = Instant::now();
+        let mut takes_seen = 0;
         loop {
-            if Instant::now() >= next_scan {
+            // A stream this node has just taken (a dead node's, one handed over) is read at
+            // once, not at the next scan: a takeover's stall is shorter by up to a scan.
+            let takes = self.leases.as_ref().map_or(0, |l| l.takes());
+            if Instant::now() >= next_scan || takes != takes_seen {
+                takes_seen = takes;
                 if self.discover(&mut conn).await?.is_err() {
                     return Ok(());
                 }
