@@ -137,6 +137,41 @@ impl Lease {
     }
 }
 
+/// A lease looked at in one step: deleted if it still holds the token (ARGV[1]) and either no
+/// kadr node wrote it (no expiry, or more left than ARGV[2] ms) or its holder has stopped
+/// renewing it (less left than ARGV[3] ms: a renewal is overdue; 0: never). Returns
+/// `{deleted, ms left}` (-1: no expiry), or `{0, -2}` when it holds another token or is gone.
+const DELETE_IF_NOT_RENEWED_AS_KADR_DOES: &str = r#"
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return {0, -2} end
+local left = redis.call("PTTL", KEYS[1])
+if left == -1 or left > tonumber(ARGV[2]) or left < tonumber(ARGV[3]) then
+  redis.call("DEL", KEYS[1])
+  return {1, left}
+end
+return {0, left}
+"#;
+
+/// Delete the lease at `key` held by `token` if it has more than `longest` left (or no expiry:
+/// no node writes such a lease) or less than `overdue_below` (its holder missed a renewal).
+/// `(deleted, ms left)`; `None` if Redis did not answer.
+pub(super) async fn delete_if_not_renewed(
+    conn: &mut RedisConn,
+    key: &str,
+    token: &str,
+    longest: Duration,
+    overdue_below: Duration,
+) -> Option<(bool, i64)> {
+    let (deleted, left_ms): (i64, i64) = redis::Script::new(DELETE_IF_NOT_RENEWED_AS_KADR_DOES)
+        .key(key)
+        .arg(token)
+        .arg(longest.as_millis() as u64)
+        .arg(overdue_below.as_millis() as u64)
+        .invoke_async(conn)
+        .await
+        .ok()?;
+    Some((deleted == 1, left_ms))
+}
+
 /// Delete the lease at `key` if it has more than `longest` left (or no expiry: no node writes
 /// such a lease) and still holds `token`; how long it had left (ms, -1: forever) if deleted.
 pub(super) async fn delete_if_outliving(
@@ -145,18 +180,10 @@ pub(super) async fn delete_if_outliving(
     token: &str,
     longest: Duration,
 ) -> Option<i64> {
-    let left_ms: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.ok()?;
-    // -2: gone meanwhile; -1: no expiry.
-    if !(left_ms == -1 || left_ms > longest.as_millis() as i64) {
-        return None;
+    match delete_if_not_renewed(conn, key, token, longest, Duration::ZERO).await? {
+        (true, left_ms) => Some(left_ms),
+        (false, _) => None,
     }
-    let deleted: i64 = redis::Script::new(RELEASE)
-        .key(key)
-        .arg(token)
-        .invoke_async(conn)
-        .await
-        .ok()?;
-    (deleted == 1).then_some(left_ms)
 }
 
 /// A lease's key and token: results are published only by the node that holds it, checked by

@@ -28,7 +28,7 @@ use crate::redis_conn::RedisConn;
 use tracing::{info, warn};
 
 // The same compare-and-extend and compare-and-delete steps as the node-wide lease.
-use super::lease::{Fence, RELEASE, RENEW};
+use super::lease::{delete_if_not_renewed, Fence, RELEASE, RENEW};
 use crate::cluster::placement::{self, LiveSources, LOAD_FACTOR};
 use crate::node_stats::Stats;
 use crate::protocol::{Channels, ErrorCode, ErrorMessage};
@@ -44,23 +44,8 @@ const RETRY_WANTED: Duration = Duration::from_millis(200);
 /// lease (results after that are fenced, and the new holder reports them as a gap).
 const HANDOVER_DRAIN: Duration = Duration::from_millis(900);
 /// How late past its due renewal the lease of a node that is no longer live may be before
-/// another node takes it over, rather than waiting for it to run out (see [`LOOK_AT_FOREIGN`]).
+/// another node takes it over, rather than waiting for it to run out.
 const RENEWAL_SLACK: Duration = Duration::from_millis(250);
-
-/// A lease whose holder is not a live source node, looked at in one step: deleted if it still
-/// holds the token and either no kadr node wrote it (no expiry, or more left than a lease
-/// lasts: ARGV[2] ms) or its holder has stopped renewing it (less left than ARGV[3] ms: a
-/// renewal is overdue). Returns `{deleted, ms left}` (-1: no expiry), or `{0, -2}` when it
-/// holds another token or is gone.
-const LOOK_AT_FOREIGN: &str = r#"
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return {0, -2} end
-local left = redis.call("PTTL", KEYS[1])
-if left == -1 or left > tonumber(ARGV[2]) or left < tonumber(ARGV[3]) then
-  redis.call("DEL", KEYS[1])
-  return {1, left}
-end
-return {0, left}
-"#;
 
 /// What [`StreamLeases::tick`] found: the streams this node no longer holds, and how soon it
 /// should look again (sooner than a third of the lease's life when a departed node's lease
@@ -313,17 +298,12 @@ impl StreamLeases {
     ) -> Result<(), Option<Duration>> {
         let key = self.channels.stream_lease_key(stream);
         let overdue_below = self.overdue_below();
-        let looked: redis::RedisResult<(i64, i64)> = redis::Script::new(LOOK_AT_FOREIGN)
-            .key(&key)
-            .arg(token)
-            .arg(self.ttl.as_millis() as u64)
-            .arg(overdue_below.as_millis() as u64)
-            .invoke_async(conn)
-            .await;
-        let Ok((deleted, left_ms)) = looked else {
+        let Some((deleted, left_ms)) =
+            delete_if_not_renewed(conn, &key, token, self.ttl, overdue_below).await
+        else {
             return Err(None);
         };
-        if deleted == 0 {
+        if !deleted {
             // Just past the moment it becomes overdue.
             let overdue_in =
                 Duration::from_millis(left_ms.max(0) as u64 + 25).checked_sub(overdue_below);
