@@ -421,6 +421,11 @@ impl Channels {
     pub fn stream_lease_key(&self, stream: &str) -> String {
         self.name("lease", stream)
     }
+    /// Key naming the source node that asks for a stream another node holds (with
+    /// `cluster.stream_leases`): the holder hands a stream over only to a node that asks.
+    pub fn stream_want_key(&self, stream: &str) -> String {
+        self.name("want", stream)
+    }
     /// The stream part of a frames channel, as raw bytes (a channel need not be UTF-8); with
     /// version 2 names, what is inside the braces (a name without them is not one of ours:
     /// see [`Channels::untagged_stream_of`]).

@@ -35,9 +35,12 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 enum Slot {
     /// `dispatched_at`: when a detector took it. A frame still queued is never skipped for
-    /// lateness; the pool either processes it or reports it dropped.
+    /// lateness; the pool either processes it or reports it dropped. A `kept` frame is not
+    /// given up for the gap wait either, only after `limits.frame_timeout_ms` (its copies go
+    /// to other detectors meanwhile): over Redis Streams giving it up would lose it for good.
     Pending {
         dispatched_at: Option<Instant>,
+        kept: bool,
     },
     Done {
         outcome: Outcome,
@@ -83,12 +86,13 @@ impl StreamOrder {
         }
     }
 
-    /// Register an accepted frame. `restarted` (the source confirmed the publisher's numbering
-    /// restarted), or a number before the next one due, starts a new epoch: what the old one
-    /// still holds leaves first, into `out`.
+    /// Register an accepted frame (`kept`: flagged KEEP, see [`Slot::Pending`]). `restarted`
+    /// (the source confirmed the publisher's numbering restarted), or a number before the next
+    /// one due, starts a new epoch: what the old one still holds leaves first, into `out`.
     pub(crate) fn accept(
         &mut self,
         seq: u64,
+        kept: bool,
         restarted: bool,
         now: Instant,
         stream: &str,
@@ -105,6 +109,7 @@ impl StreamOrder {
         }
         self.slots.entry(seq).or_insert(Slot::Pending {
             dispatched_at: None,
+            kept,
         });
         self.last_active = Some(now);
     }
@@ -202,9 +207,13 @@ impl StreamOrder {
             }
             let skip = match slot {
                 Slot::Done { .. } => false,
-                Slot::Pending { dispatched_at, .. } => {
+                Slot::Pending {
+                    dispatched_at,
+                    kept,
+                } => {
                     let at_detector = dispatched_at.map(|d| now.duration_since(d));
-                    (at_detector.is_some_and(|t| t >= gap_wait)
+                    (!kept
+                        && at_detector.is_some_and(|t| t >= gap_wait)
                         && newest_done.is_some_and(|d| d > seq))
                         || at_detector.is_some_and(|t| t >= frame_timeout)
                 }
@@ -301,11 +310,13 @@ fn push_gap(
 /// Messages the sequencer actor takes.
 #[derive(Debug)]
 pub(crate) enum SequencerMsg {
-    /// The source accepted this frame; its outcome will follow. `restarted`: the source
-    /// confirmed that the publisher's numbering restarted with it.
+    /// The source accepted this frame; its outcome will follow. `kept`: flagged KEEP (or the
+    /// node keeps every frame). `restarted`: the source confirmed that the publisher's
+    /// numbering restarted with it.
     Accepted {
         stream: Arc<str>,
         seq: u64,
+        kept: bool,
         restarted: bool,
         /// Its entry, when it was read from a frames stream: acknowledged with the message that
         /// accounts for it.
@@ -405,6 +416,7 @@ impl Actor for Sequencer {
             SequencerMsg::Accepted {
                 stream,
                 seq,
+                kept,
                 restarted,
                 entry,
             } => {
@@ -415,7 +427,7 @@ impl Actor for Sequencer {
                 state.stats.entry(stream.clone()).or_default().accepted();
                 let order = state.streams.get_mut(&stream).expect("inserted above");
                 let abandoned_before = order.abandoned;
-                order.accept(seq, restarted, now, &stream, &mut state.out);
+                order.accept(seq, kept, restarted, now, &stream, &mut state.out);
                 state
                     .args
                     .stats
@@ -651,6 +663,8 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_millis(100);
+    /// A frame not flagged KEEP.
+    const LIVE: bool = false;
     const TIMEOUT: Duration = Duration::from_secs(10);
 
     fn detected(seq: u64) -> Outcome {
@@ -677,7 +691,7 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..4 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
         }
         for s in [2, 0, 3, 1] {
             o.complete(s, detected(s), t0);
@@ -693,7 +707,7 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..3 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
             o.dispatched(s, t0);
         }
         o.complete(1, detected(1), t0);
@@ -713,7 +727,7 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..4 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
             o.dispatched(s, t0);
         }
         o.complete(3, detected(3), t0);
@@ -727,7 +741,7 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..3 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
         }
         o.dispatched(0, t0);
         let failed = Outcome::Gap {
@@ -749,10 +763,10 @@ mod tests {
         let t0 = Instant::now();
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
-        o.accept(10, false, t0, "s", &mut out);
+        o.accept(10, LIVE, false, t0, "s", &mut out);
         o.complete(10, detected(10), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
-        o.accept(15, false, t0, "s", &mut out);
+        o.accept(15, LIVE, false, t0, "s", &mut out);
         o.complete(15, detected(15), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["10"]);
@@ -766,7 +780,7 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..4 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
         }
         let gap = |reason| Outcome::Gap {
             reason,
@@ -785,7 +799,7 @@ mod tests {
         let t0 = Instant::now();
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
-        o.accept(0, false, t0, "s", &mut out);
+        o.accept(0, LIVE, false, t0, "s", &mut out);
         o.poll(t0 + TIMEOUT * 2, WAIT, TIMEOUT, "s", &mut out);
         assert!(out.is_empty(), "a queued frame is never timed out");
         o.dispatched(0, t0);
@@ -801,13 +815,13 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 5000..5003 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
         }
         o.complete(5000, detected(5000), t0);
         o.complete(5002, detected(5002), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["5000"]);
-        o.accept(2, true, t0, "s", &mut out);
+        o.accept(2, LIVE, true, t0, "s", &mut out);
         assert_eq!(describe(&out), ["5000", "gap 5001+1 Lost", "5002"]);
         o.complete(2, detected(2), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
@@ -825,12 +839,12 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in [10, 11, 100_010, 100_011, 100_012] {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
             o.complete(s, detected(s), t0);
         }
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["10", "11"]);
-        o.accept(14, true, t0, "s", &mut out);
+        o.accept(14, LIVE, true, t0, "s", &mut out);
         o.complete(14, detected(14), t0);
         o.poll(t0 + WAIT * 10, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["10", "11", "1/14"]);
@@ -842,8 +856,8 @@ mod tests {
         let t0 = Instant::now();
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
-        o.accept(5000, false, t0, "s", &mut out);
-        o.accept(0, false, t0, "s", &mut out);
+        o.accept(5000, LIVE, false, t0, "s", &mut out);
+        o.accept(0, LIVE, false, t0, "s", &mut out);
         assert_eq!(describe(&out), ["gap 5000+1 Lost"]);
         o.complete(0, detected(0), t0);
         o.poll(t0, WAIT, TIMEOUT, "s", &mut out);
@@ -857,7 +871,7 @@ mod tests {
         o.read_from_stream = true;
         let mut out = vec![];
         for s in [0, 5] {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
             o.complete(s, detected(s), t0);
         }
         o.poll(t0 + WAIT, WAIT, TIMEOUT, "s", &mut out);
@@ -874,7 +888,7 @@ mod tests {
         let mut o = StreamOrder::new(0, 300);
         let mut out = vec![];
         for s in 0..2 {
-            o.accept(s, false, t0, "s", &mut out);
+            o.accept(s, LIVE, false, t0, "s", &mut out);
             o.dispatched(s, t0);
         }
         o.complete(1, detected(1), t0);
@@ -885,5 +899,31 @@ mod tests {
         o.complete(0, detected(0), t0 + WAIT * 3 / 2);
         o.poll(t0 + WAIT * 3 / 2, WAIT, TIMEOUT, "s", &mut out);
         assert_eq!(describe(&out), ["0", "1"]);
+    }
+
+    #[test]
+    fn a_kept_frame_is_waited_for_until_the_frame_timeout_not_given_up_for_the_gap_wait() {
+        let t0 = Instant::now();
+        let mut o = StreamOrder::new(0, 300);
+        let mut out = vec![];
+        o.accept(0, true, false, t0, "s", &mut out);
+        o.accept(1, LIVE, false, t0, "s", &mut out);
+        o.dispatched(0, t0);
+        o.dispatched(1, t0);
+        o.complete(1, detected(1), t0);
+        // Long past the gap wait: a live frame would be `lost` by now; the kept one is waited for.
+        o.poll(t0 + WAIT * 5, WAIT, TIMEOUT, "s", &mut out);
+        assert!(out.is_empty(), "{:?}", describe(&out));
+        o.complete(0, detected(0), t0 + WAIT * 5);
+        o.poll(t0 + WAIT * 5, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["0", "1"]);
+        // Until the frame timeout: then it is given up, with what came after it.
+        o.accept(2, true, false, t0, "s", &mut out);
+        o.accept(3, LIVE, false, t0, "s", &mut out);
+        o.dispatched(2, t0);
+        o.dispatched(3, t0);
+        o.complete(3, detected(3), t0);
+        o.poll(t0 + TIMEOUT, WAIT, TIMEOUT, "s", &mut out);
+        assert_eq!(describe(&out), ["0", "1", "gap 2+1 Lost", "3"]);
     }
 }

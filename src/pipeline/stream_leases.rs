@@ -11,9 +11,16 @@
 //! - every third of the lease's lifetime ([`StreamLeases::tick`]): renews what it holds, reads
 //!   who holds every stream it has seen, places them again, takes the free streams the
 //!   placement gives it (a node that died leaves its streams free once their leases run out),
-//!   and hands over the streams the placement gives to another live node: it stops taking
-//!   their frames, lets the ones inside finish (about a second), then releases them, and the
-//!   new node takes each at its next frame;
+//!   asks for the streams the placement gives it that another node holds
+//!   (`{prefix}:want:{stream}`), and hands over the streams the placement gives to another
+//!   live node that asks for them: it stops taking their frames, lets the ones inside finish
+//!   (about a second), then releases them, and the new node takes each at its next frame.
+//!
+//! Nodes place from what each has seen, and two that have seen different streams (one
+//! restarted and forgot the others) can place a stream on each other. So a stream is handed
+//! over only to a node that asks for it (else its holder keeps it), and a stream that stays
+//! free for two ticks is taken by whichever node sees it (the lease decides): no placement
+//! can leave a stream unread;
 //! - releases everything it holds when it stops, after publishing what it has.
 //!
 //! A stream whose lease was lost or handed over is forgotten by the source and the sequencer,
@@ -59,6 +66,9 @@ pub(crate) struct Ticked {
 struct Held {
     /// Handing over to another node since then: no new frames are taken.
     leaving_since: Option<Instant>,
+    /// When the last take or renewal that Redis confirmed was sent: the lease runs at least
+    /// `ttl` from then, and cannot be taken over as abandoned before it is overdue.
+    renewed_at: Instant,
 }
 
 #[derive(Default)]
@@ -71,6 +81,8 @@ struct State {
     /// Streams the last tick placed on this node that another node still held (being handed
     /// over), and when this node last tried to take each: a frame of one tries again.
     wanted: HashMap<Arc<str>, Instant>,
+    /// Streams seen that nobody held at the last ticks, and since when.
+    free_since: HashMap<Arc<str>, Instant>,
 }
 
 pub(crate) struct StreamLeases {
@@ -139,6 +151,21 @@ impl StreamLeases {
             .held
             .get(stream)
             .is_some_and(|h| h.leaving_since.is_none())
+    }
+
+    /// Whether this node may read new entries of `stream` from its frames stream in a read that
+    /// lasts up to `blocking`: it reads the stream (see [`StreamLeases::reads`]) and its lease
+    /// is surely still its own until that read ends. A node that was frozen past its lease
+    /// wakes up believing it holds it until its next tick; entries it read meanwhile would sit
+    /// among its pending entries, unseen by the node that took the stream over (which reported
+    /// their numbers `missing`, and the frozen node detected them later: counted twice). The
+    /// others take a lease over only once a renewal is overdue (see `overdue_below`), so a read
+    /// that ends before then is safe.
+    pub(crate) fn may_read(&self, stream: &str, blocking: Duration) -> bool {
+        let safe_for = self.ttl.saturating_sub(self.overdue_below());
+        self.state().held.get(stream).is_some_and(|h| {
+            h.leaving_since.is_none() && h.renewed_at.elapsed() + blocking < safe_for
+        })
     }
 
     /// Who reads each stream seen, as the last tick found the leases (node names, by stream).
@@ -335,6 +362,7 @@ impl StreamLeases {
     async fn take(&self, stream: &str) -> bool {
         let key = self.channels.stream_lease_key(stream);
         let mut conn = self.conn.clone();
+        let sent_at = Instant::now();
         let taken: redis::RedisResult<Option<String>> = redis::cmd("SET")
             .arg(&key)
             .arg(&self.token)
@@ -354,6 +382,7 @@ impl StreamLeases {
                     Arc::from(stream),
                     Held {
                         leaving_since: None,
+                        renewed_at: sent_at,
                     },
                 );
                 true
@@ -364,6 +393,53 @@ impl StreamLeases {
                 false
             }
         }
+    }
+
+    /// Say in Redis that this node asks for `streams` (held by other nodes), for a lease's
+    /// lifetime: their holders hand them over only then.
+    async fn ask_for(&self, conn: &mut RedisConn, streams: &[Arc<str>]) {
+        for chunk in streams.chunks(500) {
+            let mut pipe = redis::pipe();
+            for s in chunk {
+                pipe.cmd("SET")
+                    .arg(self.channels.stream_want_key(s))
+                    .arg(&self.node)
+                    .arg("PX")
+                    .arg(self.ttl.as_millis() as u64)
+                    .ignore();
+            }
+            let asked: redis::RedisResult<()> = pipe.query_async(conn).await;
+            if let Err(e) = asked {
+                warn!(error = %e, "cannot ask for the streams placed on this node");
+                return;
+            }
+        }
+    }
+
+    /// Of the held streams placed on other nodes (`(stream, node)`), those their node asks for.
+    async fn asked_by(
+        &self,
+        conn: &mut RedisConn,
+        handing: &[(Arc<str>, String)],
+    ) -> std::collections::HashSet<Arc<str>> {
+        let mut asked = std::collections::HashSet::new();
+        for chunk in handing.chunks(500) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|(s, _)| self.channels.stream_want_key(s))
+                .collect();
+            let askers: redis::RedisResult<Vec<Option<String>>> =
+                redis::cmd("MGET").arg(&keys).query_async(conn).await;
+            let Ok(askers) = askers else {
+                return asked;
+            };
+            for ((s, to), asker) in chunk.iter().zip(askers) {
+                if asker.as_deref() == Some(to.as_str()) {
+                    asked.insert(s.clone());
+                }
+            }
+        }
+        asked
     }
 
     async fn release(&self, stream: &str) {
@@ -398,12 +474,17 @@ impl StreamLeases {
                 tokio::time::timeout(self.ttl / 3, renew.invoke_async::<i64>(&mut conn)).await
             }
         });
+        let sent_at = Instant::now();
         let results = futures_util::future::join_all(renewals).await;
         let mut gone = Vec::new();
         let mut answered = true;
         for (s, renewed) in held.into_iter().zip(results) {
             match renewed {
-                Ok(Ok(1)) => {}
+                Ok(Ok(1)) => {
+                    if let Some(h) = self.state().held.get_mut(&s) {
+                        h.renewed_at = sent_at;
+                    }
+                }
                 Ok(Ok(_)) => {
                     warn!(stream = %s, "stream lease lost: another node reads it now");
                     self.state().held.remove(&s);
@@ -505,10 +586,15 @@ impl StreamLeases {
                 .map(|(s, n)| (Arc::from(s), n.to_string()))
                 .collect()
         };
-        {
+        let (asked_for, free_long) = {
             let mut st = self.state();
             st.holders = holders.clone();
-            let State { wanted, held, .. } = &mut *st;
+            let State {
+                wanted,
+                held,
+                free_since,
+                ..
+            } = &mut *st;
             let mut now_wanted: HashMap<Arc<str>, Instant> = HashMap::new();
             for (s, n) in &owners {
                 if *n == self.node && !held.contains_key(s) && holders.contains_key(s) {
@@ -517,24 +603,53 @@ impl StreamLeases {
                 }
             }
             *wanted = now_wanted;
-        }
-        // Take what is free and ours.
+            free_since.retain(|s, _| !holders.contains_key(s));
+            let mut free_long = Vec::new();
+            for s in seen.iter().filter(|s| !holders.contains_key(*s)) {
+                let since = *free_since.entry(s.clone()).or_insert(now);
+                if now.duration_since(since) >= self.ttl * 2 / 3 {
+                    free_long.push(s.clone());
+                }
+            }
+            (wanted.keys().cloned().collect::<Vec<_>>(), free_long)
+        };
+        self.ask_for(&mut conn, &asked_for).await;
+        // Take what is free and ours, and what has stayed free for two ticks whoever it is
+        // placed on (that node has not seen it, or places it elsewhere).
         for s in &seen {
-            if !holders.contains_key(s) && owners.get(s) == Some(&self.node) {
+            let free = !holders.contains_key(s);
+            if free && owners.get(s) == Some(&self.node) {
                 self.take(s).await;
+            } else if free && free_long.contains(s) && self.take(s).await {
+                info!(stream = %s, "took a stream that stayed free for two ticks (the nodes placed it differently)");
             }
         }
-        // Hand over what is another live node's now; release what has been handed over.
+        // Hand over what is another live node's now, once that node asks for it (a node that
+        // is leaving hands everything over without being asked); release what has been handed
+        // over.
+        let handing: Vec<(Arc<str>, String)> = self
+            .state()
+            .held
+            .iter()
+            .filter(|(_, h)| h.leaving_since.is_none())
+            .filter_map(|(s, _)| {
+                let to = owners.get(s)?;
+                (*to != self.node && live.contains(to)).then(|| (s.clone(), to.clone()))
+            })
+            .collect();
+        let leaving = self.leaving.load(std::sync::atomic::Ordering::Relaxed);
+        let asked = if leaving {
+            handing.iter().map(|(s, _)| s.clone()).collect()
+        } else {
+            self.asked_by(&mut conn, &handing).await
+        };
         let handover = HANDOVER_DRAIN.min(self.ttl);
         let mut release = Vec::new();
         {
             let mut st = self.state();
             for (s, h) in st.held.iter_mut() {
-                let elsewhere = owners
-                    .get(s)
-                    .is_some_and(|n| *n != self.node && live.contains(n));
                 match h.leaving_since {
-                    None if elsewhere => {
+                    None if asked.contains(s) => {
                         info!(stream = %s, to = %owners[s], "handing the stream over");
                         h.leaving_since = Some(now);
                     }
@@ -705,5 +820,103 @@ mod tests {
             assert!(b.admits(s).await, "{s} handed to b");
         }
         assert_eq!(a.held().len() + b.held().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_node_frozen_past_its_renewal_reads_nothing_until_it_has_renewed() {
+        let redis = TestRedis::start();
+        let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into()]));
+        let a = node(&redis, "a", &live).await;
+        assert!(a.admits("cam").await);
+        let read = Duration::from_millis(100);
+        assert!(a.may_read("cam", read), "just taken");
+        assert!(a.reads("cam"));
+        // No tick for longer than another node waits before taking an abandoned lease (a
+        // frozen process): it still believes it reads the stream, but may not read from it.
+        tokio::time::sleep(a.ttl() - a.overdue_below()).await;
+        assert!(a.reads("cam"));
+        assert!(!a.may_read("cam", Duration::ZERO));
+        // Its next tick renews the lease: it reads again.
+        assert!(a.tick().await.gone.is_empty());
+        assert!(a.may_read("cam", read));
+        assert!(!a.may_read("other", read), "never taken");
+    }
+
+    #[tokio::test]
+    async fn nodes_that_place_a_stream_on_each_other_leave_it_read() {
+        let redis = TestRedis::start();
+        let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into()]));
+        let a = node(&redis, "a", &live).await;
+        let streams: Vec<String> = (0..12).map(|i| format!("cam{i}")).collect();
+        for s in &streams {
+            assert!(a.admits(s).await);
+        }
+        // b joins having seen one stream only (it restarted: the others are silent now). a,
+        // which has seen all twelve, places about half on b; b places its one stream with its
+        // holder. Pick one that a gives b and that b, finding it free, would place on a.
+        let seen_by_a: Vec<&str> = streams.iter().map(String::as_str).collect();
+        let held: HashMap<&str, &str> = seen_by_a.iter().map(|s| (*s, "a")).collect();
+        let a_places = placement::assign(&held, &seen_by_a, &["a", "b"], LOAD_FACTOR);
+        let x = streams
+            .iter()
+            .find(|s| {
+                a_places[s.as_str()] == "b" && placement::score("a", s) > placement::score("b", s)
+            })
+            .expect("twelve names give one such stream")
+            .clone();
+        *live.write().unwrap() = vec!["a".into(), "b".into()];
+        let b = node(&redis, "b", &live).await;
+        assert!(!b.admits(&x).await, "held by a");
+        for _ in 0..4 {
+            b.tick().await;
+            a.tick().await;
+            tokio::time::sleep(HANDOVER_DRAIN).await;
+            // Frames of x keep coming: both nodes see them.
+            let (in_a, in_b) = (a.admits(&x).await, b.admits(&x).await);
+            assert!(
+                in_a || in_b || a.held().contains(&x) || b.held().contains(&x),
+                "{x} read by nobody"
+            );
+        }
+        let mut conn = redis.conn().await;
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(format!("t:lease:{x}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(holder.is_some(), "{x} has no lease");
+    }
+
+    #[tokio::test]
+    async fn a_free_stream_both_nodes_place_on_the_other_is_taken_within_two_ticks() {
+        let redis = TestRedis::start();
+        let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into()]));
+        let a = node(&redis, "a", &live).await;
+        let streams: Vec<String> = (0..12).map(|i| format!("cam{i}")).collect();
+        for s in &streams {
+            assert!(a.admits(s).await);
+        }
+        // x's lease ran out (its holder gave it up unheard, say): a, holding eleven, places it
+        // on b (well under its share); b, which has seen x alone, on a (it ranks first).
+        let x = streams
+            .iter()
+            .find(|s| placement::score("a", s) > placement::score("b", s))
+            .expect("one of twelve")
+            .clone();
+        a.release(&x).await;
+        a.state().held.remove(x.as_str());
+        *live.write().unwrap() = vec!["a".into(), "b".into()];
+        let b = node(&redis, "b", &live).await;
+        assert!(!b.admits(&x).await, "a ranks first");
+        assert!(!a.admits(&x).await, "placed on b");
+        for _ in 0..3 {
+            b.tick().await;
+            a.tick().await;
+            tokio::time::sleep(a.ttl() / 3).await;
+        }
+        assert!(
+            a.held().contains(&x) || b.held().contains(&x),
+            "{x} read by nobody"
+        );
     }
 }

@@ -538,11 +538,13 @@ impl Reader {
         let mut i = 0;
         while i < self.held_back.len() {
             let (key, _) = &self.held_back[i];
-            let has_room = self
-                .keys
-                .iter()
-                .find(|k| k.key == *key)
-                .is_some_and(|k| self.kept.room(&k.stream, now) > 0);
+            let has_room = self.keys.iter().find(|k| k.key == *key).is_some_and(|k| {
+                self.kept.room(&k.stream, now) > 0
+                    && self
+                        .leases
+                        .as_ref()
+                        .is_none_or(|l| l.may_read(&k.stream, Duration::ZERO))
+            });
             if !has_room {
                 i += 1;
                 continue;
@@ -670,7 +672,13 @@ impl Reader {
             self.keys.rotate_left(1);
         }
         for k in &self.keys {
-            if self.leases.as_ref().is_some_and(|l| !l.reads(&k.stream)) {
+            // Only while the lease is surely this node's until the read ends (a node that
+            // was frozen past it reads nothing until its next renewal says it still holds it).
+            if self
+                .leases
+                .as_ref()
+                .is_some_and(|l| !l.may_read(&k.stream, BLOCK))
+            {
                 continue;
             }
             if self.is_held_back(&k.key) {

@@ -620,9 +620,11 @@ impl SourceState {
         args.stats.accepted.inc();
         let seq = frame.seq;
         let reserved = entry.as_mut().and_then(|e| e.place.take());
+        let keep = frame.keep() || args.keep_all_frames;
         let _ = args.sequencer.cast(SequencerMsg::Accepted {
             stream: stream.clone(),
             seq,
+            kept: keep,
             restarted: numbering == Numbering::Restarted,
             entry: entry.map(|e| e.id),
         });
@@ -640,7 +642,6 @@ impl SourceState {
             });
             return Taken::Accepted;
         }
-        let keep = frame.keep() || args.keep_all_frames;
         let permit = if keep {
             // Waiting for room would not stop Redis's client from reading on into its own
             // unbounded buffer: memory grew without limit under KEEP overload. So a kept frame
