@@ -25,6 +25,8 @@
 //!   and `kadr bench-model`.
 //! - [`jpeg`]: JPEG markers, read without decoding.
 //! - [`placement`]: which source node reads which stream (pure; simulated in `loadtest/`).
+//! - [`tracker`] and [`analytics`]: track ids per stream, and line crossings and zone visits
+//!   on the tracks (pure).
 //!
 //! Inside the crate: the actors are in `pipeline`, under the `supervisor` tree a `node` starts;
 //! membership and the node-to-node wire are in `cluster`; the admin API and viewer in `http`;
@@ -32,6 +34,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod analytics;
 pub mod client;
 pub mod jpeg;
 pub mod model;

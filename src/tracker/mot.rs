@@ -11,6 +11,7 @@ use std::io::{BufRead, Write};
 use thiserror::Error;
 
 use super::{Observation, Tracker};
+use crate::analytics::Tracked;
 
 #[derive(Debug, Error)]
 pub enum MotError {
@@ -88,13 +89,31 @@ fn parse_row(text: &str) -> Result<(u64, Observation), String> {
 /// Track every frame from 1 to the last one in `frames` (a frame with no row has no
 /// detections), writing the tracked rows. Returns the number of rows written.
 pub fn track(frames: &Frames, tracker: &mut Tracker, out: &mut impl Write) -> std::io::Result<u64> {
+    track_each(frames, tracker, out, |_, _| Ok(()))
+}
+
+/// [`track`], handing each frame's tracked objects to `each_frame` too (frame number,
+/// objects), in frame order.
+pub fn track_each(
+    frames: &Frames,
+    tracker: &mut Tracker,
+    out: &mut impl Write,
+    mut each_frame: impl FnMut(u64, &[Tracked]) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
     let last = frames.keys().next_back().copied().unwrap_or(0);
     let mut rows = 0;
+    let mut tracked = Vec::new();
     for frame in 1..=last {
         let observations = frames.get(&frame).map_or(&[][..], Vec::as_slice);
         let ids = tracker.update(observations);
+        tracked.clear();
         for (o, id) in observations.iter().zip(ids) {
             let Some(id) = id else { continue };
+            tracked.push(Tracked {
+                track_id: *id,
+                class_id: o.class_id,
+                bbox: o.bbox,
+            });
             let [x1, y1, x2, y2] = o.bbox;
             writeln!(
                 out,
@@ -107,6 +126,7 @@ pub fn track(frames: &Frames, tracker: &mut Tracker, out: &mut impl Write) -> st
             )?;
             rows += 1;
         }
+        each_frame(frame, &tracked)?;
     }
     Ok(rows)
 }
