@@ -282,8 +282,9 @@ def lease_holder(c):
 FAULTS = [
     # (name, fault, seconds of stream to publish, also over Redis Streams)
     # Over Streams the faults that cost frames on pub/sub run again: those of the source node,
-    # of Redis, the rolling restart, and a frozen detector (the resend, on both transports).
-    ("kill -9 a detector node, start it again", kill_detector, 30, False),
+    # of Redis, the rolling restart, and a killed and a frozen detector node (the frames sent
+    # again, on both transports).
+    ("kill -9 a detector node, start it again", kill_detector, 30, True),
     ("cut a detector node off the network for 12 s", disconnect_detector, 35, False),
     ("freeze a detector node for 5 s", pause("detector", 5), 25, True),
     ("freeze the source node for 5 s", pause("source", 5), 25, True),

@@ -2,7 +2,7 @@
 # The tracking benchmark: kadr's tracker against the trackers users pick instead, on the same
 # synthetic detections, scored with py-motmetrics.
 #
-#   loadtest/tracking/run.sh     # about a minute; table on stdout and in loadtest/results/tracking/
+#   loadtest/tracking/run.sh     # about two minutes; tables on stdout and in loadtest/results/{tracking,events}/
 #
 # 1. synth.py makes five MOTChallenge sequences (ground truth and detections with misses,
 #    occlusion, jitter, false positives; see its docstring). No real detector's boxes can be had
@@ -28,3 +28,7 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 echo "tracking: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs" >&2
 python3 loadtest/tracking/synth.py "$OUT"
 "$VENV/bin/python" loadtest/tracking/compare.py "$OUT" target/release/kadr 2> >(grep -v -e UserWarning -e 'from supervision' >&2)
+# 3. events.py: line crossings and zone visits counted by `kadr track --analytics` and by
+#    Roboflow trackers + supervision's LineZone / PolygonZone, against the scenes' true counts.
+mkdir -p loadtest/results/events
+"$VENV/bin/python" loadtest/tracking/events.py loadtest/results/events target/release/kadr 2> >(grep -v -e UserWarning -e 'from supervision' >&2)
