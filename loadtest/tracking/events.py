@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compare import read_det  # the tracking benchmark's reader of detection rows
+
 warnings.filterwarnings("ignore")
 
 W, H, FPS, FRAMES = 1280, 720, 30, 1800
@@ -207,16 +209,6 @@ def analytics_toml():
     poly = ", ".join(f"[{x}, {y}]" for x, y in ZONE)
     return (f'[[lines]]\nname = "gate"\nfrom = [{fx}, {fy}]\nto = [{tx}, {ty}]\n\n'
             f'[[zones]]\nname = "lot"\npolygon = [{poly}]\ndwell_s = {DWELL_S}\n')
-
-
-def read_det(path):
-    frames = {}
-    for line in Path(path).read_text().splitlines():
-        f = line.split(",")
-        frame = int(float(f[0]))
-        l, t, w, h, s = map(float, f[2:7])
-        frames.setdefault(frame, []).append((l, t, l + w, t + h, s, int(float(f[7]))))
-    return frames
 
 
 def run_kadr(kadr, seq):

@@ -842,15 +842,21 @@ mod tests {
         assert!(!a.may_read("other", read), "never taken");
     }
 
-    #[tokio::test]
-    async fn nodes_that_place_a_stream_on_each_other_leave_it_read() {
-        let redis = TestRedis::start();
+    /// Node "a", the only live source node, holding twelve streams it took.
+    async fn a_alone_holding_twelve(redis: &TestRedis) -> (StreamLeases, LiveSources, Vec<String>) {
         let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into()]));
-        let a = node(&redis, "a", &live).await;
+        let a = node(redis, "a", &live).await;
         let streams: Vec<String> = (0..12).map(|i| format!("cam{i}")).collect();
         for s in &streams {
             assert!(a.admits(s).await);
         }
+        (a, live, streams)
+    }
+
+    #[tokio::test]
+    async fn nodes_that_place_a_stream_on_each_other_leave_it_read() {
+        let redis = TestRedis::start();
+        let (a, live, streams) = a_alone_holding_twelve(&redis).await;
         // b joins having seen one stream only (it restarted: the others are silent now). a,
         // which has seen all twelve, places about half on b; b places its one stream with its
         // holder. Pick one that a gives b and that b, finding it free, would place on a.
@@ -890,12 +896,7 @@ mod tests {
     #[tokio::test]
     async fn a_free_stream_both_nodes_place_on_the_other_is_taken_within_two_ticks() {
         let redis = TestRedis::start();
-        let live: LiveSources = Arc::new(std::sync::RwLock::new(vec!["a".into()]));
-        let a = node(&redis, "a", &live).await;
-        let streams: Vec<String> = (0..12).map(|i| format!("cam{i}")).collect();
-        for s in &streams {
-            assert!(a.admits(s).await);
-        }
+        let (a, live, streams) = a_alone_holding_twelve(&redis).await;
         // x's lease ran out (its holder gave it up unheard, say): a, holding eleven, places it
         // on b (well under its share); b, which has seen x alone, on a (it ranks first).
         let x = streams
