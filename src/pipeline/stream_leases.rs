@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::log_budget::{LogBudget, Verdict};
 use crate::redis_conn::RedisConn;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 // The same compare-and-extend and compare-and-delete steps as the node-wide lease.
 use super::lease::{delete_if_not_renewed, Fence, RELEASE, RENEW};
@@ -593,6 +593,7 @@ impl StreamLeases {
                 wanted,
                 held,
                 free_since,
+                seen: seen_at,
                 ..
             } = &mut *st;
             let mut now_wanted: HashMap<Arc<str>, Instant> = HashMap::new();
@@ -603,12 +604,12 @@ impl StreamLeases {
                 }
             }
             *wanted = now_wanted;
-            free_since.retain(|s, _| !holders.contains_key(s));
-            let mut free_long = Vec::new();
+            free_since.retain(|s, _| !holders.contains_key(s) && seen_at.contains_key(s));
+            let mut free_long = std::collections::HashSet::new();
             for s in seen.iter().filter(|s| !holders.contains_key(*s)) {
                 let since = *free_since.entry(s.clone()).or_insert(now);
                 if now.duration_since(since) >= self.ttl * 2 / 3 {
-                    free_long.push(s.clone());
+                    free_long.insert(s.clone());
                 }
             }
             (wanted.keys().cloned().collect::<Vec<_>>(), free_long)
@@ -621,7 +622,7 @@ impl StreamLeases {
             if free && owners.get(s) == Some(&self.node) {
                 self.take(s).await;
             } else if free && free_long.contains(s) && self.take(s).await {
-                info!(stream = %s, "took a stream that stayed free for two ticks (the nodes placed it differently)");
+                debug!(stream = %s, "took a stream that stayed free for two ticks (the nodes placed it differently)");
             }
         }
         // Hand over what is another live node's now, once that node asks for it (a node that
