@@ -28,10 +28,9 @@ fn detections() -> String {
     for i in 0..60 {
         bottom(420.0 + 4.0 * i as f64, &mut rows, &mut frame); // through the zone, to 656
     }
-    let mut frame = 200;
-    for y in (300..=392).step_by(4).chain((300..=392).rev().step_by(4)) {
+    let there_and_back = (300..=392).step_by(4).chain((300..=392).rev().step_by(4));
+    for (frame, y) in (200..).zip(there_and_back) {
         rows.push(format!("{frame},-1,900,{},80,60,0.9,2", y - 60));
-        frame += 1;
     }
     rows.join("\n") + "\n"
 }
