@@ -46,26 +46,29 @@ name = "bay"
 polygon = [[400, 480], [640, 480], [640, 560], [400, 560]]
 "#;
 
+/// `kadr track` on [`detections`] with `lines_and_zones`, its events to `events.jsonl`, all in
+/// a temporary folder (kept as long as the returned guard lives).
+fn kadr_track_with(lines_and_zones: &str) -> (tempfile::TempDir, std::process::Command) {
+    let dir = tempfile::tempdir().unwrap();
+    let (det, cfg) = (dir.path().join("det.txt"), dir.path().join("a.toml"));
+    std::fs::write(&det, detections()).unwrap();
+    std::fs::write(&cfg, lines_and_zones).unwrap();
+    let mut cmd = common::kadr();
+    cmd.arg("track")
+        .arg("--mot")
+        .arg(det)
+        .arg("--analytics")
+        .arg(cfg)
+        .arg("--events")
+        .arg(dir.path().join("events.jsonl"));
+    (dir, cmd)
+}
+
 #[test]
 fn kadr_track_counts_a_crossing_once_and_a_zone_visit_and_writes_the_counts_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let (det, cfg, events) = (
-        dir.path().join("det.txt"),
-        dir.path().join("a.toml"),
-        dir.path().join("events.jsonl"),
-    );
-    std::fs::write(&det, detections()).unwrap();
-    std::fs::write(&cfg, LINES_AND_ZONES).unwrap();
-    let tracks = common::stdout_of(
-        common::kadr()
-            .arg("track")
-            .arg("--mot")
-            .arg(&det)
-            .arg("--analytics")
-            .arg(&cfg)
-            .arg("--events")
-            .arg(&events),
-    );
+    let (dir, mut track) = kadr_track_with(LINES_AND_ZONES);
+    let events = dir.path().join("events.jsonl");
+    let tracks = common::stdout_of(&mut track);
     assert!(
         tracks.lines().count() > 100,
         "the tracks still go to stdout"
@@ -95,28 +98,11 @@ fn kadr_track_counts_a_crossing_once_and_a_zone_visit_and_writes_the_counts_last
 
 #[test]
 fn a_bad_lines_and_zones_file_is_refused_with_its_key_before_anything_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let (det, cfg, events) = (
-        dir.path().join("det.txt"),
-        dir.path().join("a.toml"),
-        dir.path().join("events.jsonl"),
-    );
-    std::fs::write(&det, detections()).unwrap();
-    std::fs::write(
-        &cfg,
+    let (dir, mut track) = kadr_track_with(
         "[[zones]]\nname = \"bow tie\"\npolygon = [[0, 0], [100, 100], [100, 0], [0, 100]]\n",
-    )
-    .unwrap();
-    let out = common::kadr()
-        .arg("track")
-        .arg("--mot")
-        .arg(&det)
-        .arg("--analytics")
-        .arg(&cfg)
-        .arg("--events")
-        .arg(&events)
-        .output()
-        .unwrap();
+    );
+    let events = dir.path().join("events.jsonl");
+    let out = track.output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
