@@ -59,7 +59,7 @@ mod task;
 mod test_redis;
 
 pub use cluster::placement;
-pub use config::{Config, ConfigError, Purpose, TrackerConfig};
+pub use config::{Config, ConfigError, Purpose, StreamConfig, StreamsConfig, TrackerConfig};
 pub use log_budget::LibraryLogBudget;
 pub use node::{raise_open_files_limit, Node};
 pub use node_stats::Stats;

@@ -45,6 +45,8 @@ pub struct Node {
     lease: Option<Lease>,
     /// With `cluster.stream_leases`, the streams' leases instead, released the same way.
     stream_leases: Option<Arc<StreamLeases>>,
+    /// The source role's Redis connection, for the admin API (streams' lines and zones).
+    redis: Option<crate::redis_conn::RedisConn>,
     admin: Option<admin::Server>,
     /// Hands the memory a burst freed back to the system.
     _give_back_memory: crate::task::OwnedTask,
@@ -118,6 +120,7 @@ impl Node {
             None
         };
         let lease = ingress.as_ref().map(|i| i.lease.clone());
+        let redis = ingress.as_ref().map(|i| i.conn.clone());
         let stream_leases = ingress.as_ref().and_then(|i| i.stream_leases.clone());
         let (failed_tx, failed) = watch::channel(None);
         let cluster = Cluster::start(
@@ -160,6 +163,7 @@ impl Node {
             failed,
             lease,
             stream_leases,
+            redis,
             admin: None,
             _give_back_memory: crate::memory::give_back_periodically(),
         };
@@ -193,6 +197,7 @@ impl Node {
             membership: self.cluster.membership_watch(),
             parts: self.parts.clone(),
             stream_leases: self.stream_leases.clone(),
+            redis: self.redis.clone(),
         }
     }
 

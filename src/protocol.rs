@@ -374,6 +374,11 @@ impl Channels {
     pub fn errors(&self, stream: &str) -> String {
         self.name("errors", stream)
     }
+    /// A stream's line crossings and zone visits (`[streams."ID".analytics]`), in order: a
+    /// pub/sub channel, and over Redis Streams also a Redis stream of the same name.
+    pub fn events(&self, stream: &str) -> String {
+        self.name("events", stream)
+    }
     /// The error channel of a stream named by raw bytes (a channel need not be UTF-8);
     /// `untagged`: the version 1 name whatever these names are, for a publisher of version 1 names.
     pub fn errors_of_bytes(&self, stream: &[u8], untagged: bool) -> Vec<u8> {
@@ -411,6 +416,16 @@ impl Channels {
     /// a source node that takes over carries on with the same track ids.
     pub fn tracker_key(&self, stream: &str) -> String {
         self.name("tracker", stream)
+    }
+    /// Key holding a stream's analytics (counts, each object's place towards its lines and
+    /// zones), written with each result beside its tracker.
+    pub fn analytics_key(&self, stream: &str) -> String {
+        self.name("analytics", stream)
+    }
+    /// Key holding a stream's lines and zones as set through the admin API (JSON), which
+    /// replace its `cluster.toml` ones on whichever node holds the stream.
+    pub fn geometry_key(&self, stream: &str) -> String {
+        self.name("geometry", stream)
     }
     /// Key of the lease that lets one source node at a time read the frames channels.
     pub fn source_lease_key(&self) -> String {

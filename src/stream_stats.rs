@@ -62,6 +62,17 @@ pub(crate) struct StreamReport {
     pub errors: u64,
     /// Results that came after their frame had been reported as a gap.
     pub late: u64,
+    /// Its lines and zones and their counts (`[streams."ID".analytics]`, or the admin API's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics: Option<AnalyticsReport>,
+}
+
+/// A stream's lines and zones, and what they counted so far.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct AnalyticsReport {
+    #[serde(flatten)]
+    pub config: crate::analytics::AnalyticsConfig,
+    pub counts: crate::analytics::Counts,
 }
 
 impl StreamStats {
@@ -131,6 +142,7 @@ impl StreamStats {
             missing: self.missing,
             errors: self.errors,
             late,
+            analytics: None,
         }
     }
 }

@@ -382,6 +382,7 @@ async fn spawn_ingress(
             frame_timeout: cfg.frame_timeout(),
             max_seq_jump: cfg.limits.max_seq_jump,
             tracker: cfg.tracker.enabled.then(|| cfg.tracker.clone()),
+            analytics: cfg.analytics_by_stream(),
         },
         supervisor.clone(),
     )

@@ -603,7 +603,15 @@ struct SourcePair {
 
 impl SourcePair {
     fn start(dir: &Path, model: &Path, redis: &str) -> SourcePair {
+        Self::start_with(dir, model, redis, "")
+    }
+
+    /// As `start`, with `extra` appended to the nodes' cluster.toml.
+    fn start_with(dir: &Path, model: &Path, redis: &str, extra: &str) -> SourcePair {
         let config = write_config(dir, model, redis);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(extra);
+        std::fs::write(&config, text).unwrap();
         let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
         let mut n1 = NodeProcess::start(
             &config,
@@ -1051,6 +1059,171 @@ fn track_ids_survive_a_source_failover() {
         "only {checked} boxes matched the picture's {} in {frames} frames",
         objects.len()
     );
+}
+
+/// A door (a vertical line, walked through `in` from left to right) and the room past it (a
+/// zone), counted by whichever source node
+/// holds the stream: `[streams."walk".analytics]`.
+const WALK_ANALYTICS: &str = "[[streams.walk.analytics.lines]]\nname = \"door\"\n\
+    from = [640, 720]\nto = [640, 0]\n\
+    [[streams.walk.analytics.zones]]\nname = \"room\"\n\
+    polygon = [[700, 0], [1280, 0], [1280, 720], [700, 720]]\n";
+
+/// Frames of two people walking right across a 1280x720 scene (the fixture's picture at half
+/// size sliding over a grey ground, 8 px a frame): each crosses the door and enters the room
+/// once, one before the middle of the clip and one after it.
+fn walking_frames(fixtures: &Path, dir: &Path, frames: u32) -> PathBuf {
+    let people = image::open(fixtures.join("yolov7/zidane_640x360.png"))
+        .unwrap()
+        .to_rgb8();
+    let out = dir.join("walk");
+    std::fs::create_dir(&out).unwrap();
+    for i in 0..frames {
+        let mut frame = image::RgbImage::from_pixel(1280, 720, image::Rgb([114, 114, 114]));
+        image::imageops::overlay(&mut frame, &people, i64::from(i) * 8 - 40, 200);
+        frame.save(out.join(format!("{i:03}.jpg"))).unwrap();
+    }
+    out
+}
+
+/// Events come out exactly once across a source failover: the node that takes the stream over
+/// goes on with the counts and each object's place that the killed node saved with its last
+/// result (in the same step as the result). So its counts are the tally of every event
+/// published, by both nodes, none twice; a node that started its counts afresh would count
+/// only what it saw itself, and one that forgot where objects were would say an `enter`
+/// again.
+fn events_survive_a_source_failover(over_streams: bool) {
+    let (Some(model), Some(fixtures)) = (common::trained_model(), common::fixtures()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    const FRAMES: u32 = 90;
+    let walk = walking_frames(&fixtures, dir.path(), FRAMES);
+    let SourcePair { mut n1, n2, .. } =
+        SourcePair::start_with(dir.path(), &model, &redis.url, WALK_ANALYTICS);
+    let transport = if over_streams { "streams" } else { "pubsub" };
+    let mut publisher = common::kadr()
+        .args([
+            "publish",
+            "--stream",
+            "walk",
+            "--prefix",
+            "kc",
+            "--keep-all",
+        ])
+        .args(["--fps", "10", "--transport", transport])
+        .args(["--redis-url", &redis.url])
+        .arg("--input")
+        .arg(&walk)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    n1.kill9();
+    assert!(publisher.wait().unwrap().success());
+    // Everything out: n2's last-seq reaches the last frame.
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last: Option<String> = redis::cmd("GET")
+            .arg("kc:last-seq:walk")
+            .query(&mut conn)
+            .unwrap();
+        if last.is_some_and(|l| l.ends_with(&format!(":{}", FRAMES - 1))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream never finished:\n{}",
+            n2.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(n2.log().contains("source holds the lease"), "{}", n2.log());
+    // Every event, from the events stream (written in the same step as the channel).
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("kc:events:walk")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let events: Vec<Value> = entries
+        .iter()
+        .map(|(_, fields)| {
+            let json = &fields.iter().find(|(k, _)| k == "json").unwrap().1;
+            serde_json::from_str(json).unwrap()
+        })
+        .collect();
+    eprintln!("{transport}: {} events", events.len());
+    for e in &events {
+        eprintln!("  {e}");
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "in order: {seqs:?}");
+    let said = |name: &str, event: &str| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| e["name"] == name && e["event"] == event)
+            .map(|e| e["track_id"].as_u64().unwrap())
+            .collect()
+    };
+    let (crossed, entered) = (said("door", "in"), said("room", "enter"));
+    for ids in [&crossed, &entered] {
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "an event said twice: {ids:?}");
+    }
+    assert!(said("door", "out").is_empty(), "nobody walks back");
+    assert!(
+        crossed.len() >= 2,
+        "both people cross the door: {crossed:?}"
+    );
+    // n2's counts are the tally of every event, its own and n1's.
+    let streams = n2.get_json("/streams");
+    let walk_report = streams["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "walk")
+        .unwrap_or_else(|| panic!("n2 has no walk: {streams}"))
+        .clone();
+    let counts = &walk_report["analytics"]["counts"];
+    assert_eq!(
+        counts["lines"]["door"]["in"],
+        crossed.len(),
+        "{walk_report}"
+    );
+    assert_eq!(
+        counts["zones"]["room"]["entered"],
+        entered.len(),
+        "{walk_report}"
+    );
+    // ...and some of those events were n1's: said about frames before n2 read any.
+    let first_on_n2 = u64::from(FRAMES) - walk_report["frames_in"].as_u64().unwrap();
+    assert!(
+        seqs.first().is_some_and(|s| *s < first_on_n2),
+        "no event before the failover (n2 read from frame {first_on_n2}): {seqs:?}"
+    );
+    assert!(
+        seqs.last().is_some_and(|s| *s >= first_on_n2),
+        "no event after the failover (n2 read from frame {first_on_n2}): {seqs:?}"
+    );
+}
+
+#[test]
+fn over_pubsub_events_survive_a_source_failover_exactly_once() {
+    events_survive_a_source_failover(false);
+}
+
+#[test]
+fn over_streams_events_survive_a_source_failover_exactly_once() {
+    events_survive_a_source_failover(true);
 }
 
 /// With Redis gone, a source node says so (`/health` 503 `redis_down`, `/metrics`), and a

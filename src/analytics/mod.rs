@@ -18,13 +18,15 @@
 
 pub mod config;
 pub mod geometry;
+mod saved;
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{AnalyticsConfig, AnalyticsError, Anchor, LineConfig, ZoneConfig};
 use geometry::Point;
+pub use saved::RestoreError;
 
 /// One tracked object in one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,7 +65,7 @@ pub enum EventKind {
 }
 
 /// Crossings of one line, in each direction.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LineCounts {
     #[serde(rename = "in")]
     pub in_: u64,
@@ -72,7 +74,7 @@ pub struct LineCounts {
     pub by_class: BTreeMap<u32, InOut>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InOut {
     #[serde(rename = "in")]
     pub in_: u64,
@@ -80,7 +82,7 @@ pub struct InOut {
 }
 
 /// One zone: objects inside now, and entries so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ZoneCounts {
     pub inside: u64,
     pub entered: u64,
@@ -89,21 +91,21 @@ pub struct ZoneCounts {
 }
 
 /// Counts of every line and zone, by name.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
     pub lines: BTreeMap<String, LineCounts>,
     pub zones: BTreeMap<String, ZoneCounts>,
 }
 
 /// Where a track stands towards one line: the side it was last placed on, and where.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct LineSide {
     positive: bool,
     at: Point,
 }
 
 /// Where a track stands towards one zone.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct ZoneStay {
     /// Counted inside (entered, not yet left).
     inside: bool,
@@ -128,6 +130,10 @@ struct TrackState {
 #[derive(Debug, Clone)]
 pub struct Analytics {
     cfg: AnalyticsConfig,
+    /// The stream's numbering the tracks belong to (see [`Analytics::start_epoch`]).
+    epoch: u64,
+    /// The capture time of the last frame seen: a gap's, which has none of its own.
+    last_capture_us: u64,
     tracks: HashMap<u64, TrackState>,
     counts: Counts,
 }
@@ -144,6 +150,8 @@ impl Analytics {
         }
         Self {
             cfg,
+            epoch: 0,
+            last_capture_us: 0,
             tracks: HashMap::new(),
             counts,
         }
@@ -151,6 +159,41 @@ impl Analytics {
 
     pub fn counts(&self) -> &Counts {
         &self.counts
+    }
+
+    pub fn config(&self) -> &AnalyticsConfig {
+        &self.cfg
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The capture time of the last frame seen (0 before any).
+    pub fn last_capture_us(&self) -> u64 {
+        self.last_capture_us
+    }
+
+    /// The stream's numbering restarted (a camera rebooted): the tracker ends its tracks, so
+    /// every object leaves the zones it was in (an `exit` with this frame); the counts go on.
+    pub fn start_epoch(
+        &mut self,
+        epoch: u64,
+        seq: u64,
+        capture_ts_us: u64,
+        events: &mut Vec<Event>,
+    ) {
+        self.forget(seq, capture_ts_us, events, |_| true);
+        self.epoch = epoch;
+    }
+
+    /// Go on with other lines and zones (the admin API replaced them): the counts of those
+    /// whose name and geometry are unchanged go on, each object keeps its place towards them;
+    /// the others start at zero.
+    pub fn replace_config(&mut self, cfg: AnalyticsConfig) {
+        let mut buf = Vec::new();
+        self.save(&mut buf);
+        *self = Self::restore(cfg, &buf).expect("what this analytics saved restores");
     }
 
     /// One frame's tracked objects (those with a track id), in sequence order; the events
@@ -162,6 +205,7 @@ impl Analytics {
         objects: &[Tracked],
         events: &mut Vec<Event>,
     ) {
+        self.last_capture_us = capture_ts_us;
         let (n_lines, n_zones) = (self.cfg.lines.len(), self.cfg.zones.len());
         for o in objects {
             let state = self.tracks.entry(o.track_id).or_insert_with(|| TrackState {
@@ -232,10 +276,23 @@ impl Analytics {
     /// the frame that found them gone) and are forgotten.
     fn forget_gone(&mut self, seq: u64, capture_ts_us: u64, events: &mut Vec<Event>) {
         let after = self.cfg.gone_after_frames;
+        self.forget(seq, capture_ts_us, events, |t| {
+            seq.saturating_sub(t.last_seq) >= after
+        });
+    }
+
+    /// Forget the tracks `gone` says are gone: each leaves the zones it was in.
+    fn forget(
+        &mut self,
+        seq: u64,
+        capture_ts_us: u64,
+        events: &mut Vec<Event>,
+        gone: impl Fn(&TrackState) -> bool,
+    ) {
         let mut gone: Vec<u64> = self
             .tracks
             .iter()
-            .filter(|(_, t)| seq.saturating_sub(t.last_seq) >= after)
+            .filter(|(_, t)| gone(t))
             .map(|(id, _)| *id)
             .collect();
         gone.sort_unstable();
@@ -538,5 +595,121 @@ mod tests {
         }
         assert_eq!(events.last().map(|e| (e.event, e.seq)), Some(("exit", 30)));
         assert_eq!(a.counts().zones["lot"].inside, 0);
+    }
+
+    /// Lines, a zone with dwell, three objects moving through them for 60 frames.
+    fn busy_scene() -> (AnalyticsConfig, Vec<(u64, Vec<Tracked>)>) {
+        let mut cfg = lot(Some(0.3));
+        cfg.lines = gate().lines;
+        let frames = (0..60u64)
+            .map(|i| {
+                let f = i as f32;
+                let objects = vec![
+                    at(1, 500.0, 300.0 + 6.0 * f),
+                    at(2, 150.0 + 8.0 * f, 400.0),
+                    at(
+                        3,
+                        700.0,
+                        600.0 - 5.0 * f + if i % 2 == 0 { 3.0 } else { -3.0 },
+                    ),
+                ];
+                (i, objects)
+            })
+            .collect();
+        (cfg, frames)
+    }
+
+    /// The takeover's promise: a state saved after any frame and restored elsewhere gives the
+    /// very events and counts that one node running throughout gives, none twice, none missed.
+    #[test]
+    fn saved_and_restored_after_any_frame_it_says_what_one_run_says() {
+        let (cfg, frames) = busy_scene();
+        let mut whole = Analytics::new(cfg.clone());
+        let expected = run(&mut whole, &frames);
+        assert!(expected.len() >= 5, "the scene makes events: {expected:?}");
+        for cut in [1, 13, 30, 47] {
+            let mut first = Analytics::new(cfg.clone());
+            let mut events = run(&mut first, &frames[..cut]);
+            let mut saved = Vec::new();
+            first.save(&mut saved);
+            let mut second = Analytics::restore(cfg.clone(), &saved).unwrap();
+            events.extend(run(&mut second, &frames[cut..]));
+            assert_eq!(events, expected, "cut after frame {cut}");
+            assert_eq!(second.counts(), whole.counts(), "cut after frame {cut}");
+        }
+    }
+
+    #[test]
+    fn replaced_lines_and_zones_start_at_zero_and_unchanged_ones_go_on() {
+        let (cfg, frames) = busy_scene();
+        let mut whole = Analytics::new(cfg.clone());
+        let gate_after_40: Vec<_> = run(&mut whole, &frames)
+            .into_iter()
+            .filter(|(name, _, _, seq)| name == "gate" && *seq >= 40)
+            .collect();
+        assert!(!gate_after_40.is_empty(), "track 3 crosses after frame 40");
+        let mut a = Analytics::new(cfg.clone());
+        run(&mut a, &frames[..40]);
+        let gate_before = a.counts().lines["gate"].clone();
+        assert!(gate_before.in_ > 0);
+        assert_eq!(a.counts().zones["lot"].entered, 2);
+        let mut moved = cfg.clone();
+        moved.zones[0].polygon[2] = [650.0, 600.0];
+        moved.lines.push(LineConfig {
+            name: "new".into(),
+            from: [0.0, 100.0],
+            to: [1280.0, 100.0],
+            classes: None,
+        });
+        a.replace_config(moved);
+        assert_eq!(a.counts().lines["gate"], gate_before, "unchanged: goes on");
+        assert_eq!(
+            a.counts().zones["lot"],
+            ZoneCounts::default(),
+            "moved: anew"
+        );
+        assert_eq!(a.counts().lines["new"], LineCounts::default());
+        // Objects keep their side of the unchanged line: it says what it would have said.
+        let later: Vec<_> = run(&mut a, &frames[40..])
+            .into_iter()
+            .filter(|(name, ..)| name == "gate")
+            .collect();
+        assert_eq!(later, gate_after_40);
+    }
+
+    #[test]
+    fn a_saved_state_that_no_node_wrote_is_refused() {
+        let (cfg, frames) = busy_scene();
+        let mut a = Analytics::new(cfg.clone());
+        run(&mut a, &frames[..10]);
+        let mut saved = Vec::new();
+        a.save(&mut saved);
+        let text = String::from_utf8(saved).unwrap();
+        for junk in [
+            "".to_string(),
+            "[]".to_string(),
+            text.replacen("\"epoch\":0", "\"epoch\":9007199254740993", 1),
+            text.replacen("\"lines\":[{", "\"lines\":[{\"name\":\"x\",\"geometry\":1,\"counts\":{\"in\":0,\"out\":0,\"by_class\":{}}},{", 1),
+        ] {
+            assert!(
+                Analytics::restore(cfg.clone(), junk.as_bytes()).is_err(),
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_epoch_ends_every_stay_and_keeps_the_counts() {
+        let mut a = Analytics::new(lot(None));
+        let mut events = Vec::new();
+        a.update(0, 0, &[at(1, 300.0, 400.0)], &mut events);
+        a.start_epoch(1, 0, FRAME_US, &mut events);
+        assert_eq!(a.epoch(), 1);
+        assert_eq!(
+            events.last().map(|e| (e.event, e.track_id)),
+            Some(("exit", 1))
+        );
+        let c = &a.counts().zones["lot"];
+        assert_eq!((c.inside, c.entered), (0, 1));
     }
 }

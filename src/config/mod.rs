@@ -2,7 +2,8 @@
 //! `docs/configuration.md`; unknown fields are refused so a typo never passes silently.
 //!
 //! Each section has a module of its own with its struct, defaults and checks ([`node`],
-//! [`cluster`], [`admin`], [`redis`], [`model`] (with `[detector]`), [`limits`], [`live`], [`tracker`]);
+//! [`cluster`], [`admin`], [`redis`], [`model`] (with `[detector]`), [`limits`], [`live`], [`tracker`],
+//! [`streams`]);
 //! this one reads the file, applies overrides and secrets, and reports every problem found, each
 //! with its key's path, at once.
 
@@ -20,6 +21,7 @@ pub(crate) mod live;
 pub(crate) mod model;
 pub(crate) mod node;
 pub(crate) mod redis;
+pub(crate) mod streams;
 pub(crate) mod tracker;
 
 pub(crate) use admin::AdminConfig;
@@ -29,6 +31,7 @@ pub(crate) use live::LiveConfig;
 pub(crate) use model::{DetectorConfig, ModelConfig};
 pub(crate) use node::{NodeConfig, Role};
 pub(crate) use redis::RedisConfig;
+pub use streams::{StreamConfig, StreamsConfig};
 pub use tracker::TrackerConfig;
 
 use crate::model::postprocess::PostprocessConfig;
@@ -106,6 +109,9 @@ pub struct Config {
     /// Object ids from frame to frame, per stream.
     #[serde(default)]
     pub tracker: TrackerConfig,
+    /// Settings of single streams: their lines and zones.
+    #[serde(default)]
+    pub streams: streams::StreamsConfig,
 }
 
 /// A secret read from the config or the environment; never printed.
@@ -272,6 +278,7 @@ impl Config {
         self.limits.check(&mut p);
         p.0.extend(self.live.problems());
         self.tracker.check(&mut p);
+        streams::check(&self.streams, self.tracker.enabled, &mut p);
         if purpose == Purpose::Node {
             self.node.check(&mut p);
             self.cluster.check(&mut p);
@@ -290,6 +297,13 @@ impl Config {
             }
         }
         ConfigError::from_problems(path, p.0)
+    }
+
+    /// The streams with lines or zones (`[streams."ID".analytics]`), and theirs.
+    pub fn analytics_by_stream(
+        &self,
+    ) -> std::collections::HashMap<String, crate::analytics::AnalyticsConfig> {
+        streams::analytics_by_stream(&self.streams)
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -479,6 +493,37 @@ mod tests {
             one.to_string(),
             "config test.toml: `live.queue_depth` is 0, must be 1..=1024"
         );
+    }
+
+    #[test]
+    fn a_stream_s_lines_and_zones_are_read_and_a_bad_one_is_named_by_its_key() {
+        let good = "[model]\npath = \"Cargo.toml\"\n\
+             [[streams.\"gate-1\".analytics.lines]]\nname = \"door\"\nfrom = [0, 400]\nto = [1280, 400]\n\
+             [[streams.\"gate-1\".analytics.zones]]\nname = \"lot\"\npolygon = [[0, 0], [100, 0], [100, 100]]\ndwell_s = 5\n";
+        let cfg = parse(good).unwrap();
+        let by_stream = cfg.analytics_by_stream();
+        let gate = &by_stream["gate-1"];
+        assert_eq!((gate.lines.len(), gate.zones.len()), (1, 1));
+        assert_eq!(gate.zones[0].dwell_s, Some(5.0));
+        let bad = parse(
+            "[model]\npath = \"Cargo.toml\"\n[tracker]\nenabled = false\n\
+             [[streams.cam.analytics.lines]]\nname = \"door\"\nfrom = [0, 400]\nto = [0, 400]\n",
+        )
+        .unwrap_err();
+        let ConfigError::InvalidMany { problems, .. } = &bad else {
+            panic!("expected two problems: {bad}");
+        };
+        let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "streams.\"cam\".analytics.lines[0].to",
+                "streams.\"cam\".analytics"
+            ]
+        );
+        let unknown = parse("[model]\npath = \"Cargo.toml\"\n[streams.cam.analytics]\nbands = 1\n")
+            .unwrap_err();
+        assert!(unknown.to_string().contains("bands"), "{unknown}");
     }
 
     #[test]

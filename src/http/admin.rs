@@ -7,6 +7,9 @@
 //! | GET    | `/streams` | per stream (source nodes): frames in/out, fps, latency, drops, gaps, errors |
 //! | GET    | `/metrics` | Prometheus text format |
 //! | POST   | `/pool`    | `{"size": N}`: resize this node's detector pool (bearer token) |
+//! | GET    | `/streams/{id}/analytics` | the stream's lines and zones: set here, or `cluster.toml`'s |
+//! | PUT    | `/streams/{id}/analytics` | replace them (JSON, checked whole; bearer token); kept in Redis |
+//! | DELETE | `/streams/{id}/analytics` | back to `cluster.toml`'s (bearer token) |
 //! | GET    | `/`, `/view/{stream}` | the live viewer ([`crate::http::viewer`]) |
 //!
 //! It binds to `admin.listen` (loopback by default). Mutations need
@@ -28,6 +31,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tracing::info;
 
+use crate::analytics::AnalyticsConfig;
 use crate::cluster::membership::MembershipMsg;
 use crate::config::{Config, Secret};
 use crate::node_stats::Stats;
@@ -49,12 +53,17 @@ pub(crate) struct AdminHandles {
     pub parts: crate::supervisor::Parts,
     /// With `cluster.stream_leases`: who reads each stream.
     pub stream_leases: Option<Arc<crate::pipeline::stream_leases::StreamLeases>>,
+    /// The node's Redis connection (source nodes): where streams' lines and zones are kept.
+    pub redis: Option<crate::redis_conn::RedisConn>,
 }
 
 struct AppState {
     handles: AdminHandles,
     token: Secret,
     roles: Vec<crate::config::Role>,
+    channels: crate::protocol::Channels,
+    /// `[streams."ID".analytics]`, by stream.
+    configured_analytics: std::collections::HashMap<String, AnalyticsConfig>,
 }
 
 pub(crate) struct Server {
@@ -65,6 +74,10 @@ pub(crate) struct Server {
 
 /// Largest request body accepted (a resize is a few bytes).
 const MAX_BODY: usize = 4096;
+/// Largest body of a stream's lines and zones (64 zones of 64 corners fit many times over).
+const MAX_GEOMETRY_BODY: usize = 256 * 1024;
+/// The longest stream id taken (as `[streams."ID"]`).
+const MAX_STREAM_ID: usize = 256;
 const CALL_TIMEOUT_MS: u64 = 2000;
 
 /// Bind `admin.listen`, so a node fails on a taken port before it takes any work (the source
@@ -88,6 +101,8 @@ impl Server {
             handles,
             token: cfg.admin.token.clone(),
             roles: cfg.node.roles.clone(),
+            channels: cfg.channels(),
+            configured_analytics: cfg.analytics_by_stream(),
         });
         let allowed_hosts: Arc<[String]> = cfg.admin.allowed_hosts.clone().into();
         let server = HttpServer::new(move || {
@@ -127,6 +142,14 @@ impl Server {
                 .service(
                     web::resource("/pool")
                         .post(resize_pool)
+                        .default_service(web::to(method_not_allowed)),
+                )
+                .service(
+                    web::resource("/streams/{stream}/analytics")
+                        .app_data(web::PayloadConfig::new(MAX_GEOMETRY_BODY))
+                        .get(get_analytics)
+                        .put(put_analytics)
+                        .delete(delete_analytics)
                         .default_service(web::to(method_not_allowed)),
                 )
                 .app_data(viewer.clone())
@@ -291,6 +314,115 @@ async fn resize_pool(
         Ok(status) => HttpResponse::Ok().json(status),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("pool: {e}")),
     }
+}
+
+/// The stream's lines and zones: those set through this API (kept in Redis) if any, else
+/// `cluster.toml`'s; `source` says which.
+async fn get_analytics(state: web::Data<AppState>, stream: web::Path<String>) -> HttpResponse {
+    let Some(mut conn) = state.handles.redis.clone() else {
+        return no_redis();
+    };
+    let key = state.channels.geometry_key(&stream);
+    let set: redis::RedisResult<Option<Vec<u8>>> =
+        redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+    match set {
+        Ok(Some(json)) => match crate::pipeline::analytics::parse_geometry(&json) {
+            Ok(cfg) => HttpResponse::Ok()
+                .json(json!({ "stream": *stream, "source": "admin", "analytics": cfg })),
+            Err(e) => error(
+                StatusCode::CONFLICT,
+                format!("{key} in Redis is not usable (not written by this API): {e}"),
+            ),
+        },
+        Ok(None) => match state.configured_analytics.get(stream.as_str()) {
+            Some(cfg) => HttpResponse::Ok()
+                .json(json!({ "stream": *stream, "source": "cluster.toml", "analytics": cfg })),
+            None => error(StatusCode::NOT_FOUND, "the stream has no lines or zones"),
+        },
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+    }
+}
+
+/// Replace the stream's lines and zones: the whole body checked first (a problem is answered
+/// with its key's path, nothing stored), then stored in Redis in one write, where the node
+/// holding the stream finds it (within [`crate::pipeline::analytics::GEOMETRY_REFRESH`]).
+async fn put_analytics(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    stream: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(refusal) = refuse_unauthorized(&state.token, &request) {
+        return refusal;
+    }
+    if stream.is_empty() || stream.len() > MAX_STREAM_ID {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("a stream id is 1..={MAX_STREAM_ID} bytes"),
+        );
+    }
+    let cfg: AnalyticsConfig = match serde_json::from_slice(&body) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be the stream's analytics as JSON (docs/configuration.md): {e}"),
+            )
+        }
+    };
+    if let Err(e) = cfg.validate() {
+        return HttpResponse::BadRequest().json(json!({ "error": e.to_string(), "key": e.key }));
+    }
+    let Some(mut conn) = state.handles.redis.clone() else {
+        return no_redis();
+    };
+    let json = serde_json::to_vec(&cfg).expect("a config serializes");
+    let stored: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(state.channels.geometry_key(&stream))
+        .arg(json)
+        .query_async(&mut conn)
+        .await;
+    match stored {
+        Ok(()) => {
+            info!(stream = %*stream, lines = cfg.lines.len(), zones = cfg.zones.len(), "the stream's lines and zones set through the admin API");
+            HttpResponse::Ok().json(json!({
+                "stream": *stream,
+                "lines": cfg.lines.len(),
+                "zones": cfg.zones.len(),
+                "applies_within_ms": crate::pipeline::analytics::GEOMETRY_REFRESH.as_millis() as u64,
+            }))
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+    }
+}
+
+/// Forget the lines and zones set through this API: the stream goes back to `cluster.toml`'s.
+async fn delete_analytics(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    stream: web::Path<String>,
+) -> HttpResponse {
+    if let Some(refusal) = refuse_unauthorized(&state.token, &request) {
+        return refusal;
+    }
+    let Some(mut conn) = state.handles.redis.clone() else {
+        return no_redis();
+    };
+    let deleted: redis::RedisResult<u64> = redis::cmd("DEL")
+        .arg(state.channels.geometry_key(&stream))
+        .query_async(&mut conn)
+        .await;
+    match deleted {
+        Ok(n) => HttpResponse::Ok().json(json!({ "stream": *stream, "deleted": n == 1 })),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+    }
+}
+
+fn no_redis() -> HttpResponse {
+    error(
+        StatusCode::CONFLICT,
+        "this node has no source role (no Redis connection): ask a source node's admin API",
+    )
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time; the refusal if it is not.

@@ -315,8 +315,51 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
                 let _ = writeln!(out, "kadr_stream_frames_total{{node=\"{node}\",stream=\"{}\",outcome=\"{outcome}\"}} {v}", escape(&s.stream));
             }
         }
+        analytics_metrics(&mut out, node, streams);
     }
     out
+}
+
+/// Line crossings (counters, per direction and class) and zone occupancy (gauges, per class)
+/// of the streams with analytics, and entries into each zone.
+fn analytics_metrics(out: &mut String, node: &str, streams: &[StreamReport]) {
+    let with: Vec<(&str, &crate::analytics::Counts)> = streams
+        .iter()
+        .filter_map(|s| Some((s.stream.as_str(), &s.analytics.as_ref()?.counts)))
+        .collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP kadr_line_crossings_total Objects that crossed a stream's line, by direction and class id.\n# TYPE kadr_line_crossings_total counter");
+    for (stream, counts) in &with {
+        for (line, c) in &counts.lines {
+            for (class, by) in &c.by_class {
+                for (direction, v) in [("in", by.in_), ("out", by.out)] {
+                    let _ = writeln!(out, "kadr_line_crossings_total{{node=\"{node}\",stream=\"{}\",line=\"{}\",direction=\"{direction}\",class_id=\"{class}\"}} {v}", escape(stream), escape(line));
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP kadr_zone_objects Objects inside a stream's zone now, by class id.\n# TYPE kadr_zone_objects gauge");
+    for (stream, counts) in &with {
+        for (zone, c) in &counts.zones {
+            for (class, v) in &c.inside_by_class {
+                let _ = writeln!(out, "kadr_zone_objects{{node=\"{node}\",stream=\"{}\",zone=\"{}\",class_id=\"{class}\"}} {v}", escape(stream), escape(zone));
+            }
+        }
+    }
+    let _ = writeln!(out, "# HELP kadr_zone_entries_total Objects that entered a stream's zone.\n# TYPE kadr_zone_entries_total counter");
+    for (stream, counts) in &with {
+        for (zone, c) in &counts.zones {
+            let _ = writeln!(
+                out,
+                "kadr_zone_entries_total{{node=\"{node}\",stream=\"{}\",zone=\"{}\"}} {}",
+                escape(stream),
+                escape(zone),
+                c.entered
+            );
+        }
+    }
 }
 
 /// Label values escape backslash, quote and newline.
@@ -358,6 +401,29 @@ mod tests {
             missing: 0,
             errors: 0,
             late: 0,
+            analytics: Some(crate::stream_stats::AnalyticsReport {
+                config: Default::default(),
+                counts: crate::analytics::Counts {
+                    lines: [(
+                        "gate".to_string(),
+                        crate::analytics::LineCounts {
+                            in_: 3,
+                            out: 1,
+                            by_class: [(2, crate::analytics::InOut { in_: 3, out: 1 })].into(),
+                        },
+                    )]
+                    .into(),
+                    zones: [(
+                        "lot".to_string(),
+                        crate::analytics::ZoneCounts {
+                            inside: 2,
+                            entered: 7,
+                            inside_by_class: [(2, 2)].into(),
+                        },
+                    )]
+                    .into(),
+                },
+            }),
         }];
         let person = |score| crate::protocol::Detection {
             class_id: 0,
@@ -381,6 +447,14 @@ mod tests {
             "none measured yet"
         );
         assert!(text.contains("kadr_frames_refused_total{node=\"n1\"} 2\n"));
+        assert!(text.contains(
+            "kadr_line_crossings_total{node=\"n1\",stream=\"cam\\\"1\",line=\"gate\",direction=\"out\",class_id=\"2\"} 1\n"
+        ));
+        assert!(text.contains(
+            "kadr_zone_objects{node=\"n1\",stream=\"cam\\\"1\",zone=\"lot\",class_id=\"2\"} 2\n"
+        ));
+        assert!(text
+            .contains("kadr_zone_entries_total{node=\"n1\",stream=\"cam\\\"1\",zone=\"lot\"} 7\n"));
         assert!(
             text.contains("kadr_frames_refused_by_code_total{node=\"n1\",code=\"bad_magic\"} 2\n")
         );

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tracing::warn;
 
 use super::lease::Fence;
+use crate::analytics::Event;
 use crate::backoff::Backoff;
 use crate::node_stats::Stats;
 use crate::protocol::{Channels, ErrorMessage, OutputMessage, CONSUMER_GROUP};
@@ -26,11 +27,14 @@ pub(crate) const STREAM_IDLE_FORGET: Duration = Duration::from_secs(300);
 /// last-seq), and acknowledge the frames-stream entries it accounts for, so a frame is
 /// acknowledged exactly when its result is out. A key of the wrong type (someone else's) costs
 /// the append or the acknowledgement, never the publish.
-/// The stream's tracker is saved in the same step too, so it always matches the last result.
-/// KEYS: lease, last-seq, results stream, frames stream, tracker. ARGV: token, lease ttl ms,
-/// channel, payload, epoch, first seq, last seq, expiry s, results maxlen (0: none), consumer
-/// group, tracker state ("": none), "1" to publish whatever last-seq says (it was found
-/// forged), entry ids to acknowledge... Returns 1 published, 0 fenced, 2 already published.
+/// The stream's tracker and analytics are saved in the same step too, so they always match the
+/// last result, and the result's events are published with it (channel and events stream):
+/// each once, in order, whichever node publishes.
+/// KEYS: lease, last-seq, results stream, frames stream, tracker, analytics, events stream.
+/// ARGV: token, lease ttl ms, channel, payload, epoch, first seq, last seq, expiry s, results
+/// maxlen (0: none), consumer group, tracker state ("": none), "1" to publish whatever last-seq
+/// says (it was found forged), analytics state ("": none), events channel, event count n, n
+/// events, entry ids to acknowledge... Returns 1 published, 0 fenced, 2 already published.
 const PUBLISH_FENCED: &str = r#"
 local holder = redis.call("GET", KEYS[1])
 if holder == false then
@@ -38,8 +42,9 @@ if holder == false then
 elseif holder ~= ARGV[1] then
   return 0
 end
+local events = tonumber(ARGV[15])
 local function ack()
-  local i = 13
+  local i = 16 + events
   while i <= #ARGV do
     local j = math.min(i + 499, #ARGV)
     redis.pcall("XACK", KEYS[4], ARGV[10], unpack(ARGV, i, j))
@@ -65,6 +70,18 @@ end
 redis.call("SET", KEYS[2], ARGV[5] .. ":" .. ARGV[7], "EX", ARGV[8])
 if ARGV[11] ~= "" then
   redis.call("SET", KEYS[5], ARGV[11], "EX", ARGV[8])
+end
+if ARGV[13] ~= "" then
+  redis.call("SET", KEYS[6], ARGV[13], "EX", ARGV[8])
+end
+for i = 16, 15 + events do
+  redis.call("PUBLISH", ARGV[14], ARGV[i])
+  if tonumber(ARGV[9]) > 0 then
+    redis.pcall("XADD", KEYS[7], "MAXLEN", "~", ARGV[9], "*", "v", "1", "json", ARGV[i])
+  end
+end
+if events > 0 and tonumber(ARGV[9]) > 0 then
+  redis.pcall("EXPIRE", KEYS[7], ARGV[8])
 end
 ack()
 return 1
@@ -105,6 +122,29 @@ pub(crate) struct TakenOver {
     pub last: Option<LastPublished>,
     /// The tracker saved with the last result (see `Tracker::save`), unchecked.
     pub tracker: Option<Vec<u8>>,
+    /// The analytics saved with it (see `Analytics::save`), unchecked.
+    pub analytics: Option<Vec<u8>>,
+    /// Lines and zones set through the admin API (JSON), unchecked.
+    pub geometry: Option<Vec<u8>>,
+}
+
+/// What goes out with a result besides it: the stream's state after it, and its events.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct WithResult<'a> {
+    /// The saved tracker (empty: none).
+    pub tracker: &'a [u8],
+    /// The saved analytics (empty: none).
+    pub analytics: &'a [u8],
+    pub events: &'a [Event],
+}
+
+/// An event as published: the stream and its numbering's epoch beside it.
+#[derive(Serialize)]
+struct PublishedEvent<'a> {
+    stream: &'a str,
+    epoch: u64,
+    #[serde(flatten)]
+    event: &'a Event,
 }
 
 /// A Redis connection that reconnects by itself, the source lease's fence, and one reused
@@ -119,6 +159,10 @@ pub(crate) struct Egress {
     results_maxlen: u64,
     stats: Arc<Stats>,
     buf: Vec<u8>,
+    /// The events of the result being published, serialized one after another, and where
+    /// each ends (reused).
+    events_buf: Vec<u8>,
+    event_ends: Vec<usize>,
     /// Where each stream stands in Redis as far as this node knows: read when it took the
     /// stream over, then what it published. A last-seq in Redis that differs was written by
     /// someone else.
@@ -142,6 +186,8 @@ impl Egress {
             results_maxlen,
             stats,
             buf: Vec::with_capacity(4096),
+            events_buf: Vec::new(),
+            event_ends: Vec::new(),
             known: HashMap::new(),
         }
     }
@@ -149,20 +195,21 @@ impl Egress {
     /// Publish a result, and record the stream's last published sequence number beside it (same
     /// step) for a source node that may take over; not if another node holds the lease now, nor
     /// if it was published already. `acks`: the frames-stream entries it accounts for;
-    /// `tracker`: the stream's saved tracker after this message (empty: none).
+    /// `with`: the stream's state after this message, and its events.
     pub(crate) async fn publish_output(
         &mut self,
         stream: &str,
         msg: &OutputMessage,
         acks: &[Arc<str>],
-        tracker: &[u8],
+        with: WithResult<'_>,
     ) {
         let (first, last) = msg.seqs();
+        self.serialize_events(stream, msg.epoch(), with.events);
         if !self.serialize(msg) {
             return;
         }
         let (mut result, retried) = self
-            .publish_serialized(stream, msg, acks, tracker, false)
+            .publish_serialized(stream, msg, acks, with, false)
             .await;
         // Only this node publishes the stream while it holds the lease, in order: Redis can
         // have this result already only if a try of this very call went through and its reply
@@ -185,9 +232,7 @@ impl Egress {
             if !self.serialize(msg) {
                 return;
             }
-            (result, _) = self
-                .publish_serialized(stream, msg, acks, tracker, true)
-                .await;
+            (result, _) = self.publish_serialized(stream, msg, acks, with, true).await;
         }
         if matches!(result, Ok(1)) {
             let now = LastPublished {
@@ -225,7 +270,7 @@ impl Egress {
         stream: &str,
         msg: &OutputMessage,
         acks: &[Arc<str>],
-        tracker: &[u8],
+        with: WithResult<'_>,
         force: bool,
     ) -> (redis::RedisResult<i64>, bool) {
         let (first, last) = msg.seqs();
@@ -236,6 +281,8 @@ impl Egress {
             .key(self.channels.detections(stream))
             .key(self.channels.frames(stream))
             .key(self.channels.tracker_key(stream))
+            .key(self.channels.analytics_key(stream))
+            .key(self.channels.events(stream))
             .arg(&self.fence.token)
             .arg(self.fence.ttl_ms)
             .arg(self.channels.detections(stream))
@@ -246,8 +293,16 @@ impl Egress {
             .arg(STREAM_IDLE_FORGET.as_secs())
             .arg(self.results_maxlen)
             .arg(CONSUMER_GROUP)
-            .arg(tracker)
-            .arg(if force { "1" } else { "0" });
+            .arg(with.tracker)
+            .arg(if force { "1" } else { "0" })
+            .arg(with.analytics)
+            .arg(self.channels.events(stream))
+            .arg(self.event_ends.len());
+        let mut start = 0;
+        for &end in &self.event_ends {
+            invocation.arg(&self.events_buf[start..end]);
+            start = end;
+        }
         for id in acks {
             invocation.arg(&**id);
         }
@@ -282,14 +337,22 @@ impl Egress {
     /// last epoch and sequence number published by any node (if recent), and the tracker
     /// saved with it.
     pub(crate) async fn taken_over(&mut self, stream: &str) -> TakenOver {
-        let got: redis::RedisResult<(Option<String>, Option<Vec<u8>>)> = redis::cmd("MGET")
+        type Found = (
+            Option<String>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let got: redis::RedisResult<Found> = redis::cmd("MGET")
             .arg(self.channels.last_seq_key(stream))
             .arg(self.channels.tracker_key(stream))
+            .arg(self.channels.analytics_key(stream))
+            .arg(self.channels.geometry_key(stream))
             .query_async(&mut self.conn)
             .await;
-        let (last, tracker) = got.unwrap_or_else(|e| {
+        let (last, tracker, analytics, geometry) = got.unwrap_or_else(|e| {
             warn!(error = %e, "could not read where the stream stands in Redis");
-            (None, None)
+            (None, None, None, None)
         });
         let last = last.as_deref().and_then(LastPublished::parse);
         match last {
@@ -300,7 +363,29 @@ impl Egress {
                 self.known.remove(stream);
             }
         }
-        TakenOver { last, tracker }
+        TakenOver {
+            last,
+            tracker,
+            analytics,
+            geometry,
+        }
+    }
+
+    /// The lines and zones set through the admin API for each of `streams` (JSON, unchecked;
+    /// None: none set), in their order.
+    pub(crate) async fn geometries(
+        &mut self,
+        streams: &[Arc<str>],
+    ) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One key per command: on a Redis Cluster the streams' keys are on different shards.
+        let mut pipe = redis::pipe();
+        for s in streams {
+            pipe.cmd("GET").arg(self.channels.geometry_key(s));
+        }
+        pipe.query_async(&mut self.conn).await
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are
@@ -334,6 +419,21 @@ impl Egress {
         if let Err(e) = result {
             self.stats.publish_errors.inc();
             warn!(error = %e, "publish to Redis failed");
+        }
+    }
+
+    /// Serialize a result's events, one after another, into their reused buffer.
+    fn serialize_events(&mut self, stream: &str, epoch: u64, events: &[Event]) {
+        self.events_buf.clear();
+        self.event_ends.clear();
+        for event in events {
+            let published = PublishedEvent {
+                stream,
+                epoch,
+                event,
+            };
+            serde_json::to_writer(&mut self.events_buf, &published).expect("an event serializes");
+            self.event_ends.push(self.events_buf.len());
         }
     }
 
@@ -415,6 +515,7 @@ fn connection_lost<T>(result: &redis::RedisResult<T>) -> bool {
 #[cfg(test)]
 mod tests {
     use futures_util::StreamExt;
+    use serde_json::Value;
 
     use super::*;
     use crate::pipeline::lease::Lease;
@@ -426,6 +527,13 @@ mod tests {
             epoch,
             ..DetectionsMessage::without_boxes("cam", seq)
         })
+    }
+
+    fn with_tracker(saved: &[u8]) -> WithResult<'_> {
+        WithResult {
+            tracker: saved,
+            ..WithResult::default()
+        }
     }
 
     /// An egress of node "a", which holds the source lease, on channels prefixed `t`.
@@ -475,7 +583,9 @@ mod tests {
             detections(0, 20), // an older epoch
             detections(1, 3),
         ] {
-            egress.publish_output("cam", &msg, &[], b"").await;
+            egress
+                .publish_output("cam", &msg, &[], WithResult::default())
+                .await;
         }
         let published: Vec<OutputMessage> = pubsub
             .on_message()
@@ -495,10 +605,10 @@ mod tests {
         assert_eq!(egress.taken_over("cam").await.tracker, None);
         // A tracker saved with a result, and only with one that is published.
         egress
-            .publish_output("cam", &detections(1, 4), &[], b"saved-4")
+            .publish_output("cam", &detections(1, 4), &[], with_tracker(b"saved-4"))
             .await;
         egress
-            .publish_output("cam", &detections(1, 4), &[], b"again-4")
+            .publish_output("cam", &detections(1, 4), &[], with_tracker(b"again-4"))
             .await;
         let now = egress.taken_over("cam").await;
         assert_eq!(now.last, Some(LastPublished { epoch: 1, seq: 4 }));
@@ -519,7 +629,7 @@ mod tests {
         let mut forger = redis.conn().await;
         assert_eq!(egress.taken_over("cam").await.last, None);
         egress
-            .publish_output("cam", &detections(0, 1), &[], b"")
+            .publish_output("cam", &detections(0, 1), &[], WithResult::default())
             .await;
         for (forged, seq) in [("0:5000000", 2), ("99:0", 3)] {
             let _: () = redis::cmd("SET")
@@ -529,12 +639,12 @@ mod tests {
                 .await
                 .unwrap();
             egress
-                .publish_output("cam", &detections(0, seq), &[], b"")
+                .publish_output("cam", &detections(0, seq), &[], WithResult::default())
                 .await;
         }
         // Our own order still holds: an older result is not published again.
         egress
-            .publish_output("cam", &detections(0, 2), &[], b"")
+            .publish_output("cam", &detections(0, 2), &[], WithResult::default())
             .await;
         let mut published = Vec::new();
         let mut errors = Vec::new();
@@ -564,6 +674,81 @@ mod tests {
             Some(LastPublished { epoch: 0, seq: 3 }),
             "where the stream really stands, recorded again"
         );
+    }
+
+    /// A result's events go out with it, in order, on the events channel and the events
+    /// stream; a publish tried again (its reply lost) says none of them twice. The analytics
+    /// saved with it are there for the next node.
+    #[tokio::test]
+    async fn events_go_out_once_with_their_result_and_the_analytics_beside_it() {
+        let redis = TestRedis::start();
+        let (mut egress, channels, _) = egress_holding_the_lease(&redis).await;
+        let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
+        pubsub.subscribe(channels.events("cam")).await.unwrap();
+        let event = |seq: u64, event: &'static str| Event {
+            kind: crate::analytics::EventKind::Line,
+            name: "gate".into(),
+            event,
+            track_id: 7,
+            class_id: 2,
+            seq,
+            capture_ts_us: 1000 + seq,
+            inside_since_us: None,
+        };
+        let first = [event(1, "in"), event(1, "out")];
+        let second = [event(2, "in")];
+        for (seq, events, saved) in [
+            (1, &first[..], &b"a-1"[..]),
+            (1, &first[..], &b"again"[..]), // retried
+            (2, &second[..], &b"a-2"[..]),
+        ] {
+            let with = WithResult {
+                analytics: saved,
+                events,
+                ..WithResult::default()
+            };
+            egress
+                .publish_output("cam", &detections(0, seq), &[], with)
+                .await;
+        }
+        let told: Vec<Value> = pubsub
+            .on_message()
+            .take(3)
+            .map(|m| serde_json::from_slice(m.get_payload_bytes()).unwrap())
+            .collect()
+            .await;
+        let brief: Vec<(u64, &str, &str, u64)> = told
+            .iter()
+            .map(|e| {
+                assert_eq!(
+                    (e["stream"].as_str(), e["type"].as_str()),
+                    (Some("cam"), Some("line"))
+                );
+                (
+                    e["seq"].as_u64().unwrap(),
+                    e["event"].as_str().unwrap(),
+                    e["name"].as_str().unwrap(),
+                    e["epoch"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                (1, "in", "gate", 0),
+                (1, "out", "gate", 0),
+                (2, "in", "gate", 0)
+            ]
+        );
+        let mut conn = redis.conn().await;
+        let entries: u64 = redis::cmd("XLEN")
+            .arg(channels.events("cam"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(entries, 3, "the events stream holds each once");
+        let now = egress.taken_over("cam").await;
+        assert_eq!(now.analytics.as_deref(), Some(&b"a-2"[..]));
     }
 
     #[test]

@@ -11,13 +11,15 @@
 //! - [`dispatch`]: sends frames to detectors anywhere, by credits, with a bounded queue;
 //!   [`crate::config::live`] says how long a live frame may wait there.
 //! - [`pool`] and [`detector`]: a node's detectors, one ONNX Runtime session each.
-//! - [`sequencer`]: puts results back in order per stream; [`egress`] publishes them.
+//! - [`sequencer`]: puts results back in order per stream, gives their objects track ids and
+//!   finds their events ([`analytics`]); [`egress`] publishes them.
 //! - [`messages`]: what crosses nodes between dispatchers and detectors.
 //!
 //! Dispatchers and detectors find each other through process groups in the cluster's scope
 //! ([`crate::cluster::scope`]): `detectors` holds every detector on every node, and
 //! `dispatcher.{node}` the dispatcher of the node a frame came from (results go back to it).
 
+pub(crate) mod analytics;
 pub(crate) mod detector;
 pub(crate) mod dispatch;
 pub(crate) mod egress;

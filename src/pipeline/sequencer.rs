@@ -6,7 +6,8 @@
 //! reported as a gap (and so is a run of sequence numbers that never arrived, once a later
 //! result has waited the gap wait): no stream stalls behind a lost frame for longer than that
 //! wait, and every sequence number leaves exactly once. On the way out, each stream's tracker
-//! gives its detections their track ids (the tracker needs frames in order: here they are).
+//! gives its detections their track ids (the tracker needs frames in order: here they are), and
+//! its lines and zones find the result's events (`[streams."ID".analytics]`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,10 +16,14 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::warn;
 
+use crate::analytics::AnalyticsConfig;
 use crate::config::TrackerConfig;
 use crate::node_stats::Stats;
-use crate::pipeline::egress::{Egress, STREAM_IDLE_FORGET};
-use crate::protocol::{DetectionsMessage, ErrorMessage, GapMessage, GapReason, OutputMessage};
+use crate::pipeline::analytics::StreamsAnalytics;
+use crate::pipeline::egress::{Egress, WithResult, STREAM_IDLE_FORGET};
+use crate::protocol::{
+    DetectionsMessage, ErrorCode, ErrorMessage, GapMessage, GapReason, OutputMessage,
+};
 use crate::stream_stats::{StreamReport, StreamStats};
 use crate::tracker::Tracker;
 
@@ -357,6 +362,8 @@ pub(crate) struct SequencerArgs {
     pub max_seq_jump: u64,
     /// `[tracker]`, if enabled: each stream's detections get track ids on their way out.
     pub tracker: Option<TrackerConfig>,
+    /// `[streams."ID".analytics]`, by stream.
+    pub analytics: HashMap<String, AnalyticsConfig>,
 }
 
 /// A frames-stream entry of an accepted frame: `(epoch, seq, entry id)`.
@@ -374,6 +381,8 @@ pub(crate) struct SequencerState {
     /// Each stream's tracker (when `[tracker]` is enabled), and its saved state (reused).
     trackers: HashMap<Arc<str>, Tracker>,
     saved_tracker: Vec<u8>,
+    /// Each stream's lines and zones, and the events of the message being published.
+    analytics: StreamsAnalytics,
     out: Vec<OutputMessage>,
 }
 
@@ -393,8 +402,10 @@ impl Actor for Sequencer {
         let period =
             (args.gap_wait / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         myself.send_interval(period, || SequencerMsg::Tick);
+        let analytics = StreamsAnalytics::new(args.analytics.clone(), args.tracker.is_some());
         Ok(SequencerState {
             args,
+            analytics,
             streams: HashMap::new(),
             unacked: HashMap::new(),
             acks: Vec::new(),
@@ -495,6 +506,7 @@ impl Actor for Sequencer {
                 let streams = &state.streams;
                 state.stats.retain(|s, _| streams.contains_key(s));
                 state.trackers.retain(|s, _| streams.contains_key(s));
+                state.analytics.retain(|s| streams.contains_key(s));
                 state
                     .args
                     .egress
@@ -502,6 +514,9 @@ impl Actor for Sequencer {
                 state
                     .unacked
                     .retain(|s, entries| !entries.is_empty() && streams.contains_key(s));
+                if state.analytics.refresh_due(now) {
+                    refresh_geometry(state).await;
+                }
             }
             SequencerMsg::Flush(reply) => {
                 let names: Vec<Arc<str>> = state.streams.keys().cloned().collect();
@@ -525,6 +540,7 @@ impl Actor for Sequencer {
                 state.streams.remove(&stream);
                 state.stats.remove(&stream);
                 state.trackers.remove(&stream);
+                state.analytics.forget(&stream);
                 state.unacked.remove(&stream);
                 state.args.egress.retain_streams(|s| *s != *stream);
             }
@@ -534,7 +550,9 @@ impl Actor for Sequencer {
                     .iter_mut()
                     .map(|(name, s)| {
                         let late = state.streams.get(name).map_or(0, |o| o.late);
-                        s.report(name, late, now)
+                        let mut report = s.report(name, late, now);
+                        report.analytics = state.analytics.report(name);
+                        report
                     })
                     .collect();
                 reports.sort_by(|a, b| a.stream.cmp(&b.stream));
@@ -564,6 +582,12 @@ async fn take_over(state: &mut SequencerState, stream: &Arc<str>, first: u64) ->
             warn!(%stream, error = %why, first_id = fresh_ids_from, "the stream's saved tracker is not usable: its tracks start afresh, with ids in a new range so that none repeats");
         }
         state.trackers.insert(stream.clone(), tracker);
+    }
+    let problem = state
+        .analytics
+        .take_over(stream, found.analytics.as_deref(), found.geometry);
+    if let Some(problem) = problem {
+        tell_redis_state(state, stream, problem).await;
     }
     let Some(last) = found.last else {
         return StreamOrder::new(0, max_hole);
@@ -611,6 +635,7 @@ async fn publish_pending(state: &mut SequencerState, stream: &str) {
             track(t, &mut msg);
             t.save(&mut state.saved_tracker);
         }
+        state.analytics.analyse(stream, &msg);
         match &msg {
             OutputMessage::Detections(d) => {
                 state.args.stats.detected.inc();
@@ -641,9 +666,47 @@ async fn publish_pending(state: &mut SequencerState, stream: &str) {
         state
             .args
             .egress
-            .publish_output(stream, &msg, &state.acks, &state.saved_tracker)
+            .publish_output(
+                stream,
+                &msg,
+                &state.acks,
+                WithResult {
+                    tracker: &state.saved_tracker,
+                    analytics: &state.analytics.saved,
+                    events: &state.analytics.events,
+                },
+            )
             .await;
     }
+}
+
+/// Read the lines and zones set through the admin API for the streams this node sequences, and
+/// apply what changed.
+async fn refresh_geometry(state: &mut SequencerState) {
+    let streams: Vec<Arc<str>> = state.streams.keys().cloned().collect();
+    let found = match state.args.egress.geometries(&streams).await {
+        Ok(found) => found,
+        Err(e) => {
+            warn!(error = %e, "could not read the streams' lines and zones from Redis");
+            return;
+        }
+    };
+    for (stream, geometry) in streams.iter().zip(found) {
+        if let Some(problem) = state.analytics.geometry_read(stream, geometry) {
+            tell_redis_state(state, stream, problem).await;
+        }
+    }
+}
+
+/// Something of the stream's in Redis that this node refused: told on its error channel.
+async fn tell_redis_state(state: &mut SequencerState, stream: &str, problem: String) {
+    state.args.stats.redis_state_refused.inc();
+    let error = ErrorMessage::new(stream, None, ErrorCode::RedisState, problem);
+    state
+        .args
+        .egress
+        .publish_error(stream.as_bytes(), &error, true)
+        .await;
 }
 
 /// Give a result's detections their track ids, or move the tracks on over a gap's frames. A
