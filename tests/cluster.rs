@@ -1226,6 +1226,118 @@ fn over_streams_events_survive_a_source_failover_exactly_once() {
     events_survive_a_source_failover(true);
 }
 
+/// Lines and zones replaced at run time through the admin API: the token is required, a bad
+/// geometry is refused whole with its key's path, a good one is kept in Redis and counted by
+/// the node holding the stream within a second, and deleting it brings `cluster.toml`'s back.
+#[test]
+fn the_admin_api_replaces_a_stream_s_lines_and_zones_at_run_time() {
+    let (Some(model), Some(fixtures)) = (common::trained_model(), common::fixtures()) else {
+        return;
+    };
+    let redis = common::Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let walk = walking_frames(&fixtures, dir.path(), 90);
+    let config = write_config(dir.path(), &model, &redis.url);
+    let port = common::free_port();
+    let mut node = NodeProcess::start(
+        &config,
+        "n1",
+        port,
+        &source_settings(&[port], false),
+        COOKIE,
+    );
+    node.wait_members(&["n1"], Duration::from_secs(60));
+    let path = "/streams/walk/analytics";
+    let admin = node.admin.clone();
+    let put = |token: Option<&str>, body: &str| http(&admin, "PUT", path, token, Some(body));
+    let door = r#"{"lines": [{"name": "door", "from": [640, 720], "to": [640, 0]}]}"#;
+    assert_eq!(put(None, door).0, 401);
+    assert_eq!(put(Some("wrong"), door).0, 401);
+    let (status, body) = put(
+        Some(TOKEN),
+        r#"{"lines": [{"name": "door", "from": [640, 720], "to": [640, 0]}],
+            "zones": [{"name": "room", "polygon": [[700, 0], [1280, 0], [700, 720], [1280, 720]]}]}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let refusal: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(refusal["key"], "zones[0].polygon", "{body}");
+    assert!(
+        refusal["error"].as_str().unwrap().contains("cross"),
+        "{body}"
+    );
+    assert_eq!(put(Some(TOKEN), "{\"lines\": 3}").0, 400);
+    assert_eq!(
+        node.get(path).0,
+        404,
+        "nothing set, nothing in cluster.toml"
+    );
+    let (status, body) = put(Some(TOKEN), door);
+    assert_eq!(status, 200, "{body}");
+    let shown = node.get_json(path);
+    assert_eq!(shown["source"], "admin", "{shown}");
+    assert_eq!(shown["analytics"]["lines"][0]["name"], "door", "{shown}");
+
+    let mut publisher = common::kadr()
+        .args([
+            "publish",
+            "--stream",
+            "walk",
+            "--prefix",
+            "kc",
+            "--keep-all",
+        ])
+        .args(["--fps", "20", "--redis-url", &redis.url])
+        .arg("--input")
+        .arg(&walk)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(publisher.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let crossed = loop {
+        let metrics = node.get("/metrics").1;
+        let crossed: u64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("kadr_line_crossings_total{")
+                    && l.contains("line=\"door\",direction=\"in\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        if crossed >= 2 {
+            break crossed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "door crossings {crossed}:\n{metrics}\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(crossed, 2, "both people, once each");
+
+    // Deleted: the stream counts nothing any more (cluster.toml has no lines for it).
+    assert_eq!(http(&admin, "DELETE", path, None, None).0, 401);
+    assert_eq!(http(&admin, "DELETE", path, Some(TOKEN), None).0, 200);
+    assert_eq!(node.get(path).0, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let streams = node.get_json("/streams");
+        let walk = streams["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stream"] == "walk")
+            .cloned();
+        if walk.is_some_and(|w| w.get("analytics").is_none()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still counting: {streams}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// With Redis gone, a source node says so (`/health` 503 `redis_down`, `/metrics`), and a
 /// SIGTERM still stops it within its drain time (it used to hang for over a minute).
 #[test]

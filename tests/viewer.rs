@@ -32,6 +32,13 @@ impl Drop for Setup {
     }
 }
 
+/// A line across the road and a zone on its right (the camera's frames are 1280x720), drawn by
+/// the viewer.
+const CAM1_ANALYTICS: &str = "[[streams.cam1.analytics.lines]]\nname = \"road\"\n\
+    from = [0, 500]\nto = [1280, 500]\n\
+    [[streams.cam1.analytics.zones]]\nname = \"corner\"\n\
+    polygon = [[840, 240], [1260, 240], [1260, 700], [840, 700]]\n";
+
 /// A camera, a node with its admin server (at most `max_viewers` viewers), and
 /// `kadr publish --input http://.../video.mjpg --stream cam1` between them.
 async fn setup(model: &Path, clip: &Path, max_viewers: usize) -> Setup {
@@ -41,7 +48,9 @@ async fn setup(model: &Path, clip: &Path, max_viewers: usize) -> Setup {
         model,
         &redis.url,
         &format!("view{admin_port}"),
-        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"\nmax_viewers = {max_viewers}\n"),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\nmax_viewers = {max_viewers}\n{CAM1_ANALYTICS}"
+        ),
     );
     let node = Node::start_with(&cfg, true).await.unwrap();
     let camera = MjpegCamera::start(clip_frames(clip, (640, 360), 100).await, 30.0);
@@ -206,6 +215,20 @@ async fn the_viewer_page_plays_the_camera_with_boxes_in_chromium() {
         classes.as_u64() > Some(0),
         "the class filter lists the classes seen"
     );
+    // The stream's line and zone are drawn, with their counts beside the video.
+    let drawn = wait_for(&mut browser, "window.kadrViewer", |v| {
+        v["linesDrawn"].as_u64() > Some(0) && v["zonesDrawn"].as_u64() > Some(0)
+    })
+    .await;
+    let panel = browser
+        .eval("document.getElementById('analytics').innerText")
+        .await;
+    assert!(
+        panel
+            .as_str()
+            .is_some_and(|p| p.contains("road") && p.contains("corner")),
+        "{panel} {drawn}"
+    );
     // Objects the node's tracker follows are drawn with their ids (and trails).
     let tracked = wait_for(&mut browser, "window.kadrViewer.trackedDrawn", |v| {
         v.as_u64() > Some(0)
@@ -322,6 +345,16 @@ async fn a_viewer_that_does_not_keep_up_gets_the_newest_frame_and_viewers_are_li
         "skipped {skipped} results, {jump} sequence numbers: {b} then {c}"
     );
     assert!(c["detections"].is_array() && c["width"] == 1280);
+    // The stream's lines and zones come with each frame, with their counts.
+    assert_eq!(c["analytics"]["lines"][0]["name"], "road", "{c}");
+    assert!(c["analytics"]["lines"][0]["in"].is_u64(), "{c}");
+    assert_eq!(
+        c["analytics"]["zones"][0]["polygon"]
+            .as_array()
+            .map(Vec::len),
+        Some(4),
+        "{c}"
+    );
 
     // Closing a viewer frees its place.
     other.close(None).await.unwrap();

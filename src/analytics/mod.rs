@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{AnalyticsConfig, AnalyticsError, Anchor, LineConfig, ZoneConfig};
 use geometry::Point;
-pub use saved::RestoreError;
+pub use saved::{saved_counts, RestoreError};
 
 /// One tracked object in one frame.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -636,6 +636,7 @@ mod tests {
             events.extend(run(&mut second, &frames[cut..]));
             assert_eq!(events, expected, "cut after frame {cut}");
             assert_eq!(second.counts(), whole.counts(), "cut after frame {cut}");
+            assert_eq!(&saved_counts(&saved).unwrap(), first.counts());
         }
     }
 

@@ -92,6 +92,20 @@ fn fingerprint<T: Serialize>(settings: &T) -> u64 {
     })
 }
 
+/// Only the counts of a saved state, by line and zone name (for the viewer, which draws them).
+pub fn saved_counts(saved: &[u8]) -> Result<Counts, RestoreError> {
+    #[derive(Deserialize)]
+    struct OnlyCounts {
+        lines: Vec<Named<LineCounts>>,
+        zones: Vec<Named<ZoneCounts>>,
+    }
+    let s: OnlyCounts = serde_json::from_slice(saved)?;
+    Ok(Counts {
+        lines: s.lines.into_iter().map(|n| (n.name, n.counts)).collect(),
+        zones: s.zones.into_iter().map(|n| (n.name, n.counts)).collect(),
+    })
+}
+
 impl Analytics {
     /// The state another node needs to carry on, as JSON, into `out` (cleared first).
     pub fn save(&self, out: &mut Vec<u8>) {

@@ -28,6 +28,7 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use tracing::{debug, warn};
 
+use crate::analytics::{AnalyticsConfig, Counts};
 use crate::config::Config;
 use crate::pipeline::sequencer::SequencerMsg;
 use crate::protocol::{self, parse_frame, Channels, DetectionsMessage, FrameLimits, OutputMessage};
@@ -50,6 +51,8 @@ pub(crate) struct ViewerState {
     max_viewers: usize,
     open: Arc<AtomicUsize>,
     parts: crate::supervisor::Parts,
+    /// `[streams."ID".analytics]`, by stream: drawn when Redis has none set for the stream.
+    analytics: std::collections::HashMap<String, AnalyticsConfig>,
 }
 
 impl ViewerState {
@@ -64,6 +67,7 @@ impl ViewerState {
             max_viewers: cfg.admin.max_viewers,
             open: Arc::new(AtomicUsize::new(0)),
             parts,
+            analytics: cfg.analytics_by_stream(),
         })
     }
 }
@@ -81,13 +85,100 @@ struct FrameHeader<'a> {
     result: &'a DetectionsMessage,
     counters: Counters,
     sent_ts_us: u64,
+    /// The stream's lines and zones with their counts, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    analytics: Option<&'a Overlay>,
 }
 
-fn encode_for_browser(result: &DetectionsMessage, counters: Counters, jpeg: &[u8]) -> Bytes {
+/// What the page draws of a stream's analytics: each line and zone, with its counts.
+#[derive(Debug, Default, PartialEq, Serialize)]
+struct Overlay {
+    lines: Vec<LineOverlay>,
+    zones: Vec<ZoneOverlay>,
+}
+
+#[derive(Debug, PartialEq, Serialize)]
+struct LineOverlay {
+    name: String,
+    from: [f32; 2],
+    to: [f32; 2],
+    #[serde(rename = "in")]
+    in_: u64,
+    out: u64,
+}
+
+#[derive(Debug, PartialEq, Serialize)]
+struct ZoneOverlay {
+    name: String,
+    polygon: Vec<[f32; 2]>,
+    inside: u64,
+    entered: u64,
+}
+
+/// How often a viewer reads the stream's lines, zones and counts again.
+const OVERLAY_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The lines and zones (`cfg`) with their counts as last saved (none yet: zero).
+fn overlay(cfg: &AnalyticsConfig, counts: Option<&Counts>) -> Overlay {
+    let line = |name: &str| counts.and_then(|c| c.lines.get(name));
+    let zone = |name: &str| counts.and_then(|c| c.zones.get(name));
+    Overlay {
+        lines: cfg
+            .lines
+            .iter()
+            .map(|l| LineOverlay {
+                name: l.name.clone(),
+                from: l.from,
+                to: l.to,
+                in_: line(&l.name).map_or(0, |c| c.in_),
+                out: line(&l.name).map_or(0, |c| c.out),
+            })
+            .collect(),
+        zones: cfg
+            .zones
+            .iter()
+            .map(|z| ZoneOverlay {
+                name: z.name.clone(),
+                polygon: z.polygon.clone(),
+                inside: zone(&z.name).map_or(0, |c| c.inside),
+                entered: zone(&z.name).map_or(0, |c| c.entered),
+            })
+            .collect(),
+    }
+}
+
+/// The stream's lines and zones (set through the admin API, else `cluster.toml`'s) with the
+/// counts saved with its last result, from Redis; None when it has none (or Redis is away).
+async fn read_overlay(
+    state: &ViewerState,
+    conn: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> Option<Overlay> {
+    let (geometry, saved): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::pipe()
+        .get(state.channels.geometry_key(stream))
+        .get(state.channels.analytics_key(stream))
+        .query_async(conn)
+        .await
+        .ok()?;
+    let cfg = match geometry {
+        Some(json) => crate::pipeline::analytics::parse_geometry(&json).ok()?,
+        None => state.analytics.get(stream)?.clone(),
+    };
+    let counts = saved.and_then(|s| crate::analytics::saved_counts(&s).ok());
+    Some(overlay(&cfg, counts.as_ref()))
+}
+
+fn encode_for_browser(
+    result: &DetectionsMessage,
+    counters: Counters,
+    analytics: Option<&Overlay>,
+    jpeg: &[u8],
+) -> Bytes {
     let header = serde_json::to_vec(&FrameHeader {
         result,
         counters,
         sent_ts_us: protocol::now_us(),
+        analytics,
     })
     .expect("serializable");
     let mut out = BytesMut::with_capacity(4 + header.len() + jpeg.len());
@@ -284,8 +375,17 @@ async fn run_session(
     let mut from_redis = pubsub.into_on_message();
     let mut joiner = Joiner::new(JOIN_FRAMES);
     let mut pacer = Pacer::new(IN_FLIGHT);
+    let mut keys = state.redis.get_multiplexed_async_connection().await.ok();
+    let mut analytics = None;
+    let mut refresh = tokio::time::interval(OVERLAY_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = refresh.tick() => {
+                if let Some(conn) = keys.as_mut() {
+                    analytics = read_overlay(state, conn, stream).await;
+                }
+            }
             msg = from_redis.next() => {
                 let Some(msg) = msg else { break };
                 let channel = msg.get_channel_name();
@@ -302,7 +402,8 @@ async fn run_session(
                     if let Some((result, jpeg)) = joiner.result(result) {
                         let mut counters = joiner.counters;
                         counters.skipped = pacer.skipped;
-                        let message = encode_for_browser(&result, counters, &jpeg);
+                        let message =
+                            encode_for_browser(&result, counters, analytics.as_ref(), &jpeg);
                         if let Some(message) = pacer.offer(message) {
                             session.binary(message).await?;
                         }
@@ -375,11 +476,40 @@ mod tests {
             detect_ms: None,
             epoch: 0,
         };
-        let msg = encode_for_browser(&result, Counters::default(), b"\xFF\xD8jpeg");
+        let msg = encode_for_browser(&result, Counters::default(), None, b"\xFF\xD8jpeg");
         let len = u32::from_be_bytes(msg[..4].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&msg[4..4 + len]).unwrap();
         assert_eq!(header["seq"], 7);
         assert_eq!(header["counters"]["dropped"], 0);
+        assert!(header.get("analytics").is_none(), "a stream without lines");
         assert_eq!(&msg[4 + len..], b"\xFF\xD8jpeg");
+    }
+
+    #[test]
+    fn the_overlay_is_each_line_and_zone_with_its_saved_counts() {
+        let cfg = crate::analytics::AnalyticsConfig::from_toml(
+            "[[lines]]\nname = \"door\"\nfrom = [0, 10]\nto = [100, 10]\n\
+             [[zones]]\nname = \"lot\"\npolygon = [[0, 0], [50, 0], [50, 50]]\n",
+        )
+        .unwrap();
+        let none = overlay(&cfg, None);
+        assert_eq!((none.lines[0].in_, none.zones[0].inside), (0, 0));
+        let mut counts = Counts::default();
+        counts.lines.insert(
+            "door".into(),
+            crate::analytics::LineCounts {
+                in_: 4,
+                out: 1,
+                ..Default::default()
+            },
+        );
+        let drawn = serde_json::to_value(overlay(&cfg, Some(&counts))).unwrap();
+        assert_eq!(drawn["lines"][0]["in"], 4);
+        assert_eq!(drawn["lines"][0]["to"], serde_json::json!([100.0, 10.0]));
+        assert_eq!(
+            drawn["zones"][0]["polygon"][2],
+            serde_json::json!([50.0, 50.0])
+        );
+        assert_eq!(drawn["zones"][0]["entered"], 0);
     }
 }
