@@ -158,3 +158,15 @@ if any(x for _, _, x in rows):
         ratio = x["delivered_fps"] / off["delivered_fps"] if off and off["delivered_fps"] else float("nan")
         print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {x['latency_ms_p50']} / {x['latency_ms_p99']} |")
     print()
+
+rows = [(a, r, load(f"events-{a}-{r}.json")) for r in (1, 2, 3) for a in ("on", "off")]
+if any(x for _, _, x in rows):
+    print("| analytics, 10 lines + 10 zones (saturated) | round | detected fps | vs off, same round | events | latency p50 / p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for a, r, x in rows:
+        if not x:
+            continue
+        off = load(f"events-off-{r}.json")
+        ratio = x["delivered_fps"] / off["delivered_fps"] if off and off["delivered_fps"] else float("nan")
+        print(f"| {a} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {x.get('events', '-')} | {x['latency_ms_p50']} / {x['latency_ms_p99']} |")
+    print()

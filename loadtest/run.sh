@@ -3,7 +3,7 @@
 #
 #   loadtest/run.sh [SECONDS] [SECTION...]   # SECONDS per 30 fps load run (default 60)
 #
-# SECTIONs (default: all, in this order): peer configs streams scaling ingress ingress-spread live transports tracking
+# SECTIONs (default: all, in this order): peer configs streams scaling ingress ingress-spread live transports tracking events
 #
 # 1. The peer: what a user would write instead (loadtest/peer.py: one Python process, OpenVINO
 #    with its own defaults, and ONNX Runtime with its own), on the very frames kadr-loadtest sends.
@@ -17,6 +17,8 @@
 # 6. Transports: saturating KEEP runs over pub/sub and over Redis Streams.
 # 7. Tracking: kadr's tracker against Roboflow's trackers and norfair (loadtest/tracking/run.sh),
 #    and a saturated node with the tracker on and off, alternated three times.
+# 8. Events: a saturated node with ten lines and ten zones on its stream and without,
+#    alternated three times.
 # Every step says what it does; a step that fails says which and why before the script stops.
 # Results go to loadtest/results/*.json and markdown tables on stdout.
 set -Eeuo pipefail
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 trap 'echo "run.sh: stopped: \"$BASH_COMMAND\" failed (line $LINENO, status $?)" >&2' ERR
 SECONDS_PER_RUN=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
-SECTIONS=${*:-peer configs streams scaling ingress ingress-spread live transports tracking}
+SECTIONS=${*:-peer configs streams scaling ingress ingress-spread live transports tracking events}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SATURATE=${SATURATE:-60}   # fps offered in the saturating runs: more than any configuration here detects
 STREAM_SECONDS=${STREAM_SECONDS:-$SECONDS_PER_RUN}
@@ -269,5 +271,23 @@ for round in 1 2 3; do
 done
 }
 want tracking && run_tracking
+
+# --- 8. Events: what counting 10 lines and 10 zones (loadtest/analytics-20.toml, set on the
+# stream as the admin API sets it) costs a saturated node, alternated three times.
+run_events() {
+echo "== events" >&2
+for round in 1 2 3; do
+    local order="on off"; [ $((round % 2)) = 0 ] && order="off on"
+    for a in $order; do
+        local with=(); [ "$a" = on ] && with=(--analytics loadtest/analytics-20.toml)
+        start_node lt-1 - "${NODE_PORTS[@]}"
+        $LOAD --fps "$SATURATE" --seconds 30 --node-pid "$LAST_PID" "${with[@]}" \
+            --label "analytics $a (10 lines, 10 zones), $SATURATE fps offered (round $round)" \
+            --json "$OUT/events-$a-$round.json" >/dev/null
+        stop_nodes
+    done
+done
+}
+want events && run_events
 
 .deps/venv/bin/python loadtest/report.py "$OUT"

@@ -6,7 +6,9 @@
 
 Frames are cut from the video with ffmpeg (1280x720 JPEG), wrapped in kadr's 24-byte header
 (docs/protocol.md) and published on `kadr:frames:<stream>`; results arrive in frame order on
-`kadr:detections:<stream>`, refused frames on `kadr:errors:<stream>`. With `--transport
+`kadr:detections:<stream>`, refused frames on `kadr:errors:<stream>`, and, for a stream with
+lines or zones (`[streams."ID".analytics]`), its crossings and zone visits on
+`kadr:events:<stream>`. With `--transport
 streams` the same names are Redis Streams: frames are XADDed (kept until a node has answered),
 results read with XREAD from an entry id (`--from`: resume after the last id a run printed).
 With `--cluster` (kadr on a Redis Cluster) every name has the stream in braces,
@@ -74,17 +76,18 @@ def main() -> int:
     tag = f"{{{args.stream}}}" if args.cluster else args.stream
     frames_key = f"{args.prefix}:frames:{tag}"
     detections, errors = f"{args.prefix}:detections:{tag}", f"{args.prefix}:errors:{tag}"
+    events = f"{args.prefix}:events:{tag}"
     streams = args.transport == "streams"
     if streams:
         # Where to read from: an id a previous run printed, or the newest entry now.
         def newest(key):
             last = r.xrevrange(key, count=1)
             return last[0][0] if last else "0-0"
-        positions = {k: args.from_id or newest(k) for k in (detections, errors)}
+        positions = {k: args.from_id or newest(k) for k in (detections, errors, events)}
     else:
         # Subscribe before publishing, so no result is missed.
         sub = node.pubsub()
-        sub.subscribe(detections, errors)
+        sub.subscribe(detections, errors, events)
         while sub.get_message(timeout=1.0) is not None:
             pass  # the subscribe confirmations
 
@@ -126,6 +129,9 @@ def main() -> int:
             elif result["type"] == "gap":
                 accounted += result["count"]
                 print(f'frames {result["seq"]}..{result["seq"] + result["count"] - 1}: {result["reason"]}')
+            elif result["type"] in ("line", "zone"):
+                print(f'event: {result["name"]} {result["event"]} #{result["track_id"]} '
+                      f'(class {result["class_id"]}) in frame {result["seq"]}')
             else:
                 print(f'error: {result["code"]}: {result["message"]}', file=sys.stderr)
     print(f"{accounted} of {len(frames)} frames accounted for")

@@ -80,6 +80,10 @@ struct Args {
     /// Streams: frames each stream keeps at most (approximately).
     #[arg(long, default_value_t = kadr::client::publish::FRAMES_MAXLEN)]
     frames_maxlen: u64,
+    /// Lines and zones (a `kadr track --analytics` file) for every stream of the run, stored
+    /// in Redis as the admin API stores them, so the node counts events on them.
+    #[arg(long)]
+    analytics: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +122,9 @@ struct Report {
     nodes_rss_mib: Option<[f64; 4]>,
     /// How evenly the streams were served, and the worst stream's latency.
     per_stream: PerStream,
+    /// With `--analytics`: events the node published (its events streams' lengths).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<u64>,
 }
 
 /// Figures over the streams of a run, each stream taken alone.
@@ -210,6 +217,9 @@ async fn main() -> anyhow::Result<()> {
         key: args.redis_key.clone(),
     }
     .client(&args.redis_url)?;
+    if let Some(path) = &args.analytics {
+        set_analytics(&client, &channels, &names, path).await?;
+    }
     let tallies: Tallies = Arc::new(Mutex::new(
         names
             .iter()
@@ -356,12 +366,62 @@ async fn main() -> anyhow::Result<()> {
             [rss[0], rss[rss.len() - 1], min, max].map(round1)
         }),
         per_stream: PerStream::of(&st, args.fps),
+        events: match &args.analytics {
+            Some(_) => Some(count_events(&client, &channels, &names).await?),
+            None => None,
+        },
     };
     print_table(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// Give every stream of the run the lines and zones of a `kadr track --analytics` file, as
+/// the admin API does (`{prefix}:geometry:{stream}`, JSON).
+async fn set_analytics(
+    client: &redis::Client,
+    channels: &Channels,
+    names: &[String],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let cfg = kadr::analytics::AnalyticsConfig::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let json = serde_json::to_string(&cfg)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    for name in names {
+        let _: () = redis::cmd("SET")
+            .arg(channels.geometry_key(name))
+            .arg(&json)
+            .query_async(&mut conn)
+            .await?;
+    }
+    eprintln!(
+        "loadtest: {} lines and {} zones on each stream",
+        cfg.lines.len(),
+        cfg.zones.len()
+    );
+    Ok(())
+}
+
+/// Events the node published on the run's streams (their events streams' lengths).
+async fn count_events(
+    client: &redis::Client,
+    channels: &Channels,
+    names: &[String],
+) -> anyhow::Result<u64> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut total = 0;
+    for name in names {
+        let n: u64 = redis::cmd("XLEN")
+            .arg(channels.events(name))
+            .query_async(&mut conn)
+            .await?;
+        total += n;
+    }
+    Ok(total)
 }
 
 fn total_of(tallies: &BTreeMap<String, StreamTally>) -> TallySummary {
