@@ -147,26 +147,29 @@ if any(x for _, _, x in rows):
         print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {gaps.get('dropped', 0)} | {gaps.get('missing', 0)} | {peak} |")
     print()
 
-rows = [(t, r, load(f"tracker-{t}-{r}.json")) for r in (1, 2, 3) for t in ("true", "false")]
-if any(x for _, _, x in rows):
-    print("| tracker.enabled (saturated) | round | detected fps | vs off, same round | latency p50 / p99 ms |")
-    print("| --- | --- | --- | --- | --- |")
-    for t, r, x in rows:
+def on_off_table(slug, on, off, title, extra=None):
+    """Saturated runs of one setting on and off, alternated over three rounds: each run against
+    the run with it off in the same round. `extra`: (column title, value of a run)."""
+    rows = [(v, r, load(f"{slug}-{v}-{r}.json")) for r in (1, 2, 3) for v in (on, off)]
+    if not any(x for _, _, x in rows):
+        return
+    head = [title, "round", "detected fps", "vs off, same round"]
+    head += [extra[0]] if extra else []
+    head += ["latency p50 / p99 ms"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for v, r, x in rows:
         if not x:
             continue
-        off = load(f"tracker-false-{r}.json")
-        ratio = x["delivered_fps"] / off["delivered_fps"] if off and off["delivered_fps"] else float("nan")
-        print(f"| {t} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {x['latency_ms_p50']} / {x['latency_ms_p99']} |")
+        base = load(f"{slug}-{off}-{r}.json")
+        ratio = x["delivered_fps"] / base["delivered_fps"] if base and base["delivered_fps"] else float("nan")
+        cells = [v, r, f"{x['delivered_fps']:.1f}", f"{ratio:.2f}x"]
+        cells += [extra[1](x)] if extra else []
+        cells += [f"{x['latency_ms_p50']} / {x['latency_ms_p99']}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     print()
 
-rows = [(a, r, load(f"events-{a}-{r}.json")) for r in (1, 2, 3) for a in ("on", "off")]
-if any(x for _, _, x in rows):
-    print("| analytics, 10 lines + 10 zones (saturated) | round | detected fps | vs off, same round | events | latency p50 / p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for a, r, x in rows:
-        if not x:
-            continue
-        off = load(f"events-off-{r}.json")
-        ratio = x["delivered_fps"] / off["delivered_fps"] if off and off["delivered_fps"] else float("nan")
-        print(f"| {a} | {r} | {x['delivered_fps']:.1f} | {ratio:.2f}x | {x.get('events', '-')} | {x['latency_ms_p50']} / {x['latency_ms_p99']} |")
-    print()
+
+on_off_table("tracker", "true", "false", "tracker.enabled (saturated)")
+on_off_table("events", "on", "off", "analytics, 10 lines + 10 zones (saturated)",
+             ("events", lambda x: x.get("events", "-")))
