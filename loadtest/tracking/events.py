@@ -204,16 +204,19 @@ def make_scene(name, out):
     return truth
 
 
-def analytics_toml():
+def analytics_toml(rejoin_frames=None):
     (fx, fy), (tx, ty) = LINE
     poly = ", ".join(f"[{x}, {y}]" for x, y in ZONE)
-    return (f'[[lines]]\nname = "gate"\nfrom = [{fx}, {fy}]\nto = [{tx}, {ty}]\n\n'
+    head = f"rejoin_frames = {rejoin_frames}\n\n" if rejoin_frames is not None else ""
+    return (head + f'[[lines]]\nname = "gate"\nfrom = [{fx}, {fy}]\nto = [{tx}, {ty}]\n\n'
             f'[[zones]]\nname = "lot"\npolygon = [{poly}]\ndwell_s = {DWELL_S}\n')
 
 
-def run_kadr(kadr, seq):
+def run_kadr(kadr, seq, rejoin_frames=None):
+    """kadr with its defaults, or with `rejoin_frames` set (0: a new track id is never taken for
+    an object found again)."""
     cfg = seq / "analytics.toml"
-    cfg.write_text(analytics_toml())
+    cfg.write_text(analytics_toml(rejoin_frames))
     events = seq / "kadr-events.jsonl"
     r = subprocess.run([kadr, "track", "--mot", str(seq / "det.txt"), "--analytics", str(cfg),
                         "--events", str(events), "--fps", str(FPS)],
@@ -324,7 +327,9 @@ def main():
         truth = make_scene(name, out)
         seq = out / name
         frames = read_det(seq / "det.txt")
-        per = {"kadr (ByteTrack + analytics, Rust)": run_kadr(kadr, seq)}
+        per = {"kadr (ByteTrack + analytics, Rust)": run_kadr(kadr, seq),
+               "kadr, rejoin_frames = 0 (no object found again under a new id)":
+                   run_kadr(kadr, seq, rejoin_frames=0)}
         for tname, make in peers.items():
             for k in thresholds:
                 per[f"Roboflow trackers {tname} + supervision, minimum_crossing_threshold={k}"] = \

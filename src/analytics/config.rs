@@ -79,6 +79,13 @@ pub struct AnalyticsConfig {
     /// A track not seen for this many frames is gone: it leaves the zones it was in.
     #[serde(default = "default_gone_after_frames")]
     pub gone_after_frames: u64,
+    /// A new track id that appears where a track of the same class vanished at most this many
+    /// frames before (near the path its motion would have taken) is that object found again:
+    /// it keeps the track's side of every line, and its zone stays if not yet gone. The
+    /// tracker gives an object hidden longer than its `lost_frames` a new id; without this its
+    /// crossing behind a pillar would not count. 0: never.
+    #[serde(default = "default_rejoin_frames")]
+    pub rejoin_frames: u64,
     #[serde(default)]
     pub lines: Vec<LineConfig>,
     #[serde(default)]
@@ -94,6 +101,9 @@ fn default_min_band_px() -> f32 {
 fn default_gone_after_frames() -> u64 {
     30
 }
+fn default_rejoin_frames() -> u64 {
+    90
+}
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
@@ -102,6 +112,7 @@ impl Default for AnalyticsConfig {
             band: default_band(),
             min_band_px: default_min_band_px(),
             gone_after_frames: default_gone_after_frames(),
+            rejoin_frames: default_rejoin_frames(),
             lines: Vec::new(),
             zones: Vec::new(),
         }
@@ -143,6 +154,12 @@ impl AnalyticsConfig {
             return fail(
                 "gone_after_frames".into(),
                 format!("{} is not in 1..=100000", self.gone_after_frames),
+            );
+        }
+        if self.rejoin_frames > 100_000 {
+            return fail(
+                "rejoin_frames".into(),
+                format!("{} is not in 0..=100000", self.rejoin_frames),
             );
         }
         if self.lines.len() > MAX_LINES {

@@ -54,7 +54,8 @@ pub fn distance_to_edge(polygon: &[Point], p: Point) -> f32 {
     best
 }
 
-fn distance_to_segment(a: Point, b: Point, p: Point) -> f32 {
+/// Distance from `p` to the segment `a` -> `b` (a point when `a == b`).
+pub fn distance_to_segment(a: Point, b: Point, p: Point) -> f32 {
     let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
     let len2 = dx * dx + dy * dy;
     let t = if len2 == 0.0 {

@@ -14,6 +14,12 @@
 //! band, and leaves once it is outside by more than it; its time inside runs from the first
 //! frame its anchor was inside (capture time), so `dwell` is not late by the band.
 //!
+//! **Found again.** The tracker gives an object it lost for longer than its `lost_frames` a new
+//! id when it comes back (behind a pillar, a passing truck). A new id that appears where a
+//! vanished track of the same class was heading (`rejoin_frames`) takes that track's place:
+//! its side of every line and, if not yet gone, its zone stays; so a crossing made while hidden
+//! counts once, and a stay is not entered twice.
+//!
 //! `kadr track --analytics` runs it offline on a MOTChallenge file.
 
 pub mod config;
@@ -124,6 +130,14 @@ struct TrackState {
     last_seq: u64,
     lines: Vec<Option<LineSide>>,
     zones: Vec<ZoneStay>,
+    /// Where its anchor was last, how it moved (pixels a frame, smoothed), and its box's
+    /// height: where to look for it when a new id appears (see `rejoin_frames`).
+    anchor: Point,
+    velocity: Point,
+    height: f32,
+    /// Not seen for `gone_after_frames`: it has left its zones, and is kept only to be
+    /// found again under a new id.
+    gone: bool,
 }
 
 /// One stream's analytics: its lines and zones, each track's place towards them, the counts.
@@ -184,6 +198,7 @@ impl Analytics {
         events: &mut Vec<Event>,
     ) {
         self.forget(seq, capture_ts_us, events, |_| true);
+        self.tracks.clear();
         self.epoch = epoch;
     }
 
@@ -208,15 +223,32 @@ impl Analytics {
         self.last_capture_us = capture_ts_us;
         let (n_lines, n_zones) = (self.cfg.lines.len(), self.cfg.zones.len());
         for o in objects {
+            let p = self.cfg.anchor.of(&o.bbox);
+            let height = (o.bbox[3] - o.bbox[1]).abs();
+            if !self.tracks.contains_key(&o.track_id) {
+                if let Some(old) = self.rejoinable(o, p, height, seq, objects) {
+                    let found = self.tracks.remove(&old).expect("listed");
+                    self.tracks.insert(o.track_id, found);
+                }
+            }
             let state = self.tracks.entry(o.track_id).or_insert_with(|| TrackState {
                 class_id: o.class_id,
                 last_seq: seq,
                 lines: vec![None; n_lines],
                 zones: vec![ZoneStay::default(); n_zones],
+                anchor: p,
+                velocity: [0.0, 0.0],
+                height,
+                gone: false,
             });
+            let frames = seq.saturating_sub(state.last_seq);
+            if frames > 0 {
+                let moved = |k: usize| (p[k] - state.anchor[k]) / frames as f32;
+                state.velocity = [0, 1].map(|k| 0.5 * state.velocity[k] + 0.5 * moved(k));
+            }
+            (state.anchor, state.height, state.gone) = (p, height, false);
             state.class_id = o.class_id;
             state.last_seq = seq;
-            let p = self.cfg.anchor.of(&o.bbox);
             let band = (self.cfg.band * (o.bbox[3] - o.bbox[1]).abs()).max(self.cfg.min_band_px);
             let at = Frame {
                 seq,
@@ -272,16 +304,49 @@ impl Analytics {
         self.forget_gone(seq, capture_ts_us, events);
     }
 
-    /// Tracks not seen for `gone_after_frames` leave the zones they were in (an `exit` with
-    /// the frame that found them gone) and are forgotten.
-    fn forget_gone(&mut self, seq: u64, capture_ts_us: u64, events: &mut Vec<Event>) {
-        let after = self.cfg.gone_after_frames;
-        self.forget(seq, capture_ts_us, events, |t| {
-            seq.saturating_sub(t.last_seq) >= after
-        });
+    /// The vanished track that a new id `o` (anchor `p`) is: of its class, not in this frame,
+    /// unseen for at most `rejoin_frames`, and within half a box height of the path its last
+    /// motion would have taken it on (with a quarter of that path as slack); the nearest one.
+    fn rejoinable(
+        &self,
+        o: &Tracked,
+        p: Point,
+        height: f32,
+        seq: u64,
+        objects: &[Tracked],
+    ) -> Option<u64> {
+        let within = self.cfg.rejoin_frames;
+        self.tracks
+            .iter()
+            .filter(|(id, t)| {
+                t.class_id == o.class_id && !objects.iter().any(|x| x.track_id == **id)
+            })
+            .filter_map(|(id, t)| {
+                let unseen = seq
+                    .checked_sub(t.last_seq)
+                    .filter(|f| (1..=within).contains(f))?;
+                let path = t.velocity.map(|v| v * unseen as f32);
+                let ahead = [t.anchor[0] + path[0], t.anchor[1] + path[1]];
+                let slack = 0.5 * t.height.max(height) + 0.25 * path[0].hypot(path[1]);
+                let off = geometry::distance_to_segment(t.anchor, ahead, p);
+                (off <= slack).then_some((off, *id))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+            .map(|(_, id)| id)
     }
 
-    /// Forget the tracks `gone` says are gone: each leaves the zones it was in.
+    /// Tracks not seen for `gone_after_frames` leave the zones they were in (an `exit` with
+    /// the frame that found them gone); they are forgotten once they can no longer be found
+    /// again under a new id (`rejoin_frames`).
+    fn forget_gone(&mut self, seq: u64, capture_ts_us: u64, events: &mut Vec<Event>) {
+        let after = self.cfg.gone_after_frames;
+        let unseen = |t: &TrackState| seq.saturating_sub(t.last_seq);
+        self.forget(seq, capture_ts_us, events, |t| unseen(t) >= after);
+        let keep = after.max(self.cfg.rejoin_frames);
+        self.tracks.retain(|_, t| unseen(t) < keep);
+    }
+
+    /// The tracks `gone` says are gone leave the zones they were in, and are marked gone.
     fn forget(
         &mut self,
         seq: u64,
@@ -289,17 +354,19 @@ impl Analytics {
         events: &mut Vec<Event>,
         gone: impl Fn(&TrackState) -> bool,
     ) {
-        let mut gone: Vec<u64> = self
+        let mut newly_gone: Vec<u64> = self
             .tracks
             .iter()
-            .filter(|(_, t)| gone(t))
+            .filter(|(_, t)| !t.gone && gone(t))
             .map(|(id, _)| *id)
             .collect();
-        gone.sort_unstable();
-        for id in gone {
-            let t = self.tracks.remove(&id).expect("listed above");
-            for (i, stay) in t.zones.iter().enumerate() {
-                if !stay.inside {
+        newly_gone.sort_unstable();
+        for id in newly_gone {
+            let t = self.tracks.get_mut(&id).expect("listed above");
+            t.gone = true;
+            for (i, stay) in t.zones.iter_mut().enumerate() {
+                let was = std::mem::take(stay);
+                if !was.inside {
                     continue;
                 }
                 let zone = &self.cfg.zones[i];
@@ -313,7 +380,7 @@ impl Analytics {
                     track_id: id,
                     class_id: t.class_id,
                 };
-                events.push(at.event(EventKind::Zone, &zone.name, "exit", Some(stay.since_us)));
+                events.push(at.event(EventKind::Zone, &zone.name, "exit", Some(was.since_us)));
             }
         }
     }
@@ -712,5 +779,50 @@ mod tests {
         );
         let c = &a.counts().zones["lot"];
         assert_eq!((c.inside, c.entered), (0, 1));
+    }
+
+    /// Down through the gate at 4 px a frame, hidden from frame 21 to 60 (behind a pillar, past
+    /// the tracker's `lost_frames`): it comes back as track 2. Frames: (seq, objects).
+    fn hidden_crossing(new_class: u32, new_x: f32) -> Vec<(u64, Vec<Tracked>)> {
+        let mut frames: Vec<_> = (0..=20u64)
+            .map(|i| (i, vec![at(1, 500.0, 300.0 + 4.0 * i as f32)]))
+            .collect();
+        for i in 61..=70u64 {
+            let mut o = at(2, new_x, 300.0 + 4.0 * i as f32);
+            o.class_id = new_class;
+            frames.push((i, vec![o]));
+        }
+        frames
+    }
+
+    #[test]
+    fn an_object_found_again_under_a_new_id_keeps_its_side_and_its_hidden_crossing_counts() {
+        let mut a = Analytics::new(gate());
+        let events = run(&mut a, &hidden_crossing(2, 500.0));
+        assert_eq!(events, [("gate".to_string(), "in", 2, 61)]);
+        // Not with rejoining off, nor for another class, nor far from where it was going.
+        let off = AnalyticsConfig {
+            rejoin_frames: 0,
+            ..gate()
+        };
+        assert!(run(&mut Analytics::new(off), &hidden_crossing(2, 500.0)).is_empty());
+        assert!(run(&mut Analytics::new(gate()), &hidden_crossing(0, 500.0)).is_empty());
+        assert!(run(&mut Analytics::new(gate()), &hidden_crossing(2, 800.0)).is_empty());
+    }
+
+    #[test]
+    fn an_object_found_again_in_a_zone_does_not_enter_it_twice() {
+        let mut a = Analytics::new(lot(None));
+        let mut events = Vec::new();
+        for seq in 0..10 {
+            a.update(seq, seq * FRAME_US, &[at(1, 300.0, 400.0)], &mut events);
+        }
+        // The tracker lost it for 5 frames (noise) and gave it a new id.
+        for seq in 15..20 {
+            a.update(seq, seq * FRAME_US, &[at(9, 302.0, 401.0)], &mut events);
+        }
+        let told: Vec<_> = events.iter().map(|e| (e.event, e.track_id)).collect();
+        assert_eq!(told, [("enter", 1)]);
+        assert_eq!(a.counts().zones["lot"].entered, 1);
     }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::geometry::Point;
 use super::{
     Analytics, AnalyticsConfig, Counts, LineCounts, LineSide, TrackState, ZoneCounts, ZoneStay,
 };
@@ -51,6 +52,14 @@ struct SavedTrack {
     last_seq: u64,
     lines: Vec<Option<LineSide>>,
     zones: Vec<ZoneStay>,
+    #[serde(default)]
+    anchor: Point,
+    #[serde(default)]
+    velocity: Point,
+    #[serde(default)]
+    height: f32,
+    #[serde(default)]
+    gone: bool,
 }
 
 /// The same, borrowed, for writing without a copy.
@@ -68,6 +77,10 @@ struct TrackRef<'a> {
     last_seq: u64,
     lines: &'a [Option<LineSide>],
     zones: &'a [ZoneStay],
+    anchor: Point,
+    velocity: Point,
+    height: f32,
+    gone: bool,
 }
 
 struct Tracks<'a>(&'a HashMap<u64, TrackState>);
@@ -80,6 +93,10 @@ impl Serialize for Tracks<'_> {
             last_seq: t.last_seq,
             lines: &t.lines,
             zones: &t.zones,
+            anchor: t.anchor,
+            velocity: t.velocity,
+            height: t.height,
+            gone: t.gone,
         }))
     }
 }
@@ -214,6 +231,10 @@ impl Analytics {
                     .iter()
                     .map(|w| w.map(|j| t.zones[j]).unwrap_or_default())
                     .collect(),
+                anchor: t.anchor,
+                velocity: t.velocity,
+                height: t.height,
+                gone: t.gone,
             };
             a.tracks.insert(t.id, state);
         }
