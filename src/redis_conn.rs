@@ -122,6 +122,41 @@ impl ConnectionLike for RedisConn {
     }
 }
 
+/// The value of each key (None: no such key), in their order. On a Redis Cluster each key is
+/// read on its own, all at once (their slots differ: a pipeline or an MGET across slots is
+/// refused); elsewhere one MGET per 500 keys.
+pub(crate) async fn get_each(
+    conn: &RedisConn,
+    keys: &[String],
+) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let RedisConn::Cluster(cluster) = conn {
+        let reads = keys.iter().map(|key| {
+            let mut c = cluster.clone();
+            async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            }
+        });
+        return futures_util::future::join_all(reads)
+            .await
+            .into_iter()
+            .collect();
+    }
+    let mut conn = conn.clone();
+    let mut values = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let got: Vec<Option<Vec<u8>>> =
+            redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
+        values.extend(got);
+    }
+    Ok(values)
+}
+
 /// Where new connections come from. Pub/sub: the one Redis server, or any node of a Redis
 /// Cluster (there a PUBLISH reaches every node, replicas included), tried in turn from the last
 /// that answered, so that losing a node costs a resubscription, not the feed. Connections of

@@ -377,15 +377,11 @@ impl Egress {
         &mut self,
         streams: &[Arc<str>],
     ) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
-        if streams.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One key per command: on a Redis Cluster the streams' keys are on different shards.
-        let mut pipe = redis::pipe();
-        for s in streams {
-            pipe.cmd("GET").arg(self.channels.geometry_key(s));
-        }
-        pipe.query_async(&mut self.conn).await
+        let keys: Vec<String> = streams
+            .iter()
+            .map(|s| self.channels.geometry_key(s))
+            .collect();
+        crate::redis_conn::get_each(&self.conn, &keys).await
     }
 
     /// `channel_stream` is the raw suffix of the channel the bad message came on. Refusals are

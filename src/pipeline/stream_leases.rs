@@ -398,15 +398,34 @@ impl StreamLeases {
     /// Say in Redis that this node asks for `streams` (held by other nodes), for a lease's
     /// lifetime: their holders hand them over only then.
     async fn ask_for(&self, conn: &mut RedisConn, streams: &[Arc<str>]) {
+        let ask = |s: &Arc<str>| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.channels.stream_want_key(s))
+                .arg(&self.node)
+                .arg("PX")
+                .arg(self.ttl.as_millis() as u64);
+            cmd
+        };
+        // On a Redis Cluster each key on its own, all at once: a pipeline across slots is
+        // refused.
+        if let RedisConn::Cluster(cluster) = conn {
+            let sets = streams.iter().map(|s| {
+                let (mut c, cmd) = (cluster.clone(), ask(s));
+                async move { cmd.query_async::<()>(&mut c).await }
+            });
+            let asked: redis::RedisResult<Vec<()>> = futures_util::future::join_all(sets)
+                .await
+                .into_iter()
+                .collect();
+            if let Err(e) = asked {
+                warn!(error = %e, "cannot ask for the streams placed on this node");
+            }
+            return;
+        }
         for chunk in streams.chunks(500) {
             let mut pipe = redis::pipe();
             for s in chunk {
-                pipe.cmd("SET")
-                    .arg(self.channels.stream_want_key(s))
-                    .arg(&self.node)
-                    .arg("PX")
-                    .arg(self.ttl.as_millis() as u64)
-                    .ignore();
+                pipe.add_command(ask(s)).ignore();
             }
             let asked: redis::RedisResult<()> = pipe.query_async(conn).await;
             if let Err(e) = asked {

@@ -71,6 +71,9 @@ const CLUSTER_POLL: Duration = Duration::from_millis(10);
 /// whose shard did not answer is left out before it is tried again.
 const SHARD_WAIT: Duration = Duration::from_millis(250);
 const SHARD_PAUSE: Duration = Duration::from_millis(500);
+/// The longest a connection or a look for new frames streams may take before the reader starts
+/// afresh (see [`within`]).
+const DISCOVER_WAIT: Duration = Duration::from_secs(15);
 
 /// Read every frames stream until dropped (the source lease was lost): the owner aborts it.
 /// Redis errors are retried with backoff; a stream deleted or changed under it is found again.
@@ -195,7 +198,7 @@ struct SourceGone;
 
 impl Reader {
     async fn run(&mut self, redis: &RedisClients, backoff: &mut Backoff) -> redis::RedisResult<()> {
-        let mut conn = redis.own_connection().await?;
+        let mut conn = within(DISCOVER_WAIT, redis.own_connection()).await?;
         let mut next_scan = Instant::now();
         let mut takes_seen = 0;
         loop {
@@ -204,7 +207,10 @@ impl Reader {
             let takes = self.leases.as_ref().map_or(0, |l| l.takes());
             if Instant::now() >= next_scan || takes != takes_seen {
                 takes_seen = takes;
-                if self.discover(&mut conn).await?.is_err() {
+                if within(DISCOVER_WAIT, self.discover(&mut conn))
+                    .await?
+                    .is_err()
+                {
                     return Ok(());
                 }
                 next_scan = Instant::now() + self.reading.scan_every;
@@ -917,6 +923,21 @@ fn fields_of(v: &Value) -> HashMap<String, &Value> {
             .filter_map(|kv| Some((text(&kv[0])?, &kv[1])))
             .collect(),
     }
+}
+
+/// `step`, or an error if it takes longer than `wait`: a reader that hangs on Redis (seen once on
+/// a Redis Cluster after a master was killed: no new frames stream was ever read again) starts
+/// afresh, with a new connection, instead of stalling for good without a word.
+async fn within<T>(
+    wait: Duration,
+    step: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> redis::RedisResult<T> {
+    tokio::time::timeout(wait, step).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from((
+            redis::ErrorKind::IoError,
+            "no answer from Redis while looking for frames streams",
+        )))
+    })
 }
 
 /// The names of every stream key matching `pattern`: on a Redis Cluster, from each master.
