@@ -7,7 +7,7 @@
 //! kadr-loadtest --streams 1 --fps 30 --seconds 60 --node-pid $(pgrep -f 'kadr node') --json run.json
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,13 +17,16 @@ use anyhow::Context;
 use clap::Parser;
 use futures_util::StreamExt;
 use redis::aio::PubSub;
+use redis::streams::StreamRangeReply;
+use redis::AsyncCommands;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
 use kadr::client::tally::{StreamTally, TallySummary};
 use kadr::percentiles;
 use kadr::protocol::{
-    encode_frame, now_us, Channels, OutputChannel, OutputMessage, Transport, FLAG_KEEP, FRAME_FIELD,
+    encode_frame, now_us, Channels, OutputChannel, OutputMessage, Transport, FLAG_KEEP,
+    FRAME_FIELD, JSON_FIELD,
 };
 
 #[derive(Parser)]
@@ -438,7 +441,10 @@ async fn subscribe(client: &redis::Client, patterns: &[String]) -> anyhow::Resul
 }
 
 /// Tally every result and error of the run's streams; when Redis goes away (a restart, in the
-/// container fault suite), subscribe again as soon as it is back.
+/// container fault suite), subscribe again as soon as it is back, then catch up from the
+/// streams' results streams what was published before the subscription was back (pub/sub
+/// keeps nothing for a subscriber that is away; the results stream is written in the same
+/// step as the channel's message).
 async fn read_results(
     client: redis::Client,
     mut pubsub: PubSub,
@@ -446,6 +452,9 @@ async fn read_results(
     channels: Channels,
     tallies: Tallies,
 ) {
+    // Results recorded from a results stream that may still come over the new subscription:
+    // each is skipped once when it does.
+    let mut caught_up: HashSet<(String, u64, u64)> = HashSet::new();
     loop {
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
@@ -464,7 +473,7 @@ async fn read_results(
                 OutputChannel::Detections => {
                     let payload = msg.get_payload_bytes();
                     if let Ok(out) = serde_json::from_slice::<OutputMessage>(payload) {
-                        tally.record(&out, now_us(), received);
+                        record_live(tally, &mut caught_up, &stream, &out, received);
                     }
                 }
             }
@@ -477,7 +486,69 @@ async fn read_results(
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
+        caught_up.clear();
+        match catch_up(&client, &channels, &tallies, &mut caught_up).await {
+            Ok(n) => eprintln!(
+                "loadtest: subscribed again; {n} result(s) caught up from the results streams"
+            ),
+            Err(e) => {
+                eprintln!("loadtest: subscribed again; could not read the results streams: {e:#}")
+            }
+        }
     }
+}
+
+/// Record a result that came over pub/sub, unless it was caught up from its results stream
+/// already (then it is skipped, once).
+fn record_live(
+    tally: &mut StreamTally,
+    caught_up: &mut HashSet<(String, u64, u64)>,
+    stream: &str,
+    out: &OutputMessage,
+    received: Instant,
+) {
+    if !caught_up.remove(&(stream.to_string(), out.epoch(), out.seqs().0)) {
+        tally.record(out, now_us(), received);
+    }
+}
+
+/// Record, for every stream of the run, the results in its results stream that come after
+/// what its tally has (the results stream holds them in publishing order); each one recorded
+/// goes into `recorded`. Returns how many were recorded.
+async fn catch_up(
+    client: &redis::Client,
+    channels: &Channels,
+    tallies: &Tallies,
+    recorded: &mut HashSet<(String, u64, u64)>,
+) -> anyhow::Result<usize> {
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut tallies = tallies.lock().await;
+    let before = recorded.len();
+    for (stream, tally) in tallies.iter_mut() {
+        let entries: StreamRangeReply = conn.xrange_all(channels.detections(stream)).await?;
+        for entry in entries.ids {
+            let Some(redis::Value::BulkString(json)) = entry.map.get(JSON_FIELD) else {
+                continue;
+            };
+            let Ok(out) = serde_json::from_slice::<OutputMessage>(json) else {
+                continue;
+            };
+            if is_after(tally.counts(), &out) {
+                tally.record(&out, now_us(), Instant::now());
+                recorded.insert((stream.clone(), out.epoch(), out.seqs().0));
+            }
+        }
+    }
+    Ok(recorded.len() - before)
+}
+
+/// Whether a message comes after everything a tally has counted (a later numbering, or a
+/// sequence number past the next one expected).
+fn is_after(counted: &TallySummary, out: &OutputMessage) -> bool {
+    let Some(next) = counted.next_seq else {
+        return counted.first_seq.is_none() || out.epoch() > counted.epoch;
+    };
+    out.epoch() > counted.epoch || (out.epoch() == counted.epoch && out.seqs().1 >= next)
 }
 
 struct PublishedStream {
@@ -668,4 +739,100 @@ fn print_table(r: &Report) {
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kadr::protocol::{GapMessage, GapReason};
+
+    fn gap(seq: u64, count: u64) -> OutputMessage {
+        OutputMessage::Gap(GapMessage {
+            stream: "s".into(),
+            seq,
+            count,
+            reason: GapReason::Missing,
+            detail: None,
+            epoch: 0,
+        })
+    }
+
+    /// A redis-server of the test's own on a free loopback port, killed on drop.
+    struct OwnRedis(std::process::Child, u16);
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    fn own_redis() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server not found; run scripts/setup.sh");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis(child, port)
+    }
+
+    #[tokio::test]
+    async fn results_missed_while_away_are_caught_up_from_the_results_stream_once() {
+        let redis = own_redis();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let channels = Channels::new("lt");
+        // What the node wrote: frames 0..7 in four messages, in publishing order.
+        for m in [gap(0, 2), gap(2, 1), gap(3, 3), gap(6, 1)] {
+            let json = serde_json::to_vec(&m).unwrap();
+            let _: String = conn
+                .xadd(channels.detections("s"), "*", &[(JSON_FIELD, json)])
+                .await
+                .unwrap();
+        }
+        // The subscriber heard the first two messages, then was away.
+        let tallies: Tallies = Arc::new(Mutex::new(BTreeMap::from([(
+            "s".to_string(),
+            StreamTally::default(),
+        )])));
+        let now = Instant::now();
+        {
+            let mut t = tallies.lock().await;
+            let tally = t.get_mut("s").unwrap();
+            tally.record(&gap(0, 2), 0, now);
+            tally.record(&gap(2, 1), 0, now);
+        }
+        let mut caught_up = HashSet::new();
+        let n = catch_up(&client, &channels, &tallies, &mut caught_up)
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        let mut t = tallies.lock().await;
+        let tally = t.get_mut("s").unwrap();
+        // The last one came over the new subscription as well: not counted twice.
+        record_live(tally, &mut caught_up, "s", &gap(6, 1), now);
+        record_live(tally, &mut caught_up, "s", &gap(7, 1), now);
+        let s = tally.counts();
+        assert_eq!((s.frames, s.order_violations, s.duplicates), (8, 0, 0));
+        assert_eq!(caught_up, HashSet::from([("s".to_string(), 0, 3)]));
+    }
+
+    #[test]
+    fn only_what_comes_after_the_tally_is_caught_up() {
+        let mut t = StreamTally::default();
+        assert!(is_after(t.counts(), &gap(5, 1)), "nothing heard yet");
+        t.record(&gap(0, 4), 0, Instant::now());
+        assert!(!is_after(t.counts(), &gap(0, 4)));
+        assert!(!is_after(t.counts(), &gap(2, 2)));
+        assert!(is_after(t.counts(), &gap(3, 2)), "partly new");
+        assert!(is_after(t.counts(), &gap(4, 1)));
+    }
 }
