@@ -35,6 +35,7 @@ use crate::analytics::AnalyticsConfig;
 use crate::cluster::membership::MembershipMsg;
 use crate::config::{Config, Secret};
 use crate::node_stats::Stats;
+use crate::pipeline::analytics::{choose_geometry, Geometry};
 use crate::pipeline::dispatch::DispatchMsg;
 use crate::pipeline::pool::{PoolMsg, MAX_POOL_SIZE};
 use crate::pipeline::sequencer::SequencerMsg;
@@ -325,21 +326,21 @@ async fn get_analytics(state: web::Data<AppState>, stream: web::Path<String>) ->
     let key = state.channels.geometry_key(&stream);
     let set: redis::RedisResult<Option<Vec<u8>>> =
         redis::cmd("GET").arg(&key).query_async(&mut conn).await;
-    match set {
-        Ok(Some(json)) => match crate::pipeline::analytics::parse_geometry(&json) {
-            Ok(cfg) => HttpResponse::Ok()
-                .json(json!({ "stream": *stream, "source": "admin", "analytics": cfg })),
-            Err(e) => error(
-                StatusCode::CONFLICT,
-                format!("{key} in Redis is not usable (not written by this API): {e}"),
-            ),
-        },
-        Ok(None) => match state.configured_analytics.get(stream.as_str()) {
-            Some(cfg) => HttpResponse::Ok()
-                .json(json!({ "stream": *stream, "source": "cluster.toml", "analytics": cfg })),
-            None => error(StatusCode::NOT_FOUND, "the stream has no lines or zones"),
-        },
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+    let set = match set {
+        Ok(set) => set,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("Redis: {e}")),
+    };
+    let configured = state.configured_analytics.get(stream.as_str());
+    match choose_geometry(set.as_deref(), configured) {
+        Geometry::Admin(cfg) => HttpResponse::Ok()
+            .json(json!({ "stream": *stream, "source": "admin", "analytics": cfg })),
+        Geometry::Configured(cfg) => HttpResponse::Ok()
+            .json(json!({ "stream": *stream, "source": "cluster.toml", "analytics": cfg })),
+        Geometry::Nothing => error(StatusCode::NOT_FOUND, "the stream has no lines or zones"),
+        Geometry::Unusable(e) => error(
+            StatusCode::CONFLICT,
+            format!("{key} in Redis is not usable (not written by this API): {e}"),
+        ),
     }
 }
 

@@ -27,6 +27,34 @@ pub(crate) fn parse_geometry(json: &[u8]) -> Result<AnalyticsConfig, String> {
     Ok(cfg)
 }
 
+/// Which lines and zones a stream counts with, and where they came from.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Geometry<'a> {
+    /// Set through the admin API (kept in Redis): wins over `cluster.toml`.
+    Admin(AnalyticsConfig),
+    /// `[streams."ID".analytics]` of `cluster.toml` (nothing set in Redis).
+    Configured(&'a AnalyticsConfig),
+    /// Neither: the stream counts nothing.
+    Nothing,
+    /// Something in Redis that is not usable (not written by the admin API): what to say.
+    Unusable(String),
+}
+
+/// The one rule for a stream's lines and zones, for the node counting, the viewer drawing and
+/// the admin API showing them: Redis's value if any (checked again), else `cluster.toml`'s.
+/// Each caller decides what an unusable value means for it.
+pub(crate) fn choose_geometry<'a>(
+    in_redis: Option<&[u8]>,
+    configured: Option<&'a AnalyticsConfig>,
+) -> Geometry<'a> {
+    match (in_redis.map(parse_geometry), configured) {
+        (Some(Ok(cfg)), _) => Geometry::Admin(cfg),
+        (Some(Err(e)), _) => Geometry::Unusable(e),
+        (None, Some(cfg)) => Geometry::Configured(cfg),
+        (None, None) => Geometry::Nothing,
+    }
+}
+
 pub(crate) struct StreamsAnalytics {
     /// `[streams."ID".analytics]` of `cluster.toml`, by stream.
     configured: HashMap<String, AnalyticsConfig>,
@@ -68,13 +96,16 @@ impl StreamsAnalytics {
         geometry: Option<Vec<u8>>,
     ) -> Option<String> {
         let mut problem = None;
-        let cfg = match geometry.as_deref().map(parse_geometry) {
-            Some(Ok(cfg)) => Some(cfg),
-            Some(Err(e)) => {
+        let configured = self.configured.get(&**stream);
+        let cfg = match choose_geometry(geometry.as_deref(), configured) {
+            Geometry::Admin(cfg) => Some(cfg),
+            Geometry::Configured(cfg) => Some(cfg.clone()),
+            Geometry::Nothing => None,
+            Geometry::Unusable(e) => {
+                // Nothing counted yet on this node: go on with cluster.toml's.
                 problem = Some(self.refused_geometry(stream, &e));
-                self.configured.get(&**stream).cloned()
+                configured.cloned()
             }
-            None => self.configured.get(&**stream).cloned(),
         };
         self.in_redis.insert(stream.clone(), geometry);
         let Some(cfg) = cfg else {
@@ -174,14 +205,16 @@ impl StreamsAnalytics {
         if self.in_redis.get(stream) == Some(&geometry) {
             return None;
         }
-        let cfg = match geometry.as_deref().map(parse_geometry) {
-            Some(Ok(cfg)) => Some(cfg),
-            Some(Err(e)) => {
+        let cfg = match choose_geometry(geometry.as_deref(), self.configured.get(&**stream)) {
+            Geometry::Admin(cfg) => Some(cfg),
+            Geometry::Configured(cfg) => Some(cfg.clone()),
+            Geometry::Nothing => None,
+            Geometry::Unusable(e) => {
+                // Counting already: go on with what the stream had.
                 let problem = self.refused_geometry(stream, &e);
                 self.in_redis.insert(stream.clone(), geometry);
                 return Some(problem);
             }
-            None => self.configured.get(&**stream).cloned(),
         };
         self.in_redis.insert(stream.clone(), geometry);
         match (cfg, self.streams.get_mut(stream)) {
@@ -222,6 +255,28 @@ mod tests {
             }],
             ..AnalyticsConfig::default()
         }
+    }
+
+    #[test]
+    fn redis_s_lines_and_zones_win_over_cluster_toml_s_and_are_checked_again() {
+        let configured = gate(100.0);
+        let set = serde_json::to_vec(&gate(200.0)).unwrap();
+        assert_eq!(
+            choose_geometry(Some(&set), Some(&configured)),
+            Geometry::Admin(gate(200.0))
+        );
+        assert_eq!(
+            choose_geometry(None, Some(&configured)),
+            Geometry::Configured(&configured)
+        );
+        assert_eq!(choose_geometry(None, None), Geometry::Nothing);
+        let mut bad = gate(200.0);
+        bad.lines[0].to = bad.lines[0].from;
+        let bad = serde_json::to_vec(&bad).unwrap();
+        assert!(matches!(
+            choose_geometry(Some(&bad), Some(&configured)),
+            Geometry::Unusable(e) if e.contains("lines[0]")
+        ));
     }
 
     fn frame(seq: u64, y: f32) -> OutputMessage {

@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 
 use crate::analytics::{AnalyticsConfig, Counts};
 use crate::config::Config;
+use crate::pipeline::analytics::{choose_geometry, Geometry};
 use crate::pipeline::sequencer::SequencerMsg;
 use crate::protocol::{self, parse_frame, Channels, DetectionsMessage, FrameLimits, OutputMessage};
 pub(crate) use join::{Counters, Joiner, Pacer};
@@ -160,9 +161,11 @@ async fn read_overlay(
         .query_async(conn)
         .await
         .ok()?;
-    let cfg = match geometry {
-        Some(json) => crate::pipeline::analytics::parse_geometry(&json).ok()?,
-        None => state.analytics.get(stream)?.clone(),
+    let cfg = match choose_geometry(geometry.as_deref(), state.analytics.get(stream)) {
+        Geometry::Admin(cfg) => cfg,
+        Geometry::Configured(cfg) => cfg.clone(),
+        // The node counting it says on the error channel what is wrong with it.
+        Geometry::Nothing | Geometry::Unusable(_) => return None,
     };
     let counts = saved.and_then(|s| crate::analytics::saved_counts(&s).ok());
     Some(overlay(&cfg, counts.as_ref()))
