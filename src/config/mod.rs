@@ -278,7 +278,12 @@ impl Config {
         self.limits.check(&mut p);
         p.0.extend(self.live.problems());
         self.tracker.check(&mut p);
-        streams::check(&self.streams, self.tracker.enabled, &mut p);
+        streams::check(
+            &self.streams,
+            self.tracker.enabled,
+            self.limits.max_stream_id_bytes,
+            &mut p,
+        );
         if purpose == Purpose::Node {
             self.node.check(&mut p);
             self.cluster.check(&mut p);
@@ -524,6 +529,14 @@ mod tests {
         let unknown = parse("[model]\npath = \"Cargo.toml\"\n[streams.cam.analytics]\nbands = 1\n")
             .unwrap_err();
         assert!(unknown.to_string().contains("bands"), "{unknown}");
+        // An id no frame can carry (longer than limits.max_stream_id_bytes) names no stream.
+        let long = "c".repeat(129);
+        let too_long = parse(&format!(
+            "[model]\npath = \"Cargo.toml\"\n[[streams.{long}.analytics.lines]]\n\
+             name = \"door\"\nfrom = [0, 400]\nto = [1280, 400]\n"
+        ))
+        .unwrap_err();
+        assert!(too_long.to_string().contains("1..=128"), "{too_long}");
     }
 
     #[test]

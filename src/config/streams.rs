@@ -20,13 +20,22 @@ pub struct StreamConfig {
 pub type StreamsConfig = BTreeMap<String, StreamConfig>;
 
 /// Each stream's analytics, every problem with its key's path (`streams."gate".analytics.lines[0].to`).
-pub(crate) fn check(streams: &StreamsConfig, tracker_on: bool, p: &mut Problems) {
+/// `max_id_bytes`: `limits.max_stream_id_bytes` (a longer id names no stream a node takes).
+pub(crate) fn check(
+    streams: &StreamsConfig,
+    tracker_on: bool,
+    max_id_bytes: usize,
+    p: &mut Problems,
+) {
     for (id, s) in streams {
         let key = format!("streams.{id:?}");
-        if id.is_empty() || id.len() > 256 {
+        if id.is_empty() || id.len() > max_id_bytes {
             p.add(
                 &key,
-                format!("a stream id of {} bytes, want 1..=256", id.len()),
+                format!(
+                    "a stream id of {} bytes, want 1..={max_id_bytes} (limits.max_stream_id_bytes)",
+                    id.len()
+                ),
             );
         }
         let Some(analytics) = &s.analytics else {

@@ -65,6 +65,8 @@ struct AppState {
     channels: crate::protocol::Channels,
     /// `[streams."ID".analytics]`, by stream.
     configured_analytics: std::collections::HashMap<String, AnalyticsConfig>,
+    /// `limits.max_stream_id_bytes`: a longer id names no stream a node takes.
+    max_stream_id_bytes: usize,
 }
 
 pub(crate) struct Server {
@@ -77,8 +79,6 @@ pub(crate) struct Server {
 const MAX_BODY: usize = 4096;
 /// Largest body of a stream's lines and zones (64 zones of 64 corners fit many times over).
 const MAX_GEOMETRY_BODY: usize = 256 * 1024;
-/// The longest stream id taken (as `[streams."ID"]`).
-const MAX_STREAM_ID: usize = 256;
 const CALL_TIMEOUT_MS: u64 = 2000;
 
 /// Bind `admin.listen`, so a node fails on a taken port before it takes any work (the source
@@ -104,6 +104,7 @@ impl Server {
             roles: cfg.node.roles.clone(),
             channels: cfg.channels(),
             configured_analytics: cfg.analytics_by_stream(),
+            max_stream_id_bytes: cfg.limits.max_stream_id_bytes,
         });
         let allowed_hosts: Arc<[String]> = cfg.admin.allowed_hosts.clone().into();
         let server = HttpServer::new(move || {
@@ -356,10 +357,13 @@ async fn put_analytics(
     if let Some(refusal) = refuse_unauthorized(&state.token, &request) {
         return refusal;
     }
-    if stream.is_empty() || stream.len() > MAX_STREAM_ID {
+    if stream.is_empty() || stream.len() > state.max_stream_id_bytes {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("a stream id is 1..={MAX_STREAM_ID} bytes"),
+            format!(
+                "a stream id is 1..={} bytes (limits.max_stream_id_bytes)",
+                state.max_stream_id_bytes
+            ),
         );
     }
     let cfg: AnalyticsConfig = match serde_json::from_slice(&body) {
