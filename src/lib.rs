@@ -37,6 +37,7 @@
 pub mod analytics;
 pub mod client;
 pub mod jpeg;
+pub mod kafka;
 pub mod model;
 pub mod protocol;
 pub mod tracker;

@@ -106,7 +106,7 @@ pub struct LibraryLogBudget {
 
 impl LibraryLogBudget {
     /// The libraries held to the budget (log targets start with these).
-    const TARGETS: [&'static str; 2] = ["ractor_cluster", "redis"];
+    const TARGETS: [&'static str; 3] = ["ractor_cluster", "redis", "librdkafka"];
 
     pub fn new() -> Self {
         Self {

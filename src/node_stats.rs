@@ -77,6 +77,11 @@ pub struct Stats {
     pub redis_down: Counter,
     /// Times Redis closed the source's subscription while Redis itself stayed up.
     pub pubsub_disconnects: Counter,
+    /// Frames read from Kafka (`[kafka]`); Kafka messages without a stream id as their key
+    /// (nobody to tell: counted and logged); errors Kafka's client reported.
+    pub kafka_messages: Counter,
+    pub kafka_unkeyed: Counter,
+    pub kafka_errors: Counter,
     /// Live frames dropped (within `dropped`) because a newer frame of their stream was
     /// waiting, and because they waited past their stream's `live.max_wait_ms`.
     pub superseded: Counter,

@@ -38,6 +38,8 @@ pub enum Transport {
     /// XADD to a Redis Stream of the same name: kept until trimmed, read through a consumer
     /// group and acknowledged once the frame's result is out, so no node loss costs a frame.
     Streams,
+    /// Produced to a Kafka topic, keyed by the stream id (clients only, so far: docs/protocol.md).
+    Kafka,
 }
 
 impl std::str::FromStr for Transport {
@@ -46,7 +48,10 @@ impl std::str::FromStr for Transport {
         match s {
             "pubsub" => Ok(Self::PubSub),
             "streams" => Ok(Self::Streams),
-            other => Err(format!("unknown transport {other:?}: pubsub or streams")),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(format!(
+                "unknown transport {other:?}: pubsub, streams or kafka"
+            )),
         }
     }
 }
@@ -382,7 +387,15 @@ impl Channels {
     /// The error channel of a stream named by raw bytes (a channel need not be UTF-8);
     /// `untagged`: the version 1 name whatever these names are, for a publisher of version 1 names.
     pub fn errors_of_bytes(&self, stream: &[u8], untagged: bool) -> Vec<u8> {
-        let mut name = format!("{}:errors:", self.prefix).into_bytes();
+        self.name_of_bytes("errors", stream, untagged)
+    }
+    /// The frames channel of a stream named by raw bytes (a Kafka message's key), as the
+    /// source takes frames in: [`Channels::stream_of`] gives the bytes back.
+    pub fn frames_of_bytes(&self, stream: &[u8]) -> Vec<u8> {
+        self.name_of_bytes("frames", stream, false)
+    }
+    fn name_of_bytes(&self, kind: &str, stream: &[u8], untagged: bool) -> Vec<u8> {
+        let mut name = format!("{}:{kind}:", self.prefix).into_bytes();
         let tagged = self.tagged && !untagged;
         if tagged {
             name.push(b'{');
@@ -820,6 +833,10 @@ mod tests {
         assert_eq!(t.untagged_stream_of(b"kadr:frames:{cam-1}"), None);
         assert_eq!(t.errors_of_bytes(b"c", false), b"kadr:errors:{c}");
         assert_eq!(t.errors_of_bytes(b"c", true), b"kadr:errors:c");
+        for names in [&t, &Channels::new("kadr")] {
+            let channel = names.frames_of_bytes(b"\xffcam");
+            assert_eq!(names.stream_of(&channel), Some(&b"\xffcam"[..]));
+        }
         assert_eq!(
             t.output_stream_of(b"kadr:detections:{c}"),
             Some((OutputChannel::Detections, &b"c"[..]))

@@ -44,7 +44,7 @@ use crate::pipeline::egress::Egress;
 use crate::pipeline::lease::Lease;
 use crate::pipeline::pool::{Pool, PoolArgs, PoolMsg};
 use crate::pipeline::sequencer::{Sequencer, SequencerArgs, SequencerMsg};
-use crate::pipeline::source::StreamsReading;
+use crate::pipeline::source::{KafkaReading, StreamsReading};
 use crate::pipeline::source::{Source, SourceArgs, SourceMsg};
 use crate::pipeline::stream_leases::StreamLeases;
 use crate::task::{stopped_child, RestartBudget, MAX_RESTARTS, RESTART_WINDOW};
@@ -430,6 +430,11 @@ async fn spawn_ingress(
                 keep_all: cfg.limits.keep_all_frames,
                 max_payload: cfg.limits.max_payload_bytes,
             },
+            kafka: cfg.kafka.enabled().then(|| KafkaReading {
+                config: cfg.kafka.clone(),
+                client_id: cfg.node.name.clone(),
+                max_message_bytes: cfg.limits.max_payload_bytes,
+            }),
             dispatcher: dispatcher.clone(),
             sequencer: sequencer.clone(),
             stats: args.stats.clone(),

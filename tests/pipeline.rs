@@ -133,6 +133,7 @@ impl TestNode {
                     .await
                     .unwrap();
             }
+            Transport::Kafka => unreachable!("these tests run over Redis (tests/kafka.rs)"),
             Transport::Streams => {
                 let _: String = redis::cmd("XADD")
                     .arg(channel)
@@ -2061,6 +2062,7 @@ async fn frozen_redis_over(transport: Transport) {
                         .query_async(&mut conn)
                         .await
                 }
+                Transport::Kafka => unreachable!("this test runs over Redis"),
                 Transport::Streams => {
                     redis::cmd("XADD")
                         .arg(&channel)

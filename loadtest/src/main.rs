@@ -187,6 +187,9 @@ type Tallies = Arc<Mutex<BTreeMap<String, StreamTally>>>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.transport == Transport::Kafka {
+        anyhow::bail!("--transport kafka: nodes do not read frames from Kafka yet (issue 31)");
+    }
     let frames = kadr::client::publish::video::load_frames(&args.input, Some((1280, 720)), 3, 600)
         .await
         .context("loading frames")?;
@@ -596,6 +599,7 @@ async fn publish_stream(
                         .query_async(&mut conn)
                         .await
                 }
+                Transport::Kafka => unreachable!("refused when the arguments are read"),
                 // Nobody "hears" a stream entry: it waits for a node.
                 Transport::Streams => redis::cmd("XADD")
                     .arg(&stream.channel)

@@ -78,6 +78,30 @@ impl RedisArgs {
     }
 }
 
+/// Where a client finds Kafka (`--transport kafka`).
+#[derive(Args)]
+pub struct KafkaArgs {
+    /// Brokers asked first, `host:port,host:port`.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Topic of the frames, keyed by stream id.
+    #[arg(long, default_value = kadr::kafka::FRAMES_TOPIC)]
+    pub kafka_frames_topic: String,
+    /// Topic of the publishers' reports, keyed by stream id.
+    #[arg(long, default_value = kadr::kafka::ERRORS_TOPIC)]
+    pub kafka_errors_topic: String,
+}
+
+impl KafkaArgs {
+    pub fn options(&self) -> kadr::kafka::KafkaOptions {
+        kadr::kafka::KafkaOptions {
+            frames_topic: self.kafka_frames_topic.clone(),
+            errors_topic: self.kafka_errors_topic.clone(),
+            ..kadr::kafka::KafkaOptions::new(self.kafka_brokers.clone())
+        }
+    }
+}
+
 /// Run the subcommand given on the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

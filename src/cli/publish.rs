@@ -8,7 +8,7 @@ use clap::Args;
 use kadr::client::publish::{Input, Pace, PublishOptions, FRAMES_MAXLEN};
 use kadr::protocol::{Channels, Transport};
 
-use super::RedisArgs;
+use super::{KafkaArgs, RedisArgs};
 
 #[derive(Args)]
 pub struct PublishArgs {
@@ -20,6 +20,8 @@ pub struct PublishArgs {
     pub stream: String,
     #[command(flatten)]
     pub redis: RedisArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Publish files and folders as fast as possible instead of in real time.
     #[arg(long)]
     pub fast: bool,
@@ -55,7 +57,8 @@ pub struct PublishArgs {
     pub reconnect_max_ms: u64,
     /// `pubsub`: PUBLISH each frame (nothing kept). `streams`: XADD it to a Redis Stream of
     /// the same name, kept until a node has published its result (no frame lost to a node
-    /// failover or a node restart).
+    /// failover or a node restart). `kafka`: produce it to `--kafka-frames-topic`, keyed by
+    /// the stream id (docs/protocol.md, "Kafka"; nodes do not read Kafka yet).
     #[arg(long, default_value = "pubsub")]
     pub transport: Transport,
     /// Streams: frames the stream keeps at most (approximately), so Redis holds about this
@@ -105,9 +108,16 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         stall_timeout: Duration::from_millis(args.stall_timeout_ms.max(1)),
         reconnect_max: Duration::from_millis(args.reconnect_max_ms.max(250)),
         transport: args.transport,
+        kafka: Some(args.kafka.options()),
         frames_maxlen: args.frames_maxlen.max(1),
     };
-    let channel = Channels::with_tags(opts.prefix.clone(), opts.redis_cluster).frames(&opts.stream);
+    let channel = match opts.transport {
+        Transport::Kafka => format!(
+            "Kafka topic {} (key {})",
+            args.kafka.kafka_frames_topic, opts.stream
+        ),
+        _ => Channels::with_tags(opts.prefix.clone(), opts.redis_cluster).frames(&opts.stream),
+    };
     let report = kadr::client::publish::run(opts).await?;
     let mut line = format!(
         "published {} frames to {channel} in {:.1} s ({:.1} fps)",
@@ -120,8 +130,13 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     }
     if report.unpublished > 0 {
         line += &format!(
-            ", {} live frames let go while Redis was unreachable",
-            report.unpublished
+            ", {} live frames let go while {} was unreachable",
+            report.unpublished,
+            if args.transport == Transport::Kafka {
+                "Kafka"
+            } else {
+                "Redis"
+            }
         );
     }
     if report.skipped > 0 {

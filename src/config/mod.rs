@@ -16,6 +16,7 @@ use thiserror::Error;
 
 pub(crate) mod admin;
 pub(crate) mod cluster;
+pub(crate) mod kafka;
 pub(crate) mod limits;
 pub(crate) mod live;
 pub(crate) mod model;
@@ -112,6 +113,9 @@ pub struct Config {
     /// Settings of single streams: their lines and zones.
     #[serde(default)]
     pub streams: streams::StreamsConfig,
+    /// Frames from a Kafka topic as well (none by default).
+    #[serde(default)]
+    pub kafka: kafka::KafkaConfig,
 }
 
 /// A secret read from the config or the environment; never printed.
@@ -286,6 +290,15 @@ impl Config {
         );
         if purpose == Purpose::Node {
             self.node.check(&mut p);
+            self.kafka.check(&mut p);
+            // Kafka gives each partition to one node: it, not the placement, decides who reads
+            // a stream, and a node-wide lease would let only one node read at all.
+            if self.kafka.enabled() && !self.cluster.stream_leases && self.node.has(Role::Source) {
+                p.add(
+                    "kafka.brokers",
+                    "needs cluster.stream_leases = true on source nodes (a lease per stream)",
+                );
+            }
             self.cluster.check(&mut p);
             self.admin.check(&mut p);
             let (c, a) = (self.cluster.listen, self.admin.listen);

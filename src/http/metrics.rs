@@ -138,6 +138,21 @@ pub(crate) fn prometheus_text(node: &str, stats: &Stats, streams: &[StreamReport
             stats.pubsub_disconnects.get(),
         ),
         (
+            "kadr_kafka_messages_total",
+            "Messages read from Kafka's frames topic ([kafka]).",
+            stats.kafka_messages.get(),
+        ),
+        (
+            "kadr_kafka_unkeyed_total",
+            "Kafka messages without a stream id as their key: let go (logged).",
+            stats.kafka_unkeyed.get(),
+        ),
+        (
+            "kadr_kafka_errors_total",
+            "Errors reported by Kafka's client (a broker away, a topic missing).",
+            stats.kafka_errors.get(),
+        ),
+        (
             "kadr_redis_down",
             "1 while the source cannot reach Redis.",
             stats.redis_down.get(),

@@ -83,6 +83,9 @@ struct State {
     wanted: HashMap<Arc<str>, Instant>,
     /// Streams seen that nobody held at the last ticks, and since when.
     free_since: HashMap<Arc<str>, Instant>,
+    /// Streams heard by this node alone (from Kafka) that another node held when this node
+    /// last tried to take them, and when it tried.
+    claim_tried: HashMap<Arc<str>, Instant>,
 }
 
 pub(crate) struct StreamLeases {
@@ -272,6 +275,40 @@ impl StreamLeases {
         let taken = self.take(stream).await;
         if taken {
             self.state().wanted.remove(stream);
+        }
+        taken
+    }
+
+    /// A frame of `stream` heard by this node alone (read from a Kafka partition its consumer
+    /// group gave this node): there Kafka, not the placement, decides which node reads a
+    /// stream, so the node takes the stream's lease whenever it is free. Held by another node
+    /// (which had the partition before, until it lets the stream go or its lease runs out), it
+    /// is tried again at most every [`RETRY_WANTED`].
+    pub(crate) async fn claims(&self, stream: &str) -> bool {
+        {
+            let mut st = self.state();
+            let now = Instant::now();
+            if let Some(at) = st.seen.get_mut(stream) {
+                *at = now;
+            } else if st.seen.len() < MAX_SEEN {
+                st.seen.insert(Arc::from(stream), now);
+            }
+            if let Some(h) = st.held.get(stream) {
+                return h.leaving_since.is_none();
+            }
+            let room = st.claim_tried.len() < MAX_SEEN;
+            match st.claim_tried.get_mut(stream) {
+                Some(tried) if now.duration_since(*tried) < RETRY_WANTED => return false,
+                Some(tried) => *tried = now,
+                None if room => {
+                    st.claim_tried.insert(Arc::from(stream), now);
+                }
+                None => return false,
+            }
+        }
+        let taken = self.take(stream).await;
+        if taken {
+            self.state().claim_tried.remove(stream);
         }
         taken
     }

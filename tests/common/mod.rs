@@ -450,3 +450,83 @@ impl Drop for RedisCluster {
         }
     }
 }
+
+/// A Kafka broker of our own: tansu (a broker that speaks Kafka's protocol, installed by
+/// scripts/setup.sh), in memory, on a free loopback port, killed on drop. It starts in
+/// milliseconds, so each test has its own; building it is what takes long, and is done once.
+pub struct Kafka {
+    /// `127.0.0.1:port`, as clients name a broker.
+    pub brokers: String,
+    tansu: PathBuf,
+    child: Child,
+}
+
+impl Kafka {
+    /// None (after `skip`) where tansu is not installed.
+    pub fn start() -> Option<Kafka> {
+        let tansu = std::env::var_os("KADR_TANSU")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let home = PathBuf::from(std::env::var_os("HOME")?);
+                std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .chain([home.join(".cargo/bin")])
+                    .map(|dir| dir.join("tansu"))
+                    .find(|p| p.is_file())
+            });
+        let Some(tansu) = tansu else {
+            skip("tansu (a Kafka broker) not found; run scripts/setup.sh");
+            return None;
+        };
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Kafka {
+            brokers: format!("127.0.0.1:{port}"),
+            tansu,
+            child,
+        })
+    }
+
+    /// Create a topic with this many partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(&self.tansu)
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://{}", self.brokers)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tansu topic create {name}: {out:?}");
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,5 +1,5 @@
 //! `kadr publish`: frames from a video file, a folder of images, a V4L2 webcam, an RTSP camera
-//! or an HTTP MJPEG camera, published as frame messages on Redis.
+//! or an HTTP MJPEG camera, published as frame messages on Redis (or produced to Kafka).
 //!
 //! Files and folders end (or loop with `loop_input`) and are paced at their frame rate unless
 //! `pace` says otherwise. Live sources pace themselves; when one drops or stalls, the publisher
@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::kafka::{KafkaOptions, KafkaProducer};
 use crate::protocol::{
     self, encode_frame, Channels, ErrorCode, ErrorMessage, Transport, FLAG_KEEP, FRAME_FIELD,
 };
@@ -62,8 +63,10 @@ pub struct PublishOptions {
     pub stall_timeout: Duration,
     /// Longest wait between reconnection attempts (the wait doubles from 250 ms).
     pub reconnect_max: Duration,
-    /// PUBLISH on the frames channel, or XADD to the frames stream.
+    /// PUBLISH on the frames channel, XADD to the frames stream, or produce to Kafka.
     pub transport: Transport,
+    /// Where Kafka is (`Transport::Kafka`).
+    pub kafka: Option<KafkaOptions>,
     /// Streams: frames the stream keeps at most (approximately: `MAXLEN ~`), so Redis holds
     /// about this many times the frame size per camera.
     pub frames_maxlen: u64,
@@ -100,47 +103,72 @@ impl Frames {
     }
 }
 
-/// Publishes frame messages and outage reports for one stream over one connection (Redis keeps
-/// a connection's messages in order). The connection comes back by itself after Redis restarts.
+/// Where frames and reports go.
+enum Sink {
+    /// One connection (Redis keeps a connection's messages in order), which comes back by itself
+    /// after Redis restarts.
+    Redis {
+        conn: crate::redis_conn::RedisConn,
+        frames_channel: String,
+        errors_channel: String,
+        transport: Transport,
+        frames_maxlen: u64,
+    },
+    /// An idempotent producer: the frames keyed by the stream id go to one partition, in order.
+    Kafka {
+        producer: KafkaProducer,
+        frames_topic: String,
+        errors_topic: String,
+    },
+}
+
+impl Sink {
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::Redis { .. } => "Redis",
+            Sink::Kafka { .. } => "Kafka",
+        }
+    }
+}
+
+/// Publishes frame messages and outage reports for one stream.
 struct Publisher {
-    conn: crate::redis_conn::RedisConn,
+    sink: Sink,
     stream: String,
-    frames_channel: String,
-    errors_channel: String,
-    transport: Transport,
-    frames_maxlen: u64,
     flags: u8,
     message: Vec<u8>,
     seq: u64,
     sent: u64,
     /// When publishing started to fail, while it fails.
-    redis_down_since: Option<Instant>,
-    /// Live frames not published because Redis was unreachable (no sequence number spent).
+    down_since: Option<Instant>,
+    /// Live frames not published because Redis (or Kafka) was unreachable (no sequence number
+    /// spent).
     unpublished: u64,
 }
 
 impl Publisher {
-    /// Publish a frame, riding out a Redis outage: a file's frame is retried until Redis is
-    /// back (files can wait); a live frame is let go (a camera cannot), and the next live frame
+    /// Publish a frame, riding out an outage of Redis (or Kafka): a file's frame is retried
+    /// until it is back (files can wait); a live frame is let go (a camera cannot), and the next live frame
     /// takes its sequence number, so the outage leaves no hole for a node to wait on.
     async fn send(&mut self, jpeg: &[u8], live: bool) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.frame(jpeg).await {
                 Ok(()) => {
-                    if let Some(since) = self.redis_down_since.take() {
+                    if let Some(since) = self.down_since.take() {
                         info!(
                             seconds = since.elapsed().as_secs_f64(),
                             unpublished = self.unpublished,
-                            "Redis is back"
+                            "{} is back",
+                            self.sink.name()
                         );
                     }
                     return;
                 }
                 Err(e) => {
-                    if self.redis_down_since.is_none() {
-                        self.redis_down_since = Some(Instant::now());
-                        warn!(error = %format!("{e:#}"), "cannot publish to Redis; {}",
+                    if self.down_since.is_none() {
+                        self.down_since = Some(Instant::now());
+                        warn!(error = %format!("{e:#}"), "cannot publish to {}; {}", self.sink.name(),
                             if live { "letting live frames go until it is back" } else { "retrying" });
                     }
                     if live {
@@ -162,27 +190,46 @@ impl Publisher {
             self.flags,
             jpeg,
         );
-        match self.transport {
-            Transport::PubSub => {
-                let _: i64 = redis::cmd("PUBLISH")
-                    .arg(&self.frames_channel)
-                    .arg(&self.message[..])
-                    .query_async(&mut self.conn)
-                    .await
-                    .context("publishing a frame")?;
-            }
-            Transport::Streams => {
+        match &mut self.sink {
+            Sink::Redis {
+                conn,
+                frames_channel,
+                transport: Transport::Streams,
+                frames_maxlen,
+                ..
+            } => {
                 let _: String = redis::cmd("XADD")
-                    .arg(&self.frames_channel)
+                    .arg(&*frames_channel)
                     .arg("MAXLEN")
                     .arg("~")
-                    .arg(self.frames_maxlen)
+                    .arg(*frames_maxlen)
                     .arg("*")
                     .arg(FRAME_FIELD)
                     .arg(&self.message[..])
-                    .query_async(&mut self.conn)
+                    .query_async(conn)
                     .await
                     .context("appending a frame to its stream")?;
+            }
+            Sink::Redis {
+                conn,
+                frames_channel,
+                ..
+            } => {
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(&*frames_channel)
+                    .arg(&self.message[..])
+                    .query_async(conn)
+                    .await
+                    .context("publishing a frame")?;
+            }
+            Sink::Kafka {
+                producer,
+                frames_topic,
+                ..
+            } => {
+                producer
+                    .send(frames_topic, &self.stream, &self.message)
+                    .await?;
             }
         }
         self.seq += 1;
@@ -191,16 +238,32 @@ impl Publisher {
     }
 
     /// An event about the source (`source_outage`, `source_resumed`) on the error channel;
-    /// `seq` is the next sequence number to be published. Logged too, so a report Redis cannot
-    /// take is not lost without a trace.
+    /// `seq` is the next sequence number to be published. Logged too, so a report Redis (or
+    /// Kafka) cannot take is not lost without a trace.
     async fn report(&mut self, code: ErrorCode, message: String) {
         let msg = ErrorMessage::new(&self.stream, Some(self.seq), code, message);
         let json = serde_json::to_string(&msg).expect("serializable");
-        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&self.errors_channel)
-            .arg(&json)
-            .query_async(&mut self.conn)
-            .await;
+        let published = match &mut self.sink {
+            Sink::Redis {
+                conn,
+                errors_channel,
+                ..
+            } => redis::cmd("PUBLISH")
+                .arg(&*errors_channel)
+                .arg(&json)
+                .query_async::<i64>(conn)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from),
+            Sink::Kafka {
+                producer,
+                errors_topic,
+                ..
+            } => producer
+                .send(errors_topic, &self.stream, json.as_bytes())
+                .await
+                .map(drop),
+        };
         if let Err(e) = published {
             warn!(report = %json, error = %e, "could not publish a source report");
         }
@@ -217,23 +280,36 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
         (Pace::Source, Input::Folder(_)) => Some(FOLDER_FPS),
         (Pace::Source, _) => None, // a camera sends at its own rate
     };
-    let (_, conn) = opts
-        .redis_tls
-        .connect(&opts.redis_url, opts.redis_cluster)
-        .await?;
-    let channels = Channels::with_tags(opts.prefix.clone(), opts.redis_cluster);
+    let sink = match (opts.transport, &opts.kafka) {
+        (Transport::Kafka, Some(kafka)) => Sink::Kafka {
+            producer: kafka.producer()?,
+            frames_topic: kafka.frames_topic.clone(),
+            errors_topic: kafka.errors_topic.clone(),
+        },
+        (Transport::Kafka, None) => bail!("the Kafka transport needs Kafka's brokers"),
+        (transport, _) => {
+            let (_, conn) = opts
+                .redis_tls
+                .connect(&opts.redis_url, opts.redis_cluster)
+                .await?;
+            let channels = Channels::with_tags(opts.prefix.clone(), opts.redis_cluster);
+            Sink::Redis {
+                conn,
+                frames_channel: channels.frames(&opts.stream),
+                errors_channel: channels.errors(&opts.stream),
+                transport,
+                frames_maxlen: opts.frames_maxlen,
+            }
+        }
+    };
     let mut publisher = Publisher {
-        conn,
+        sink,
         stream: opts.stream.clone(),
-        frames_channel: channels.frames(&opts.stream),
-        errors_channel: channels.errors(&opts.stream),
-        transport: opts.transport,
-        frames_maxlen: opts.frames_maxlen,
         flags: if opts.keep_all { FLAG_KEEP } else { 0 },
         message: Vec::new(),
         seq: opts.start_seq,
         sent: 0,
-        redis_down_since: None,
+        down_since: None,
         unpublished: 0,
     };
 

@@ -34,9 +34,12 @@ use crate::redis_conn;
 use crate::task::OwnedTask;
 use frames_stream::read_frames_streams;
 pub(crate) use frames_stream::StreamsReading;
+pub(crate) use kafka::KafkaReading;
 
 /// The reader of frames streams: part of the source (it hands entries to this actor).
 mod frames_stream;
+/// The reader of Kafka's frames topic (`[kafka]`), likewise.
+mod kafka;
 
 pub(crate) enum SourceMsg {
     /// One frame message: the channel it came on (or the frames stream it was read from, of
@@ -46,6 +49,10 @@ pub(crate) enum SourceMsg {
         payload: Bytes,
         /// Read from a frames stream: the entry, acknowledged once its frame is accounted for.
         entry: Option<StreamEntry>,
+        /// Heard by this node alone (read from Kafka, whose consumer group gives each
+        /// partition to one node): the node answers it, and takes its stream if free, whatever
+        /// the placement says. Over pub/sub every source node hears every message.
+        only_here: bool,
         done: RpcReplyPort<Taken>,
     },
     /// This node no longer reads the stream (`cluster.stream_leases`): forget where it stood.
@@ -112,6 +119,8 @@ pub(crate) struct SourceArgs {
     pub max_pixels: u64,
     /// How frames streams are read (`[redis]`).
     pub streams: StreamsReading,
+    /// Frames from Kafka as well (`[kafka]`; needs a lease per stream).
+    pub kafka: Option<KafkaReading>,
     pub dispatcher: ActorRef<DispatchMsg>,
     pub sequencer: ActorRef<SequencerMsg>,
     pub stats: Arc<Stats>,
@@ -131,6 +140,8 @@ pub(crate) struct SourceState {
     /// Owned: a source killed by its supervisor runs no `post_stop`, and its pump must not
     /// outlive it, holding the subscription and renewing the lease its successor is taking.
     pump: Option<OwnedTask>,
+    /// The Kafka reader, owned likewise (its consumer leaves the group when it is dropped).
+    kafka: Option<OwnedTask>,
 }
 
 pub(crate) struct Source;
@@ -154,7 +165,7 @@ impl Actor for Source {
             ready_tx,
             args.stats.clone(),
             FramesStreams {
-                source: myself,
+                source: myself.clone(),
                 channels: args.channels.clone(),
                 reading: args.streams.clone(),
                 kept: kept.clone(),
@@ -163,12 +174,21 @@ impl Actor for Source {
         ));
         // Return once subscribed (or standing by), so frames published after start-up are seen.
         let _ = tokio::time::timeout(Duration::from_secs(5), ready).await;
+        let kafka = args.kafka.clone().map(|reading| {
+            OwnedTask::spawn(kafka::read_kafka(
+                myself.clone(),
+                args.channels.clone(),
+                reading,
+                args.stats.clone(),
+            ))
+        });
         Ok(SourceState {
             kept,
             jpeg: JpegDecoder::with_max_pixels(args.max_pixels)?,
             args,
             last_seq: HashMap::new(),
             pump: Some(pump),
+            kafka,
         })
     }
 
@@ -184,9 +204,10 @@ impl Actor for Source {
                 channel,
                 payload,
                 entry,
+                only_here,
                 done,
             } => {
-                let taken = state.take_in(&channel, payload, entry).await;
+                let taken = state.take_in(&channel, payload, entry, only_here).await;
                 let _ = done.send(taken);
             }
             SourceMsg::Forget(stream) => {
@@ -230,6 +251,9 @@ impl Actor for Source {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(pump) = state.pump.take() {
             pump.stop().await;
+        }
+        if let Some(kafka) = state.kafka.take() {
+            kafka.stop().await;
         }
         // The lease is kept: the node releases it once the frames inside are published (a
         // standby taking over sooner would report them as missing, and they would be fenced).
@@ -392,7 +416,13 @@ async fn pump(
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
                     let sent = source
                         .call(
-                            |done| SourceMsg::Message { channel, payload, entry: None, done },
+                            |done| SourceMsg::Message {
+                                channel,
+                                payload,
+                                entry: None,
+                                only_here: false,
+                                done,
+                            },
                             None,
                         )
                         .await;
@@ -523,6 +553,7 @@ impl SourceState {
         channel: &[u8],
         payload: Bytes,
         mut entry: Option<StreamEntry>,
+        only_here: bool,
     ) -> Taken {
         let Some(channel_stream) = self.args.channels.stream_of(channel) else {
             if let Some(stream) = self.args.channels.untagged_stream_of(channel) {
@@ -539,7 +570,7 @@ impl SourceState {
         // good: only the one ranked first for that name answers it, so the error comes once.
         let valid_id = std::str::from_utf8(channel_stream)
             .is_ok_and(|name| !name.is_empty() && name.len() <= args.limits.max_stream_id_bytes);
-        if let Some(leases) = &args.stream_leases {
+        if let Some(leases) = args.stream_leases.as_ref().filter(|_| !only_here) {
             if !valid_id && !leases.ranks_first(&String::from_utf8_lossy(channel_stream)) {
                 return Taken::Elsewhere;
             }
@@ -569,9 +600,11 @@ impl SourceState {
         // are not frames must leave no lease (nor a log line, nor stream state) behind. With a
         // lease per stream, one node answers them.
         let answers = |args: &SourceArgs| {
-            args.stream_leases
-                .as_ref()
-                .is_none_or(|l| l.answers_refusals(stream_name))
+            only_here
+                || args
+                    .stream_leases
+                    .as_ref()
+                    .is_none_or(|l| l.answers_refusals(stream_name))
         };
         let frame = match parse_frame(payload, stream_name, args.limits) {
             Ok(f) => f,
@@ -594,7 +627,12 @@ impl SourceState {
             }
         }
         if let Some(leases) = &args.stream_leases {
-            if !leases.admits(stream_name).await {
+            let admitted = if only_here {
+                leases.claims(stream_name).await
+            } else {
+                leases.admits(stream_name).await
+            };
+            if !admitted {
                 args.stats.frames_elsewhere.inc();
                 return Taken::Elsewhere;
             }
