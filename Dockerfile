@@ -11,8 +11,9 @@
 
 # --- Build: kadr and kadr-loadtest, release.
 FROM rust:1-bookworm AS build
-# turbojpeg's vendored libjpeg-turbo builds with CMake and NASM.
-RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm \
+# turbojpeg's vendored libjpeg-turbo builds with CMake and NASM; librdkafka (the rdkafka
+# crate's own copy) is configured with a C++ compiler at hand.
+RUN apt-get update && apt-get install -y --no-install-recommends cmake nasm g++ \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what kadr needs on a fresh Debian machine, idempotently:
 #   - Debian packages: ffmpeg (video decoding for `kadr publish`), redis-server (tests, demo),
-#     cmake and nasm (to build the libjpeg-turbo that the turbojpeg crate vendors), chromium
+#     cmake and nasm (to build the libjpeg-turbo that the turbojpeg crate vendors), g++ (for the
+#     librdkafka that the rdkafka crate builds), chromium
 #     (the viewer's browser test)
 #   - .deps/venv: the onnxruntime wheel (its libonnxruntime.so is what kadr loads), onnx and
 #     numpy (the demo model generator), redis-py (the Python client example)
@@ -27,6 +28,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)   # redis-cli --cluster create (tests)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)      # librdkafka (the rdkafka crate builds its own copy)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then

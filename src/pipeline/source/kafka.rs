@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::SourceMsg;
+use super::{hand_over, SourceMsg};
 use crate::backoff::Backoff;
 use crate::config::kafka::KafkaConfig;
 use crate::log_budget::{LogBudget, Verdict};
@@ -167,19 +167,7 @@ pub(super) async fn read_kafka(
         }
         let channel = channels.frames_of_bytes(key);
         let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
-        let sent = source
-            .call(
-                |done| SourceMsg::Message {
-                    channel,
-                    payload,
-                    entry: None,
-                    only_here: true,
-                    done,
-                },
-                None,
-            )
-            .await;
-        if sent.is_err() {
+        if !hand_over(&source, channel, payload, true).await {
             return; // the source stopped
         }
     }

@@ -414,19 +414,7 @@ async fn pump(
                         }
                     }
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-                    let sent = source
-                        .call(
-                            |done| SourceMsg::Message {
-                                channel,
-                                payload,
-                                entry: None,
-                                only_here: false,
-                                done,
-                            },
-                            None,
-                        )
-                        .await;
-                    if sent.is_err() {
+                    if !hand_over(&source, channel, payload, false).await {
                         return; // the source stopped
                     }
                 }
@@ -437,6 +425,29 @@ async fn pump(
             }
         }
     }
+}
+
+/// Hand a frame message heard (over pub/sub, or from Kafka: `only_here`) to the source and
+/// wait until it has taken it in; false once the source has stopped.
+async fn hand_over(
+    source: &ActorRef<SourceMsg>,
+    channel: Vec<u8>,
+    payload: Bytes,
+    only_here: bool,
+) -> bool {
+    source
+        .call(
+            |done| SourceMsg::Message {
+                channel,
+                payload,
+                entry: None,
+                only_here,
+                done,
+            },
+            None,
+        )
+        .await
+        .is_ok()
 }
 
 /// With `cluster.stream_leases`: every third of the lease's lifetime, renew, place, take and
