@@ -1,6 +1,7 @@
-//! Kafka, beside Redis (issue 31): the clients' side so far. `kadr publish --transport kafka`
-//! produces frame messages to a topic, keyed by the stream id, so that one partition holds each
-//! camera's frames in order (docs/protocol.md, "Kafka").
+//! Kafka, beside Redis (issue 31): what clients use. `kadr publish --transport kafka` produces
+//! frame messages to a topic, keyed by the stream id, so that one partition holds each camera's
+//! frames in order (docs/protocol.md, "Kafka"); nodes read that topic through
+//! `pipeline::source::kafka`.
 //!
 //! The client is librdkafka (the `rdkafka` crate), Kafka's reference client in C: it does the
 //! consumer group protocol, the idempotent producer and TLS/SASL, and is tested against Kafka

@@ -571,7 +571,12 @@ impl StreamLeases {
         let now = Instant::now();
         let (seen, silent) = {
             let mut st = self.state();
-            let State { seen, held, .. } = &mut *st;
+            let State {
+                seen,
+                held,
+                claim_tried,
+                ..
+            } = &mut *st;
             let silent: Vec<Arc<str>> = held
                 .keys()
                 .filter(|s| {
@@ -584,6 +589,9 @@ impl StreamLeases {
                 held.remove(s);
             }
             seen.retain(|_, at| now.duration_since(*at) < FORGET_SEEN_AFTER);
+            // Tries at streams no longer heard are forgotten with them: the map is bounded,
+            // and a full one would let no new stream from Kafka be claimed.
+            claim_tried.retain(|s, _| seen.contains_key(s));
             (seen.keys().cloned().collect::<Vec<_>>(), silent)
         };
         for s in silent {
