@@ -89,7 +89,8 @@ pub struct PublishReport {
 
 /// Where frames come from once opened.
 enum Frames {
-    Ffmpeg(JpegFrames),
+    /// Boxed: the FFmpeg reader is a few hundred bytes, the folder's a few dozen.
+    Ffmpeg(Box<JpegFrames>),
     Folder(ImageFolder),
 }
 
@@ -381,12 +382,12 @@ pub async fn run(opts: PublishOptions) -> anyhow::Result<PublishReport> {
 /// names the input.
 async fn open(opts: &PublishOptions) -> anyhow::Result<(Frames, Vec<u8>)> {
     let mut frames = match opts.input.ffmpeg(opts.loop_input) {
-        Some(ffmpeg) => Frames::Ffmpeg(JpegFrames::open_with(
+        Some(ffmpeg) => Frames::Ffmpeg(Box::new(JpegFrames::open_with(
             &ffmpeg,
             opts.size,
             opts.quality,
             opts.input.is_live(),
-        )?),
+        )?)),
         None => {
             let Input::Folder(dir) = &opts.input else {
                 unreachable!("only folders are read without FFmpeg")
